@@ -1,0 +1,277 @@
+"""The test hypervisor's guest: a real salt-minion started from a server's user-data.
+
+Shared by the Nova compute driver (``saltminion_driver.py``, run by Debian's
+python3 inside nova-compute) and the EC2 watcher (``ec2_hypervisor.py``, run
+beside moto).  Standard library and PyYAML only, so it imports in both.
+
+What a "VM" is here: a directory ``<vms_dir>/<server id>/`` holding
+
+* ``etc/salt/minion`` and ``etc/salt/grains``: written from the ``salt_minion``
+  section of the cloud-config exactly as cloud-init's ``cc_salt_minion`` does
+  (``conf`` -> minion config, ``grains`` -> grains file, ``public_key`` /
+  ``private_key`` -> ``<pki_dir>/minion.pub`` / ``minion.pem`` with 0644 / 0400);
+* ``minion.pid``: the salt-minion's PID (its own session, so it outlives the
+  compute process that started it, as a guest outlives a nova-compute restart);
+* ``console.log``: what cloud-init would have printed, including the minion's
+  public key fingerprint (``ci-info: salt-minion key fingerprint (sha256): ...``).
+
+User-data that is not cloud-config, or has no ``salt_minion`` section, gives a
+VM without a minion (console output only).
+"""
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import yaml
+
+VMS_DIR = os.environ.get("VMOPS_FAKEVM_DIR", "/var/tmp/vmops/vms")
+SALT_MINION = os.environ.get("VMOPS_SALT_MINION", "/var/tmp/vmops/bin/salt-minion")
+FINGERPRINT_PREFIX = "ci-info: salt-minion key fingerprint (sha256): "
+
+
+def decode_user_data(user_data):
+    """Return user-data as text: accepts base64 (Nova, EC2 describe) or plain text."""
+    if not user_data:
+        return ""
+    if isinstance(user_data, bytes):
+        user_data = user_data.decode("utf-8", "replace")
+    text = user_data.strip()
+    if text.startswith("#"):
+        return user_data
+    try:
+        return base64.b64decode(text, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return user_data
+
+
+def parse_cloud_config(user_data):
+    """Return the cloud-config dict, or None when user-data is not cloud-config."""
+    text = decode_user_data(user_data)
+    if not text.lstrip().startswith("#cloud-config"):
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def key_fingerprint(pub_pem):
+    """The fingerprint ``salt-key -F`` shows: sha256 over the PEM body lines, colon separated."""
+    lines = [line for line in pub_pem.splitlines(True) if line.strip()][1:-1]
+    digest = hashlib.sha256("".join(lines).replace("\r\n", "\n").encode()).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def vm_dir(server_id):
+    return os.path.join(VMS_DIR, server_id)
+
+
+def _read(path, default=None):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError:
+        return default
+
+
+def _write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(path, mode)
+
+
+def _console(root, line):
+    with open(os.path.join(root, "console.log"), "a", encoding="utf-8") as fh:
+        fh.write(line.rstrip("\n") + "\n")
+
+
+def exists(server_id):
+    return os.path.isdir(vm_dir(server_id))
+
+
+def minion_pid(server_id):
+    pid = _read(os.path.join(vm_dir(server_id), "minion.pid"))
+    if not pid:
+        return None
+    try:
+        pid = int(pid)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return None
+    # a zombie (our own child that died) is not running
+    stat = _read("/proc/%d/stat" % pid, "")
+    if stat and stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return None
+    return pid
+
+
+def boot(server_id, user_data, name=None, host=None, extra_grains=None):
+    """Boot the guest: write cloud-init's files and start salt-minion if asked for.
+
+    Returns a dict describing what was done.  Idempotent: a guest whose minion
+    already runs is left as it is (apart from the host grain).
+    """
+    root = vm_dir(server_id)
+    if minion_pid(server_id):
+        if host:
+            set_host(server_id, host)
+        return {"minion": True, "already_running": True}
+    os.makedirs(root, exist_ok=True)
+    _write(os.path.join(root, "meta.json"), json.dumps({"id": server_id, "name": name}))
+    _console(root, "Cloud-init v. 23.1.2 running 'init' at %s." % time.strftime("%c"))
+    cfg = parse_cloud_config(user_data)
+    salt_cfg = (cfg or {}).get("salt_minion")
+    if not isinstance(salt_cfg, dict):
+        _console(root, "ci-info: no salt_minion configuration in user-data")
+        return {"minion": False}
+    etc = os.path.join(root, "etc", "salt")
+    conf = dict(salt_cfg.get("conf") or {})
+    conf.setdefault("id", name)
+    _write(os.path.join(etc, "minion"), yaml.safe_dump(conf, default_flow_style=False))
+    grains = dict(salt_cfg.get("grains") or {})
+    grains.update(extra_grains or {})
+    if host:
+        grains["compute_host"] = host
+    _write(os.path.join(etc, "grains"), yaml.safe_dump(grains, default_flow_style=False))
+    # Where this hypervisor keeps the guest: a short root (AF_UNIX paths are
+    # limited to ~107 bytes), logs and pid in the VM directory.
+    _write(
+        os.path.join(etc, "minion.d", "zz-fakevm.conf"),
+        yaml.safe_dump(
+            {
+                "root_dir": root,
+                "conf_file": os.path.join(etc, "minion"),
+                "sock_dir": os.path.join(root, "run"),
+                "pidfile": os.path.join(root, "run", "salt-minion.pid"),
+                "log_file": os.path.join(root, "minion.log"),
+                "log_level_logfile": "info",
+                "user": "root",
+            }
+        ),
+    )
+    pki = os.path.join(root, "etc", "salt", "pki", "minion")
+    if salt_cfg.get("public_key") and salt_cfg.get("private_key"):
+        _write(os.path.join(pki, "minion.pub"), salt_cfg["public_key"], 0o644)
+        _write(os.path.join(pki, "minion.pem"), salt_cfg["private_key"], 0o400)
+    _start_minion(server_id, root, etc, pki)
+    return {"minion": True, "id": conf.get("id")}
+
+
+def _start_minion(server_id, root, etc, pki):
+    log = open(os.path.join(root, "minion.out"), "ab")  # pylint: disable=consider-using-with
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with
+        [SALT_MINION, "-c", etc, "--log-level=quiet"],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        close_fds=True,
+        env=env,
+        cwd=root,
+    )
+    log.close()
+    _write(os.path.join(root, "minion.pid"), str(proc.pid))
+    _console(root, "ci-info: salt-minion started (pid %d)" % proc.pid)
+    # The minion writes minion.pub on its first start when none was given.
+    pub_path = os.path.join(pki, "minion.pub")
+    deadline = time.time() + 30
+    while time.time() < deadline and not os.path.exists(pub_path):
+        if proc.poll() is not None:
+            _console(root, "ci-info: salt-minion exited with %s" % proc.returncode)
+            return
+        time.sleep(0.1)
+    pub = _read(pub_path)
+    if pub:
+        _console(root, FINGERPRINT_PREFIX + key_fingerprint(pub))
+    _console(root, "Cloud-init v. 23.1.2 finished.")
+
+
+def set_host(server_id, host):
+    """Record a new compute host (after a migration) in the guest's grains file."""
+    path = os.path.join(vm_dir(server_id), "etc", "salt", "grains")
+    text = _read(path)
+    if text is None:
+        return
+    grains = yaml.safe_load(text) or {}
+    grains["compute_host"] = host
+    _write(path, yaml.safe_dump(grains, default_flow_style=False))
+    _console(vm_dir(server_id), "ci-info: now running on %s" % host)
+
+
+def power_off(server_id):
+    """Stop the minion but keep the guest's disk (its directory)."""
+    pid = minion_pid(server_id)
+    if pid:
+        _kill(pid)
+        _console(vm_dir(server_id), "reboot: Power down")
+
+
+def power_on(server_id):
+    """Start the minion of a stopped guest again, with the files it already has."""
+    root = vm_dir(server_id)
+    etc = os.path.join(root, "etc", "salt")
+    if minion_pid(server_id) or not os.path.exists(os.path.join(etc, "minion")):
+        return
+    _start_minion(server_id, root, etc, os.path.join(etc, "pki", "minion"))
+
+
+def destroy(server_id):
+    """Stop the minion and delete the guest's disk."""
+    power_off(server_id)
+    shutil.rmtree(vm_dir(server_id), ignore_errors=True)
+
+
+def console(server_id):
+    return _read(os.path.join(vm_dir(server_id), "console.log"), "")
+
+
+def _kill(pid, timeout=10):
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        # reap it if it is our own child
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def running_guests():
+    """Server ids whose minion runs now."""
+    try:
+        names = os.listdir(VMS_DIR)
+    except FileNotFoundError:
+        return []
+    return [n for n in names if minion_pid(n)]
+
+
+def stop_all():
+    """Stop every guest's minion (used when the whole test cloud stops)."""
+    for server_id in running_guests():
+        power_off(server_id)
