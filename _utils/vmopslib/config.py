@@ -90,10 +90,14 @@ def cloud(conf, name=None):
     return profile
 
 
-def vm(conf, name, overrides=None):
-    """Settings for VM ``name``: defaults, then ``vms:<name>``, then ``overrides``."""
+def vm(conf, name, overrides=None, profile=None):
+    """Settings for VM ``name``.
+
+    Layered: ``defaults``, the cloud profile's ``defaults``, ``vms:<name>``, ``overrides``.
+    """
     check_minion_id(name)
-    settings = deep_merge(conf.get("defaults") or {}, (conf.get("vms") or {}).get(name) or {})
+    settings = deep_merge(conf.get("defaults") or {}, (profile or {}).get("defaults") or {})
+    settings = deep_merge(settings, (conf.get("vms") or {}).get(name) or {})
     settings = deep_merge(settings, overrides or {})
     # the runbook's sanity grain: ``level: staging`` is both a grain and the expected value
     if settings.get("level") is not None:

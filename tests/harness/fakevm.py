@@ -95,6 +95,12 @@ def _console(root, line):
         fh.write(line.rstrip("\n") + "\n")
 
 
+def sock_dir(server_id):
+    """A short per-guest socket dir: AF_UNIX paths are limited to ~107 bytes."""
+    tag = hashlib.sha1(server_id.encode()).hexdigest()[:10]
+    return os.path.join(os.path.dirname(VMS_DIR.rstrip("/")), "s", tag)
+
+
 def exists(server_id):
     return os.path.isdir(vm_dir(server_id))
 
@@ -143,15 +149,16 @@ def boot(server_id, user_data, name=None, host=None, extra_grains=None):
     if host:
         grains["compute_host"] = host
     _write(os.path.join(etc, "grains"), yaml.safe_dump(grains, default_flow_style=False))
-    # Where this hypervisor keeps the guest: a short root (AF_UNIX paths are
-    # limited to ~107 bytes), logs and pid in the VM directory.
+    # Where this hypervisor keeps the guest.  No root_dir: Salt would prefix it to
+    # sock_dir, and AF_UNIX paths are limited to ~107 bytes.
     _write(
         os.path.join(etc, "minion.d", "zz-fakevm.conf"),
         yaml.safe_dump(
             {
-                "root_dir": root,
                 "conf_file": os.path.join(etc, "minion"),
-                "sock_dir": os.path.join(root, "run"),
+                "pki_dir": os.path.join(etc, "pki", "minion"),
+                "cachedir": os.path.join(root, "cache"),
+                "sock_dir": sock_dir(server_id),
                 "pidfile": os.path.join(root, "run", "salt-minion.pid"),
                 "log_file": os.path.join(root, "minion.log"),
                 "log_level_logfile": "info",
@@ -231,6 +238,7 @@ def destroy(server_id):
     """Stop the minion and delete the guest's disk."""
     power_off(server_id)
     shutil.rmtree(vm_dir(server_id), ignore_errors=True)
+    shutil.rmtree(sock_dir(server_id), ignore_errors=True)
 
 
 def console(server_id):

@@ -1,0 +1,164 @@
+"""
+Runner of saltext-vmops: cloud operations driven from the salt master.
+
+Configuration: the ``vmops`` key of the master config (and of the master's own
+pillar); see ``pillar.example/vmops.sls``.  Every function fires ``vmops/...``
+events on the master bus and, when it fails, returns ``result: False`` with the
+reason and sets the job's retcode, so orchestration stops there.
+
+:depends: openstacksdk (OpenStack clouds), boto3 (EC2)
+"""
+
+import logging
+import os
+import sys
+
+try:
+    import vmopslib
+except ImportError:  # synced from the state tree: the core sits in <extension_modules>/utils
+    _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.extend(os.path.join(_ROOT, sub) for sub in ("utils", "_utils"))
+    import vmopslib  # pylint: disable=ungrouped-imports
+
+from vmopslib import minions, saltglue
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "vmops"
+
+
+def __virtual__():
+    try:
+        import openstack  # pylint: disable=unused-import,import-outside-toplevel
+    except ImportError:
+        try:
+            import boto3  # pylint: disable=unused-import,import-outside-toplevel
+        except ImportError:
+            return (False, "the vmops runner needs openstacksdk or boto3 on the master")
+    return __virtualname__
+
+
+def _pillar():
+    return globals().get("__pillar__") or {}
+
+
+def _events():
+    return saltglue.Events(__opts__, globals().get("__jid_event__"))
+
+
+def _run(fn, *args, **kwargs):
+    return saltglue.run_runner(__context__, fn, *args, **kwargs)
+
+
+def show(name, cloud=None):
+    """
+    Describe the server ``name`` (or id): status, host, flavor, image, key pair,
+    security groups, networks and fixed IPs, floating IPs, volumes, metadata.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.show app2
+        salt-run vmops.show app2 cloud=aws
+    """
+
+    def _show():
+        _, prov = saltglue.provider(__opts__, _pillar(), cloud)
+        return prov.describe(name)
+
+    return _run(_show)
+
+
+def create(name, cloud=None, wait=True, **overrides):
+    """
+    Boot a new VM ``name`` whose user-data installs a salt-minion pointed at this
+    master (settings: ``vmops:defaults``, then ``vmops:vms:<name>``, then the
+    keyword overrides, e.g. ``flavor=lightspeed``).  Refuses a name that is not a
+    plain minion id or that a server already has.  The new minion's key arrives
+    pending; accept it with ``vmops.accept_minion``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.create app2 flavor=lightspeed
+    """
+    overrides = {k: v for k, v in overrides.items() if not k.startswith("__")}
+
+    def _create():
+        conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
+        return minions.create_vm(conf, prov, name, overrides, events=_events(), wait=wait)
+
+    return _run(_create)
+
+
+def accept_minion(name, cloud=None, require_fingerprint=True):
+    """
+    Accept the pending key of minion ``name`` only when the cloud vouches for it:
+    exactly one server has that name, it is ACTIVE, and the minion-key
+    fingerprint on its console matches the pending key.  Accepts that exact id,
+    never a glob.  Fires ``vmops/key/<name>/accepted`` or ``.../refused``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.accept_minion app2
+    """
+
+    def _accept():
+        _, prov = saltglue.provider(__opts__, _pillar(), cloud)
+        return minions.accept_minion(
+            prov, saltglue.MasterKeys(__opts__), name, events=_events(),
+            require_fingerprint=require_fingerprint,
+        )
+
+    return _run(_accept)
+
+
+def delete(name, cloud=None, wait=True):
+    """
+    Delete the server ``name`` (or id) and wait until it is gone.  The minion
+    key stays: delete it with ``salt-key -d`` when the VM is not coming back.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.delete app2-old
+    """
+
+    def _delete():
+        _, prov = saltglue.provider(__opts__, _pillar(), cloud)
+        desc = prov.delete(name, wait=wait)
+        _events()("delete/%s/done" % desc["name"], "deleted %s (%s)" % (desc["name"], desc["id"]),
+                  server_id=desc["id"])
+        return desc
+
+    return _run(_delete)
+
+
+def flip_floating_ip(address, server, fixed_ip=None, cloud=None):
+    """
+    Move floating IP (or Elastic IP) ``address`` to ``server`` (name or id), in
+    one re-association so the address is never unassigned in between, then
+    verify it.  A no-op when it already points there.  ``fixed_ip`` picks one
+    of the server's addresses (or a port id) when it has several.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.flip_floating_ip 203.0.113.7 app2
+    """
+
+    def _flip():
+        _, prov = saltglue.provider(__opts__, _pillar(), cloud)
+        ret = prov.flip_ip(address, server, fixed_ip=fixed_ip)
+        _events()("ip/%s/%s" % (address, "flipped" if ret["changed"] else "unchanged"),
+                  ret["comment"], **ret)
+        ret["result"] = True
+        return ret
+
+    return _run(_flip)

@@ -1,0 +1,245 @@
+"""EC2 driver (boto3): the same provider interface on AWS.
+
+Profile keys: ``region_name``; optional ``endpoint_url`` (e.g. a moto server),
+``aws_access_key_id``/``aws_secret_access_key`` (else boto3's usual chain),
+``termination_protection`` (default true: new instances get
+DisableApiTermination, as the Copr runbook does; the pack lifts it only to
+delete an instance it was asked to delete).
+"""
+
+import base64
+import datetime
+import logging
+import re
+
+from .errors import CloudError, InvalidInput, NotFound, NotSupported
+from .provider import Provider
+
+try:
+    import boto3
+    import botocore.exceptions
+
+    HAS_BOTO3 = True
+except ImportError:  # pragma: no cover - reported by the loader modules' __virtual__
+    HAS_BOTO3 = False
+
+log = logging.getLogger(__name__)
+
+_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+_STATUS = {
+    "pending": "BUILD",
+    "running": "ACTIVE",
+    "stopping": "SHUTOFF",
+    "stopped": "SHUTOFF",
+    "shutting-down": "DELETED",
+    "terminated": "DELETED",
+}
+_LIVE_STATES = ["pending", "running", "stopping", "stopped"]
+
+
+def _client(profile):
+    if not HAS_BOTO3:
+        raise NotSupported("boto3 is not installed")
+    kwargs = {
+        k: profile[k]
+        for k in ("region_name", "endpoint_url", "aws_access_key_id", "aws_secret_access_key",
+                  "aws_session_token")
+        if profile.get(k)
+    }
+    return boto3.client("ec2", **kwargs)
+
+
+def _error_code(exc):
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+class EC2Provider(Provider):
+    driver = "ec2"
+
+    def __init__(self, profile, client=None):
+        super().__init__(profile)
+        self._ec2 = client
+
+    @property
+    def ec2(self):
+        if self._ec2 is None:
+            self._ec2 = _client(self.profile)
+        return self._ec2
+
+    def _instances(self, **kwargs):
+        out = []
+        for page in self.ec2.get_paginator("describe_instances").paginate(**kwargs):
+            for reservation in page["Reservations"]:
+                out.extend(reservation["Instances"])
+        return out
+
+    # ------------------------------------------------------------------ servers
+
+    def _looks_like_id(self, value):
+        return bool(_INSTANCE_ID.match(value))
+
+    def _get_server(self, server_id):
+        try:
+            found = self._instances(InstanceIds=[server_id])
+        except botocore.exceptions.ClientError as exc:
+            if _error_code(exc).startswith("InvalidInstanceID"):
+                return None
+            raise CloudError("EC2 describe_instances failed: %s" % exc) from exc
+        if not found or found[0]["State"]["Name"] == "terminated":
+            return None
+        return found[0]
+
+    def _servers_named(self, name):
+        return self._instances(
+            Filters=[
+                {"Name": "tag:Name", "Values": [name]},
+                {"Name": "instance-state-name", "Values": _LIVE_STATES},
+            ]
+        )
+
+    def _status(self, server):
+        state = server["State"]["Name"]
+        reason = (server.get("StateReason") or {}).get("Message")
+        return _STATUS.get(state, state.upper()), reason
+
+    def _describe(self, server):
+        tags = {t["Key"]: t["Value"] for t in server.get("Tags") or []}
+        networks, fixed = {}, []
+        for eni in server.get("NetworkInterfaces") or []:
+            for addr in eni.get("PrivateIpAddresses") or []:
+                networks.setdefault(eni.get("SubnetId"), []).append(addr["PrivateIpAddress"])
+                fixed.append(addr["PrivateIpAddress"])
+        if not fixed and server.get("PrivateIpAddress"):
+            fixed.append(server["PrivateIpAddress"])
+            networks[server.get("SubnetId")] = [server["PrivateIpAddress"]]
+        launched = server.get("LaunchTime")
+        if isinstance(launched, datetime.datetime):
+            launched = launched.isoformat()
+        status, fault = self._status(server)
+        return {
+            "id": server["InstanceId"],
+            "name": tags.get("Name"),
+            "status": status,
+            "host": None,
+            "flavor": server.get("InstanceType"),
+            "image": server.get("ImageId"),
+            "key_name": server.get("KeyName"),
+            "security_groups": sorted(g["GroupName"] for g in server.get("SecurityGroups") or []),
+            "networks": networks,
+            "fixed_ips": fixed,
+            "floating_ips": [],
+            "volumes": [
+                m["Ebs"]["VolumeId"] for m in server.get("BlockDeviceMappings") or [] if "Ebs" in m
+            ],
+            "metadata": {k: v for k, v in tags.items() if k != "Name"},
+            "availability_zone": (server.get("Placement") or {}).get("AvailabilityZone"),
+            "created": launched,
+            "fault": fault,
+        }
+
+    def describe(self, server):
+        desc = super().describe(server)
+        # the address list is the authority on Elastic IPs (an instance's own
+        # PublicIpAddress can lag behind a re-association)
+        addrs = self.ec2.describe_addresses(
+            Filters=[{"Name": "instance-id", "Values": [desc["id"]]}]
+        )["Addresses"]
+        desc["floating_ips"] = sorted(a["PublicIp"] for a in addrs)
+        return desc
+
+    def _check_spec(self, spec):
+        try:
+            images = self.ec2.describe_images(ImageIds=[spec["image"]])["Images"]
+        except botocore.exceptions.ClientError as exc:
+            images = []
+            if not _error_code(exc).startswith("InvalidAMIID"):
+                raise CloudError("EC2 describe_images failed: %s" % exc) from exc
+        if not images:
+            raise NotFound("image %r does not exist in EC2 region %s" % (spec["image"], self.name))
+        if spec.get("availability_zone") and len(spec.get("networks") or []) > 1:
+            raise InvalidInput("an EC2 instance is booted into one subnet: give one network")
+
+    def _create_server(self, spec):
+        tags = [{"Key": "Name", "Value": spec["name"]}]
+        tags += [{"Key": str(k), "Value": str(v)} for k, v in (spec.get("metadata") or {}).items()]
+        kwargs = {
+            "ImageId": spec["image"],
+            "InstanceType": spec["flavor"],
+            "MinCount": 1,
+            "MaxCount": 1,
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
+            "DisableApiTermination": bool(self.profile.get("termination_protection", True)),
+        }
+        if spec.get("key_name"):
+            kwargs["KeyName"] = spec["key_name"]
+        if spec.get("networks"):
+            kwargs["SubnetId"] = spec["networks"][0]
+        if spec.get("security_groups"):
+            kwargs["SecurityGroupIds"] = list(spec["security_groups"])
+        if spec.get("availability_zone"):
+            kwargs["Placement"] = {"AvailabilityZone": spec["availability_zone"]}
+        if spec.get("user_data"):
+            kwargs["UserData"] = spec["user_data"].decode()  # boto3 base64-encodes it
+        try:
+            return self.ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"]
+        except botocore.exceptions.ClientError as exc:
+            raise CloudError("EC2 refused to boot %s: %s" % (spec["name"], exc)) from exc
+
+    def _delete_server(self, server_id):
+        # termination protection guards against accidents; a delete the pack was
+        # asked for lifts it first
+        self.ec2.modify_instance_attribute(
+            InstanceId=server_id, DisableApiTermination={"Value": False}
+        )
+        self.ec2.terminate_instances(InstanceIds=[server_id])
+
+    def console_output(self, name_or_id):
+        server = self.find_server(name_or_id)
+        out = self.ec2.get_console_output(InstanceId=server["InstanceId"]).get("Output") or ""
+        try:
+            return base64.b64decode(out).decode("utf-8", "replace")
+        except (ValueError, TypeError):
+            return out
+
+    # ------------------------------------------------------------------ Elastic IPs
+
+    def flip_ip(self, address, server, fixed_ip=None):
+        """Associate Elastic IP ``address`` with ``server`` (AllowReassociation), then verify."""
+        found = self.ec2.describe_addresses(
+            Filters=[{"Name": "public-ip", "Values": [address]}]
+        )["Addresses"]
+        if not found:
+            raise NotFound("Elastic IP %s is not allocated in region %s" % (address, self.name))
+        eip = found[0]
+        target = self.describe(self.find_server(server))
+        if fixed_ip is not None and fixed_ip not in target["fixed_ips"]:
+            raise InvalidInput(
+                "server %s has no private IP %s; nothing was changed" % (target["name"], fixed_ip)
+            )
+        old = {"server_id": eip.get("InstanceId"), "fixed_ip": eip.get("PrivateIpAddress")}
+        new = {"server_id": target["id"], "fixed_ip": fixed_ip or target["fixed_ips"][0]}
+        result = {"address": address, "server": target["name"], "old": old, "new": new}
+        if old["server_id"] == target["id"] and (fixed_ip is None or old["fixed_ip"] == fixed_ip):
+            result.update(changed=False, comment="%s already points at %s" % (address, target["name"]))
+            return result
+        kwargs = {"InstanceId": target["id"], "AllowReassociation": True}
+        if eip.get("AllocationId"):
+            kwargs["AllocationId"] = eip["AllocationId"]
+        else:
+            kwargs["PublicIp"] = address
+        if fixed_ip:
+            kwargs["PrivateIpAddress"] = fixed_ip
+        try:
+            self.ec2.associate_address(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            raise CloudError("EC2 refused to move %s: %s" % (address, exc)) from exc
+        check = self.ec2.describe_addresses(
+            Filters=[{"Name": "public-ip", "Values": [address]}]
+        )["Addresses"][0]
+        if check.get("InstanceId") != target["id"]:
+            raise CloudError(
+                "Elastic IP %s was associated but points at %s, not %s"
+                % (address, check.get("InstanceId"), target["id"])
+            )
+        result.update(changed=True, comment="%s now points at %s" % (address, target["name"]))
+        return result

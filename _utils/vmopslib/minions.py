@@ -1,0 +1,123 @@
+"""New VMs whose minions reach the master, and the cloud vouching for a minion's key.
+
+Used by the runner (create, accept), and by replace_vm and the reactor.
+"""
+
+import logging
+import time
+
+from . import config, identity, userdata
+from .errors import InvalidInput, VmopsError
+
+log = logging.getLogger(__name__)
+
+
+def vm_spec(conf, name, overrides=None, keypair=None, profile=None):
+    """(boot spec, settings) for a new VM ``name`` with the pack's user-data."""
+    settings = config.vm(conf, name, overrides, profile)
+    text = userdata.render(
+        name,
+        conf.get("master"),
+        grains=settings.get("grains"),
+        minion_config=settings.get("minion_config"),
+        keypair=keypair,
+        cloud_config=settings.get("cloud_config"),
+    )
+    spec = {
+        "name": name,
+        "image": settings.get("image"),
+        "flavor": settings.get("flavor"),
+        "key_name": settings.get("key_name"),
+        "security_groups": settings.get("security_groups"),
+        "networks": settings.get("networks"),
+        "metadata": settings.get("metadata"),
+        "availability_zone": settings.get("availability_zone"),
+        "user_data": text,
+    }
+    return spec, settings
+
+
+def create_vm(conf, provider, name, overrides=None, events=None, keypair=None, wait=True):
+    """Boot VM ``name`` from its settings, with user-data that installs its minion."""
+    spec, settings = vm_spec(conf, name, overrides, keypair, provider.profile)
+    existing = provider.servers_named(name)
+    if existing and not (overrides or {}).get("allow_duplicate_name"):
+        raise InvalidInput(
+            "a server named %s already exists on cloud %s (%s); nothing was changed"
+            % (name, provider.name, ", ".join(s["id"] for s in existing))
+        )
+    started = time.monotonic()
+    if events:
+        events("create/%s/booting" % name, "booting %s on %s" % (name, provider.name),
+               vm=name, flavor=spec.get("flavor"), image=spec.get("image"))
+    desc = provider.boot(spec, wait=wait, timeout=settings.get("boot_timeout", 600))
+    if events:
+        events("create/%s/%s" % (name, "active" if wait else "requested"),
+               "%s is %s on %s" % (name, desc["status"], desc.get("host") or provider.name),
+               vm=name, server_id=desc["id"], duration=round(time.monotonic() - started, 2))
+    return desc
+
+
+def vouch(provider, name, pub_pem, require_fingerprint=True):
+    """Does the cloud vouch for ``pub_pem`` being the key of VM ``name``?
+
+    Returns ``{"ok": bool, "reason": str, "server": desc or None, "fingerprint": str}``.
+    The cloud vouches when exactly one server has that name, it is ACTIVE, and
+    the last minion-key fingerprint its console printed equals the key's.
+    """
+    finger = identity.fingerprint(pub_pem)
+    out = {"ok": False, "server": None, "fingerprint": finger}
+    servers = provider.servers_named(name)
+    if not servers:
+        out["reason"] = "no server named %s on cloud %s" % (name, provider.name)
+        return out
+    if len(servers) > 1:
+        out["reason"] = "%d servers are named %s on cloud %s" % (len(servers), name, provider.name)
+        return out
+    server = out["server"] = servers[0]
+    if server["status"] != "ACTIVE":
+        out["reason"] = "server %s (%s) is %s, not ACTIVE" % (name, server["id"], server["status"])
+        return out
+    try:
+        printed = identity.console_fingerprints(provider.console_output(server["id"]))
+    except VmopsError as exc:
+        printed = []
+        log.info("vmops: no console output for %s: %s", name, exc)
+    if not printed:
+        if require_fingerprint:
+            out["reason"] = "server %s printed no minion key fingerprint on its console" % name
+            return out
+    elif printed[-1] != finger:
+        out["reason"] = (
+            "the pending key of %s (%s) is not the one server %s printed on its console (%s)"
+            % (name, finger, server["id"], printed[-1])
+        )
+        return out
+    out["ok"] = True
+    out["reason"] = "server %s (%s) is ACTIVE and its console shows this key" % (name, server["id"]) \
+        if printed else "server %s (%s) is ACTIVE" % (name, server["id"])
+    return out
+
+
+def accept_minion(provider, keys, name, events=None, require_fingerprint=True):
+    """Accept the pending key of ``name`` when the cloud vouches for it (exact id only)."""
+    config.check_minion_id(name, "minion id")
+    status = keys.status(name)
+    if status == "accepted":
+        return {"result": True, "accepted": False, "comment": "%s is already accepted" % name}
+    pub = keys.pending_pub(name)
+    if pub is None:
+        raise InvalidInput("no pending key for minion %s (key status: %s)" % (name, status))
+    verdict = vouch(provider, name, pub, require_fingerprint=require_fingerprint)
+    base = {"minion": name, "fingerprint": verdict["fingerprint"],
+            "server_id": (verdict["server"] or {}).get("id")}
+    if not verdict["ok"]:
+        if events:
+            events("key/%s/refused" % name, "not accepting %s: %s" % (name, verdict["reason"]),
+                   reason=verdict["reason"], **base)
+        raise InvalidInput("not accepting %s: %s" % (name, verdict["reason"]))
+    keys.accept(name)
+    if events:
+        events("key/%s/accepted" % name, "accepted %s: %s" % (name, verdict["reason"]),
+               reason=verdict["reason"], **base)
+    return dict(base, result=True, accepted=True, comment=verdict["reason"])

@@ -1,0 +1,287 @@
+"""OpenStack driver (openstacksdk): one cloud call per concept."""
+
+import logging
+import re
+
+from .errors import CloudError, InvalidInput, NotFound, NotSupported
+from .provider import Provider, encode_user_data
+
+try:
+    import openstack
+    import openstack.config
+    import openstack.exceptions
+
+    HAS_OPENSTACK = True
+except ImportError:  # pragma: no cover - reported by the loader modules' __virtual__
+    HAS_OPENSTACK = False
+
+log = logging.getLogger(__name__)
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def connect(profile):
+    """An openstacksdk Connection for a cloud profile.
+
+    ``cloud``: a clouds.yaml entry (``client_config_file`` names the file, else
+    openstacksdk's usual search: OS_CLIENT_CONFIG_FILE, ./clouds.yaml,
+    ~/.config/openstack, /etc/openstack); or ``auth``: an auth block.
+    """
+    if not HAS_OPENSTACK:
+        raise NotSupported("openstacksdk is not installed")
+    opts = {k: profile[k] for k in ("region_name", "interface") if profile.get(k)}
+    try:
+        if profile.get("auth"):
+            return openstack.connect(
+                auth=dict(profile["auth"]), auth_type=profile.get("auth_type", "password"), **opts
+            )
+        cloud = profile.get("cloud", profile.get("name"))
+        if profile.get("client_config_file"):
+            region = openstack.config.OpenStackConfig(
+                config_files=[profile["client_config_file"]]
+            ).get_one(cloud=cloud, **opts)
+            return openstack.connection.Connection(config=region)
+        return openstack.connect(cloud=cloud, **opts)
+    except openstack.exceptions.SDKException as exc:
+        # the sdk's messages name the cloud, never the password
+        raise InvalidInput("cannot connect to cloud %r: %s" % (profile.get("name"), exc)) from exc
+
+
+def _fault(server):
+    fault = server.fault or {}
+    if isinstance(fault, dict):
+        return fault.get("message") or None
+    return str(fault) or None
+
+
+class OpenStackProvider(Provider):
+    driver = "openstack"
+
+    def __init__(self, profile, conn=None):
+        super().__init__(profile)
+        self._conn = conn
+        self.all_projects = bool(profile.get("all_projects", False))
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            self._conn = connect(self.profile)
+        return self._conn
+
+    # ------------------------------------------------------------------ servers
+
+    def _looks_like_id(self, value):
+        return bool(_UUID.match(value))
+
+    def _get_server(self, server_id):
+        try:
+            return self.conn.compute.get_server(server_id)
+        except openstack.exceptions.NotFoundException:
+            return None
+
+    def _servers_named(self, name):
+        query = {"name": "^%s$" % re.escape(name)}
+        if self.all_projects:
+            query["all_projects"] = True
+        return [s for s in self.conn.compute.servers(**query) if s.name == name]
+
+    def _status(self, server):
+        return server.status, _fault(server)
+
+    def _describe(self, server):
+        networks, fixed, floating = {}, [], []
+        for net, addrs in (server.addresses or {}).items():
+            for addr in addrs:
+                if addr.get("OS-EXT-IPS:type") == "floating":
+                    floating.append(addr["addr"])
+                else:
+                    networks.setdefault(net, []).append(addr["addr"])
+                    fixed.append(addr["addr"])
+        flavor = server.flavor
+        flavor_name = None
+        if flavor is not None:
+            flavor_name = (
+                getattr(flavor, "original_name", None) or getattr(flavor, "name", None) or flavor.id
+            )
+        image = server.image
+        return {
+            "id": server.id,
+            "name": server.name,
+            "status": server.status,
+            "host": server.compute_host,
+            "flavor": flavor_name,
+            "image": getattr(image, "id", None) if image else None,
+            "key_name": server.key_name,
+            "security_groups": sorted({g["name"] for g in server.security_groups or []}),
+            "networks": networks,
+            "fixed_ips": fixed,
+            "floating_ips": floating,
+            "volumes": [v["id"] for v in server.attached_volumes or []],
+            "metadata": dict(server.metadata or {}),
+            "availability_zone": server.availability_zone,
+            "created": server.created_at,
+            "fault": _fault(server),
+            "project_id": server.project_id,
+        }
+
+    def describe(self, server):
+        desc = super().describe(server)
+        # Neutron is the authority on floating IPs (Nova's view lags by a second or two)
+        desc["floating_ips"] = sorted(ip.floating_ip_address for ip in self._server_fips(desc["id"]))
+        return desc
+
+    def _server_fips(self, server_id):
+        fips = []
+        for port in self.conn.network.ports(device_id=server_id):
+            fips.extend(self.conn.network.ips(port_id=port.id))
+        return fips
+
+    def _check_spec(self, spec):
+        """Resolve names to ids, refusing what the cloud does not have."""
+        conn = self.conn
+        image = conn.image.find_image(spec["image"])
+        if image is None:
+            raise NotFound("image %r does not exist on cloud %s" % (spec["image"], self.name))
+        spec["_image_id"] = image.id
+        flavor = conn.compute.find_flavor(spec["flavor"])
+        if flavor is None:
+            raise NotFound("flavor %r does not exist on cloud %s" % (spec["flavor"], self.name))
+        spec["_flavor_id"] = flavor.id
+        nets = []
+        for net in spec.get("networks") or []:
+            found = conn.network.find_network(net)
+            if found is None:
+                raise NotFound("network %r does not exist on cloud %s" % (net, self.name))
+            nets.append({"uuid": found.id})
+        spec["_networks"] = nets or "auto"
+        if spec.get("key_name") and conn.compute.find_keypair(spec["key_name"]) is None:
+            raise NotFound("key pair %r does not exist on cloud %s" % (spec["key_name"], self.name))
+        for group in spec.get("security_groups") or []:
+            if conn.network.find_security_group(group, project_id=conn.current_project_id) is None:
+                raise NotFound(
+                    "security group %r does not exist on cloud %s" % (group, self.name)
+                )
+
+    def _create_server(self, spec):
+        kwargs = {
+            "name": spec["name"],
+            "image_id": spec["_image_id"],
+            "flavor_id": spec["_flavor_id"],
+            "networks": spec["_networks"],
+        }
+        if spec.get("key_name"):
+            kwargs["key_name"] = spec["key_name"]
+        if spec.get("security_groups"):
+            kwargs["security_groups"] = [{"name": g} for g in spec["security_groups"]]
+        if spec.get("metadata"):
+            kwargs["metadata"] = {str(k): str(v) for k, v in spec["metadata"].items()}
+        if spec.get("availability_zone"):
+            kwargs["availability_zone"] = spec["availability_zone"]
+        if spec.get("user_data"):
+            kwargs["user_data"] = encode_user_data(spec["user_data"])
+        try:
+            return self.conn.compute.create_server(**kwargs).id
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to boot %s: %s" % (self.name, spec["name"], exc)) from exc
+
+    def _delete_server(self, server_id):
+        self.conn.compute.delete_server(server_id, ignore_missing=True)
+
+    def console_output(self, name_or_id):
+        server = self.find_server(name_or_id)
+        return self.conn.compute.get_server_console_output(server).get("output") or ""
+
+    # ------------------------------------------------------------------ floating IPs
+
+    def find_fip(self, address):
+        found = list(self.conn.network.ips(floating_ip_address=address))
+        if not found:
+            raise NotFound(
+                "floating IP %s is not allocated on cloud %s (or not visible to this project)"
+                % (address, self.name)
+            )
+        return found[0]
+
+    def _target_port(self, server_id, fip, fixed_ip=None):
+        """The port (and fixed IP) of the server that the floating IP should point at."""
+        ports = list(self.conn.network.ports(device_id=server_id))
+        candidates = []
+        for port in ports:
+            for ip in port.fixed_ips or []:
+                if ":" not in ip["ip_address"]:  # floating IPs are IPv4
+                    candidates.append((port, ip["ip_address"], ip["subnet_id"]))
+        if fixed_ip is not None:
+            for port, addr, _ in candidates:
+                if addr == fixed_ip or port.id == fixed_ip:
+                    return port, addr
+            raise InvalidInput(
+                "server %s has no port with fixed IP (or port id) %s; nothing was changed"
+                % (server_id, fixed_ip)
+            )
+        if not candidates:
+            raise InvalidInput("server %s has no IPv4 port to point a floating IP at" % server_id)
+        if len(candidates) > 1:
+            routed = self._subnets_routed_to(fip.floating_network_id)
+            candidates = [c for c in candidates if c[2] in routed] or candidates
+        if len({(c[0].id, c[1]) for c in candidates}) > 1:
+            raise InvalidInput(
+                "server %s has several fixed IPs (%s): say which one with fixed_ip; nothing "
+                "was changed" % (server_id, ", ".join(c[1] for c in candidates))
+            )
+        return candidates[0][0], candidates[0][1]
+
+    def _subnets_routed_to(self, external_network_id):
+        subnets = set()
+        for router in self.conn.network.routers():
+            gateway = router.external_gateway_info or {}
+            if gateway.get("network_id") != external_network_id:
+                continue
+            for port in self.conn.network.ports(
+                device_id=router.id, device_owner="network:router_interface"
+            ):
+                subnets.update(ip["subnet_id"] for ip in port.fixed_ips or [])
+        return subnets
+
+    def _port_server(self, port_id):
+        if not port_id:
+            return None
+        port = self.conn.network.find_port(port_id)
+        return port.device_id if port is not None else None
+
+    def flip_ip(self, address, server, fixed_ip=None):
+        """Point floating IP ``address`` at ``server`` in one re-association.
+
+        The address moves straight from the old port to the new one (Neutron
+        re-associates an associated floating IP in one update), so it is never
+        unassigned in between.  A no-op when it already points there.
+        """
+        fip = self.find_fip(address)
+        target = self.find_server(server)
+        if fip.project_id and target.project_id and fip.project_id != target.project_id:
+            raise InvalidInput(
+                "floating IP %s belongs to project %s but server %s to project %s; "
+                "nothing was changed" % (address, fip.project_id, target.name, target.project_id)
+            )
+        port, fixed = self._target_port(target.id, fip, fixed_ip)
+        old = {
+            "port_id": fip.port_id,
+            "fixed_ip": fip.fixed_ip_address,
+            "server_id": self._port_server(fip.port_id),
+        }
+        new = {"port_id": port.id, "fixed_ip": fixed, "server_id": target.id}
+        result = {"address": address, "server": target.name, "old": old, "new": new}
+        if fip.port_id == port.id and fip.fixed_ip_address == fixed:
+            result.update(changed=False, comment="%s already points at %s" % (address, target.name))
+            return result
+        try:
+            self.conn.network.update_ip(fip, port_id=port.id, fixed_ip_address=fixed)
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to move %s: %s" % (self.name, address, exc)) from exc
+        check = self.conn.network.get_ip(fip.id)
+        if check.port_id != port.id:
+            raise CloudError(
+                "floating IP %s was updated but points at port %s, not %s"
+                % (address, check.port_id, port.id)
+            )
+        result.update(changed=True, comment="%s now points at %s (%s)" % (address, target.name, fixed))
+        return result

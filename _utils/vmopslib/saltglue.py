@@ -1,0 +1,142 @@
+"""What the loader modules share: config lookup, error mapping, events, master keys.
+
+Imports Salt lazily, so the rest of vmopslib stays usable (and testable) alone.
+"""
+
+import logging
+import os
+
+from . import config
+from .errors import InvalidInput, VmopsError
+
+log = logging.getLogger(__name__)
+
+EVENT_PREFIX = "vmops"
+
+
+def settings(opts, pillar=None):
+    """The effective ``vmops`` configuration (config, then pillar)."""
+    return config.load(opts, pillar)
+
+
+def provider(opts, pillar=None, cloud=None):
+    """(configuration, provider) for the cloud profile ``cloud`` (default cloud if None)."""
+    from .provider import get_provider  # pylint: disable=import-outside-toplevel
+
+    conf = settings(opts, pillar)
+    return conf, get_provider(config.cloud(conf, cloud))
+
+
+def raise_salt(exc):
+    """Re-raise a pack error as the Salt exception an execution module should raise."""
+    import salt.exceptions  # pylint: disable=import-outside-toplevel
+
+    if isinstance(exc, InvalidInput):
+        raise salt.exceptions.SaltInvocationError(str(exc)) from exc
+    raise salt.exceptions.CommandExecutionError(str(exc)) from exc
+
+
+def run_module(fn, *args, **kwargs):
+    """Call core function ``fn``; pack errors become Salt exceptions."""
+    try:
+        return fn(*args, **kwargs)
+    except VmopsError as exc:
+        raise_salt(exc)
+
+
+def run_runner(context, fn, *args, **kwargs):
+    """Call core function ``fn`` for a runner: failures set the job's retcode.
+
+    Returns ``fn``'s dict, or ``{"result": False, "comment": <why>}`` on a pack
+    error, with ``__context__["retcode"] = 1`` so orchestration sees it.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except VmopsError as exc:
+        context["retcode"] = 1
+        log.error("vmops: %s", exc)
+        return {"result": False, "comment": str(exc), "error": type(exc).__name__}
+
+
+class Events:
+    """Fires ``vmops/...`` events on the master bus, and progress for ``salt-run``."""
+
+    def __init__(self, opts, jid_event=None):
+        self.opts = opts
+        self.jid_event = jid_event
+
+    def fire(self, tag, data):
+        import salt.utils.event  # pylint: disable=import-outside-toplevel
+
+        data = config.redact(dict(data))
+        full = "/".join((EVENT_PREFIX, tag.strip("/")))
+        try:
+            with salt.utils.event.get_master_event(
+                self.opts, self.opts["sock_dir"], listen=False
+            ) as bus:
+                bus.fire_event(data, full)
+        except Exception as exc:  # pylint: disable=broad-except
+            log.warning("vmops: could not fire %s: %s", full, exc)
+        if self.jid_event is not None and data.get("message"):
+            try:
+                self.jid_event.fire_event({"message": data["message"]}, "progress")
+            except Exception:  # pylint: disable=broad-except
+                pass
+
+    def __call__(self, tag, message, **data):
+        data["message"] = message
+        self.fire(tag, data)
+
+
+class MasterKeys:
+    """The master's minion keys, touched by exact id only (never by glob)."""
+
+    def __init__(self, opts):
+        import salt.key  # pylint: disable=import-outside-toplevel
+
+        self.opts = opts
+        self.key = salt.key.Key(opts)
+
+    def status(self, minion_id):
+        """'accepted', 'pending', 'rejected', 'denied' or None."""
+        config.check_minion_id(minion_id, "minion id")
+        keys = self.key.list_keys()
+        for state, name in (
+            ("minions", "accepted"),
+            ("minions_pre", "pending"),
+            ("minions_rejected", "rejected"),
+            ("minions_denied", "denied"),
+        ):
+            if minion_id in keys.get(state, []):
+                return name
+        return None
+
+    def _path(self, state, minion_id):
+        return os.path.join(self.opts["pki_dir"], state, minion_id)
+
+    def pending_pub(self, minion_id):
+        """The public key a pending minion presented, or None."""
+        config.check_minion_id(minion_id, "minion id")
+        try:
+            with open(self._path("minions_pre", minion_id), encoding="utf-8") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    def accept(self, minion_id):
+        """Accept exactly ``minion_id``'s pending key."""
+        config.check_minion_id(minion_id, "minion id")
+        return self.key.accept(match_dict={"minions_pre": [minion_id]})
+
+    def reject(self, minion_id):
+        config.check_minion_id(minion_id, "minion id")
+        return self.key.reject(match_dict={"minions_pre": [minion_id]})
+
+    def delete(self, minion_id):
+        config.check_minion_id(minion_id, "minion id")
+        state = {"accepted": "minions", "pending": "minions_pre", "rejected": "minions_rejected",
+                 "denied": "minions_denied"}.get(self.status(minion_id))
+        if state is None:
+            return False
+        self.key.delete_key(match_dict={state: [minion_id]})
+        return True

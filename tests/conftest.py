@@ -1,0 +1,78 @@
+"""Fixtures shared by every tier: where things live, and the local cloud.
+
+Everything stays on 127.0.0.1 and under VMOPS_HOME (default /var/tmp/vmops);
+fixtures start what they need, reuse what already runs, and stop only the
+processes they started.
+"""
+
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+HARNESS = REPO / "tests" / "harness"
+VMOPS_HOME = pathlib.Path(os.environ.get("VMOPS_HOME", "/var/tmp/vmops"))
+CLOUDS_YAML = VMOPS_HOME / "cloud" / "clouds.yaml"
+
+sys.path.insert(0, str(REPO / "_utils"))
+
+TIMINGS = {}
+
+
+def record(key, seconds):
+    TIMINGS[key] = round(seconds, 2)
+
+
+def _cloud_answers():
+    try:
+        urllib.request.urlopen("http://127.0.0.1:5000/v3", timeout=2).read()  # noqa: S310
+        return CLOUDS_YAML.exists()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def local_cloud():
+    """The local OpenStack: reused when it answers, else started by tests/harness/cloud.sh."""
+    if not _cloud_answers():
+        t0 = time.monotonic()
+        subprocess.run(["bash", str(HARNESS / "cloud.sh"), "up"], check=True)
+        record("local cloud start", time.monotonic() - t0)
+    else:
+        # make sure the computes run the current test hypervisor
+        subprocess.run(["bash", str(HARNESS / "cloud.sh"), "up"], check=True,
+                       stdout=subprocess.DEVNULL)
+    return {"clouds_yaml": str(CLOUDS_YAML), "cloud": "local-admin"}
+
+
+@pytest.fixture(scope="session")
+def os_conn(local_cloud):
+    import openstack  # pylint: disable=import-outside-toplevel
+
+    from vmopslib import openstack as vos  # pylint: disable=import-outside-toplevel
+
+    return vos.connect({"name": "local", "cloud": local_cloud["cloud"],
+                        "client_config_file": local_cloud["clouds_yaml"]})
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TIMINGS:
+        terminalreporter.section("vmops timings (s)")
+        for key, value in TIMINGS.items():
+            terminalreporter.write_line("%-60s %s" % (key, value))
+
+
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+    # salt's deferred log handler flushes into pytest's closed capture stream at exit
+    logging.raiseExceptions = False
