@@ -74,8 +74,9 @@ class MotoCloud:
         self._stop.set()
         if self._thread:
             self._thread.join(10)
-        for instance_id in list(self._guests):
-            fakevm.destroy(instance_id)
+        if not os.environ.get("VMOPS_KEEP"):  # debugging: keep the guests for inspection
+            for instance_id in list(self._guests):
+                fakevm.destroy(instance_id)
         self.server.stop()
 
     def _watch(self):

@@ -15,7 +15,7 @@ from tests.integration.conftest import wait_until
 pytestmark = pytest.mark.usefixtures("synced")
 
 
-def _boot_accept_answer(salt_run_cli, salt_cli, keys, name, cloud, label):
+def _boot_accept_answer(salt_run_cli, salt_cli, keys, name, cloud, label, events, master):
     t0 = time.monotonic()
     ret = salt_run_cli.run("vmops.create", name, "cloud=%s" % cloud)
     assert ret.returncode == 0, ret
@@ -28,13 +28,19 @@ def _boot_accept_answer(salt_run_cli, salt_cli, keys, name, cloud, label):
     t_pending = time.monotonic()
     assert keys.state(name) == "minions_pre"
 
+    t_accept = time.time()
     ret = salt_run_cli.run("vmops.accept_minion", name, "cloud=%s" % cloud)
     assert ret.returncode == 0, ret
     assert ret.data["accepted"] is True, ret.data
     assert keys.state(name) == "minions"
+    # the minion re-authenticates and announces itself
+    started = events.wait_for_events(
+        [(master.id, "salt/minion/%s/start" % name)], after_time=t_accept, timeout=60
+    )
+    assert started.found_all_events, started
 
     def answers():
-        r = salt_cli.run("test.version", minion_tgt=name, _timeout=10)
+        r = salt_cli.run("--timeout=10", "test.version", minion_tgt=name)
         return r.returncode == 0 and r.data
     version = wait_until(answers, 60, interval=1, what="%s to answer test.version" % name)
     t_answer = time.monotonic()
@@ -45,9 +51,13 @@ def _boot_accept_answer(salt_run_cli, salt_cli, keys, name, cloud, label):
     return ret.data
 
 
-def test_openstack_vm_minion_reaches_master(salt_run_cli, salt_cli, keys, vm_name, cleanup):
+def test_openstack_vm_minion_reaches_master(
+    salt_run_cli, salt_cli, keys, vm_name, cleanup, event_listener, salt_master
+):
     cleanup.append(vm_name)
-    accepted = _boot_accept_answer(salt_run_cli, salt_cli, keys, vm_name, "local", "openstack")
+    accepted = _boot_accept_answer(
+        salt_run_cli, salt_cli, keys, vm_name, "local", "openstack", event_listener, salt_master
+    )
     # the fingerprint the master accepted is the one the VM printed on its console
     console = salt_run_cli.run("vmops.show", vm_name)
     assert console.returncode == 0
@@ -56,24 +66,33 @@ def test_openstack_vm_minion_reaches_master(salt_run_cli, salt_cli, keys, vm_nam
     assert accepted["server_id"] == console.data["id"]
 
 
-def test_ec2_vm_minion_reaches_master(salt_run_cli, salt_cli, keys, vm_name, cleanup, moto_cloud):
+def test_ec2_vm_minion_reaches_master(
+    salt_run_cli, salt_cli, keys, vm_name, cleanup, moto_cloud, event_listener, salt_master
+):
     cleanup.append(vm_name)
-    accepted = _boot_accept_answer(salt_run_cli, salt_cli, keys, vm_name, "aws", "ec2 (moto)")
+    accepted = _boot_accept_answer(
+        salt_run_cli, salt_cli, keys, vm_name, "aws", "ec2 (moto)", event_listener, salt_master
+    )
     assert accepted["server_id"].startswith("i-")
     # terminating the instance takes its minion away
     ret = salt_run_cli.run("vmops.delete", vm_name, "cloud=aws")
     assert ret.returncode == 0, ret
 
     def gone():
-        r = salt_cli.run("test.ping", minion_tgt=vm_name, _timeout=5)
-        return not r.data
+        r = salt_cli.run("--timeout=5", "test.ping", minion_tgt=vm_name)
+        return r.data is not True
     wait_until(gone, 30, what="the terminated instance's minion to stop answering")
     assert not moto_cloud.errors, moto_cloud.errors
 
 
-def test_live_migration_keeps_minion(salt_run_cli, salt_cli, keys, vm_name, cleanup, os_conn):
+def test_live_migration_keeps_minion(
+    salt_run_cli, salt_cli, keys, vm_name, cleanup, os_conn, event_listener, salt_master
+):
     cleanup.append(vm_name)
-    _boot_accept_answer(salt_run_cli, salt_cli, keys, vm_name, "local", "openstack (migration)")
+    _boot_accept_answer(
+        salt_run_cli, salt_cli, keys, vm_name, "local", "openstack (migration)", event_listener,
+        salt_master,
+    )
     server = next(os_conn.compute.servers(name="^%s$" % vm_name))
     server = os_conn.compute.get_server(server.id)
     source = server.compute_host
