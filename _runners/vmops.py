@@ -12,6 +12,7 @@ reason and sets the job's retcode, so orchestration stops there.
 import logging
 import os
 import sys
+import time
 
 try:
     import vmopslib
@@ -21,6 +22,7 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
     import vmopslib  # pylint: disable=ungrouped-imports
 
 from vmopslib import minions, saltglue
+from vmopslib.errors import VmopsError
 
 log = logging.getLogger(__name__)
 
@@ -93,28 +95,77 @@ def create(name, cloud=None, wait=True, **overrides):
     return _run(_create)
 
 
-def accept_minion(name, cloud=None, require_fingerprint=True):
+def accept_minion(name, cloud=None, require_fingerprint=True, wait=0):
     """
     Accept the pending key of minion ``name`` only when the cloud vouches for it:
     exactly one server has that name, it is ACTIVE, and the minion-key
     fingerprint on its console matches the pending key.  Accepts that exact id,
     never a glob.  Fires ``vmops/key/<name>/accepted`` or ``.../refused``.
+    ``wait``: seconds to wait for the key to arrive pending first.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run vmops.accept_minion app2
+        salt-run vmops.accept_minion app2 wait=120
     """
 
     def _accept():
         _, prov = saltglue.provider(__opts__, _pillar(), cloud)
         return minions.accept_minion(
             prov, saltglue.MasterKeys(__opts__), name, events=_events(),
-            require_fingerprint=require_fingerprint,
+            require_fingerprint=require_fingerprint, wait=int(wait),
         )
 
     return _run(_accept)
+
+
+def wait_minion(name, timeout=120):
+    """
+    Wait until minion ``name`` answers ``test.ping`` (targeted by exact id).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.wait_minion app2 timeout=300
+    """
+
+    def _wait():
+        started = time.monotonic()
+        saltglue.wait_minion(__opts__, name, int(timeout))
+        took = round(time.monotonic() - started, 2)
+        _events()("minion/%s/answering" % name, "%s answers" % name, duration=took)
+        return {"result": True, "minion": name, "waited": took}
+
+    return _run(_wait)
+
+
+def check_grain(name, grain, expected):
+    """
+    The runbook's sanity check: fail unless grain ``grain`` of minion ``name``
+    equals ``expected`` (e.g. ``level`` is ``staging``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.check_grain app2 level staging
+    """
+
+    def _check():
+        try:
+            value = saltglue.minion_grain(__opts__, name, grain)
+        except KeyError:
+            raise VmopsError("minion %s did not answer grains.get %s" % (name, grain)) from None
+        if value != expected:
+            raise VmopsError(
+                "sanity check failed: grain %s of %s is %r, expected %r" % (grain, name, value, expected)
+            )
+        return {"result": True, "minion": name, "grain": grain, "value": value}
+
+    return _run(_check)
 
 
 def delete(name, cloud=None, wait=True):

@@ -65,6 +65,7 @@ def check_minion_id(name, what="VM name"):
 def cloud(conf, name=None):
     """The cloud profile ``name`` (default: ``default_cloud``, or the only one)."""
     clouds = conf.get("clouds") or {}
+    name = name or None  # pillar.get gives '' for a missing key
     if name is None:
         name = conf.get("default_cloud")
         if name is None and len(clouds) == 1:

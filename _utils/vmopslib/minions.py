@@ -6,7 +6,7 @@ Used by the runner (create, accept), and by replace_vm and the reactor.
 import logging
 import time
 
-from . import config, identity, userdata
+from . import config, identity, userdata, waiting
 from .errors import InvalidInput, VmopsError
 
 log = logging.getLogger(__name__)
@@ -99,9 +99,23 @@ def vouch(provider, name, pub_pem, require_fingerprint=True):
     return out
 
 
-def accept_minion(provider, keys, name, events=None, require_fingerprint=True):
-    """Accept the pending key of ``name`` when the cloud vouches for it (exact id only)."""
+def wait_pending(keys, name, timeout):
+    """Wait until ``name`` has a pending (or accepted) key; return the key status."""
     config.check_minion_id(name, "minion id")
+    return waiting.wait_for(
+        lambda: keys.status(name) in ("pending", "accepted") and keys.status(name),
+        timeout, "the key of %s to arrive" % name,
+    )
+
+
+def accept_minion(provider, keys, name, events=None, require_fingerprint=True, wait=0):
+    """Accept the pending key of ``name`` when the cloud vouches for it (exact id only).
+
+    ``wait``: seconds to wait for the key to arrive first.
+    """
+    config.check_minion_id(name, "minion id")
+    if wait:
+        wait_pending(keys, name, wait)
     status = keys.status(name)
     if status == "accepted":
         return {"result": True, "accepted": False, "comment": "%s is already accepted" % name}

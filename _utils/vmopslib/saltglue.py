@@ -47,15 +47,16 @@ def run_module(fn, *args, **kwargs):
 def run_runner(context, fn, *args, **kwargs):
     """Call core function ``fn`` for a runner: failures set the job's retcode.
 
-    Returns ``fn``'s dict, or ``{"result": False, "comment": <why>}`` on a pack
-    error, with ``__context__["retcode"] = 1`` so orchestration sees it.
+    Returns ``fn``'s dict, or ``{"result": False, "comment": <why>, "retcode": 1}``
+    on a pack error.  ``__context__["retcode"] = 1`` makes orchestration see the
+    failure; the ``retcode`` key makes the ``salt-run`` command exit non-zero.
     """
     try:
         return fn(*args, **kwargs)
     except VmopsError as exc:
         context["retcode"] = 1
         log.error("vmops: %s", exc)
-        return {"result": False, "comment": str(exc), "error": type(exc).__name__}
+        return {"result": False, "comment": str(exc), "error": type(exc).__name__, "retcode": 1}
 
 
 class Events:
@@ -140,3 +141,33 @@ class MasterKeys:
             return False
         self.key.delete_key(match_dict={state: [minion_id]})
         return True
+
+
+def minion_answers(opts, minion_id, timeout=5):
+    """True when ``minion_id`` answers test.ping now (targeted by exact id, as a list)."""
+    import salt.client  # pylint: disable=import-outside-toplevel
+
+    config.check_minion_id(minion_id, "minion id")
+    with salt.client.get_local_client(mopts=opts) as client:
+        ret = client.cmd([minion_id], "test.ping", tgt_type="list", timeout=timeout)
+    return ret.get(minion_id) is True
+
+
+def minion_grain(opts, minion_id, grain, timeout=10):
+    """The value of ``grain`` on ``minion_id`` (KeyError when the minion does not answer)."""
+    import salt.client  # pylint: disable=import-outside-toplevel
+
+    config.check_minion_id(minion_id, "minion id")
+    with salt.client.get_local_client(mopts=opts) as client:
+        ret = client.cmd([minion_id], "grains.get", [grain], tgt_type="list", timeout=timeout)
+    return ret[minion_id]
+
+
+def wait_minion(opts, minion_id, timeout):
+    """Wait until ``minion_id`` answers; raise Timeout when it does not."""
+    from . import waiting  # pylint: disable=import-outside-toplevel
+
+    return waiting.wait_for(
+        lambda: minion_answers(opts, minion_id), timeout,
+        "minion %s to answer" % minion_id, interval=1,
+    )

@@ -1,0 +1,18 @@
+#!/bin/bash
+# test.sh -- everything the test suite needs, then the suite (README: `make test`).
+#   1. the Python venv (tests/harness/venv.sh, pinned by tests/constraints.txt)
+#   2. the local OpenStack (tests/harness/cloud.sh up: installs, starts or reuses it)
+#   3. pytest over tests/unit, tests/functional and tests/integration
+# Extra arguments go to pytest (e.g. `make test ARGS="-k flip"`).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export VMOPS_HOME=${VMOPS_HOME:-/var/tmp/vmops}
+T0=$(date +%s)
+VENV=$(bash "$ROOT/tests/harness/venv.sh" | tail -n 1)
+T1=$(date +%s)
+bash "$ROOT/tests/harness/cloud.sh" up
+T2=$(date +%s)
+echo "[test] venv ready in $((T1 - T0))s, local cloud ready in $((T2 - T1))s"
+cd "$ROOT"
+# a short private basetemp: it holds the salt daemons' unix sockets
+exec "$VENV/bin/python" -m pytest --basetemp="$VMOPS_HOME/pt" -W ignore::DeprecationWarning "$@"
