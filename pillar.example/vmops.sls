@@ -1,0 +1,73 @@
+# The configuration of saltext-vmops: the `vmops` key.
+#
+# Where it goes: the master config (master.d/vmops.conf: best for credentials,
+# which the runners and orchestration read there) and/or pillar (per-VM
+# settings; pillar wins key by key).  Minions that call the execution module
+# (salt-call vmops.*) read it with config.get: their pillar or minion config.
+vmops:
+  # Which cloud the functions use when none is given (cloud=<name>).
+  default_cloud: dreamcompute
+
+  clouds:
+    # An OpenStack cloud by its clouds.yaml entry.  clouds.yaml is searched the
+    # openstacksdk way (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack,
+    # /etc/openstack) unless client_config_file names it.
+    dreamcompute:
+      driver: openstack
+      cloud: dreamcompute
+      # client_config_file: /etc/openstack/clouds.yaml
+      # region_name: RegionOne
+      # all_projects: false      # find servers in every project (admin)
+      # Defaults for new VMs on this cloud (between vmops:defaults and vmops:vms:<vm>)
+      defaults:
+        image: Ubuntu-22.04
+        networks: [private-network]
+
+    # ... or an OpenStack cloud by an auth block (keep it in master config or a
+    # pillar only the master sees; the pack never returns, logs or fires it).
+    # lab:
+    #   driver: openstack
+    #   auth:
+    #     auth_url: https://keystone.example.com:5000/v3
+    #     username: ops
+    #     password: s3cret
+    #     project_name: ops
+    #     user_domain_name: Default
+    #     project_domain_name: Default
+    #   region_name: RegionOne
+
+    # An EC2 region.  Credentials: boto3's usual chain (instance profile,
+    # environment, ~/.aws) unless given here.
+    aws:
+      driver: ec2
+      region_name: us-east-1
+      termination_protection: true   # new instances get DisableApiTermination
+      # endpoint_url: http://127.0.0.1:5000   # e.g. a moto server
+      defaults:
+        image: ami-0123456789abcdef0
+        flavor: t3.small
+        networks: [subnet-0123456789abcdef0]
+        security_groups: [sg-0123456789abcdef0]
+
+  # Where new VMs find this master: written into their user-data.
+  master:
+    address: salt.example.com
+    # port: 4506
+
+  # Defaults for every new VM.
+  defaults:
+    flavor: supersonic
+    key_name: ops-staging
+    security_groups: [default, frontend]
+    boot_timeout: 600          # seconds to ACTIVE
+    grains: {}                 # extra grains for every new VM
+    minion_config: {}          # extra minion settings (e.g. {hash_type: sha256})
+    cloud_config: {}           # extra cloud-config (packages, runcmd...) merged into the user-data
+
+  # Per VM: overrides of the defaults.  `level` is both a grain of the new VM and
+  # the value the runbook's sanity check expects (salt app2 grains.get level).
+  vms:
+    app2:
+      flavor: lightspeed
+      level: staging
+      floating_ip: 173.236.254.224

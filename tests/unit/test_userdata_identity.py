@@ -1,0 +1,65 @@
+import pytest
+import yaml
+
+from vmopslib import identity, userdata
+from vmopslib.errors import InvalidInput
+from tests.harness import fakevm
+
+
+def test_user_data_is_cloud_config_for_the_salt_minion_module():
+    pub, priv = identity.generate_keypair()
+    text = userdata.render(
+        "app2", {"address": "salt.example.com", "port": 4506}, grains={"level": "staging"},
+        minion_config={"hash_type": "sha256"}, keypair=(pub, priv),
+        cloud_config={"packages": ["htop"], "runcmd": ["echo hi"]},
+    )
+    assert text.startswith("#cloud-config\n")
+    doc = yaml.safe_load(text)
+    conf = doc["salt_minion"]["conf"]
+    assert conf == {"hash_type": "sha256", "master": "salt.example.com", "master_port": 4506,
+                    "id": "app2"}
+    assert doc["salt_minion"]["grains"] == {"level": "staging"}
+    assert doc["salt_minion"]["public_key"] == pub
+    assert doc["salt_minion"]["private_key"] == priv
+    assert doc["packages"] == ["htop"]
+    assert doc["runcmd"][0] == "echo hi"
+    assert identity.FINGERPRINT_LINE in doc["runcmd"][-1]
+
+
+def test_user_data_cannot_override_the_id_or_master():
+    doc = yaml.safe_load(userdata.render("app2", {"address": "m"},
+                                         minion_config={"id": "evil", "master": "x"}))
+    assert doc["salt_minion"]["conf"]["id"] == "app2"
+    assert doc["salt_minion"]["conf"]["master"] == "m"
+
+
+def test_user_data_needs_the_master_address():
+    with pytest.raises(InvalidInput, match="vmops:master:address"):
+        userdata.render("app2", {})
+
+
+def test_fingerprint_matches_salt_key_and_the_test_hypervisor():
+    salt_crypt = pytest.importorskip("salt.utils.crypt")
+    pub, _ = identity.generate_keypair()
+    assert identity.fingerprint(pub) == salt_crypt.pem_finger(key=_body(pub))
+    assert identity.fingerprint(pub) == fakevm.key_fingerprint(pub)
+
+
+def _body(pem):
+    lines = [line for line in pem.splitlines(True) if line.strip()][1:-1]
+    return "".join(lines)
+
+
+def test_console_fingerprints_are_found_in_order():
+    a, b = "aa:" * 31 + "aa", "bb:" * 31 + "bb"
+    console = "boot\n%s%s\nnoise\n%s%s\n" % (identity.FINGERPRINT_LINE, a, identity.FINGERPRINT_LINE, b)
+    assert identity.console_fingerprints(console) == [a, b]
+    assert identity.console_fingerprints("FAKE CONSOLE OUTPUT") == []
+
+
+def test_the_test_hypervisor_reads_what_the_pack_writes():
+    text = userdata.render("app2", {"address": "127.0.0.1"}, grains={"level": "x"})
+    for encoded in (text, __import__("base64").b64encode(text.encode()).decode()):
+        cfg = fakevm.parse_cloud_config(encoded)
+        assert cfg["salt_minion"]["conf"]["id"] == "app2"
+    assert fakevm.parse_cloud_config("#!/bin/sh\necho hi") is None
