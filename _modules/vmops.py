@@ -47,6 +47,11 @@ def _provider(cloud):
     return saltglue.provider(_conf(), None, cloud)
 
 
+def _call(cloud, operation, *args, **kwargs):
+    """Run one provider operation; pack errors become Salt exceptions."""
+    return saltglue.run_module(lambda: getattr(_provider(cloud)[1], operation)(*args, **kwargs))
+
+
 def server_show(name, cloud=None):
     """
     Describe the server ``name`` (or id): status, compute host, flavor, image,
@@ -59,7 +64,7 @@ def server_show(name, cloud=None):
 
         salt-call vmops.server_show app2
     """
-    return saltglue.run_module(lambda: _provider(cloud)[1].describe(name))
+    return _call(cloud, "describe", name)
 
 
 def server_list(name, cloud=None):
@@ -72,7 +77,7 @@ def server_list(name, cloud=None):
 
         salt-call vmops.server_list app2
     """
-    return saltglue.run_module(lambda: _provider(cloud)[1].servers_named(name))
+    return _call(cloud, "servers_named", name)
 
 
 def server_create(name, cloud=None, wait=True, **overrides):
@@ -97,6 +102,27 @@ def server_create(name, cloud=None, wait=True, **overrides):
     return saltglue.run_module(_create)
 
 
+def server_boot(name, image, flavor, networks=None, security_groups=None, key_name=None,
+                metadata=None, user_data=None, availability_zone=None, wait=True, timeout=600,
+                cloud=None):
+    """
+    Boot a server from an explicit spec (no pack user-data) and wait until it
+    is ACTIVE, with back-off; ERROR fails with the cloud's fault message.
+    An unknown image, flavor, network, key pair or security group is refused
+    before anything is created.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.server_boot web1 image=Ubuntu-22.04 flavor=m1.small networks='[private]'
+    """
+    spec = {"name": name, "image": image, "flavor": flavor, "networks": networks,
+            "security_groups": security_groups, "key_name": key_name, "metadata": metadata,
+            "user_data": user_data, "availability_zone": availability_zone}
+    return _call(cloud, "boot", spec, wait=wait, timeout=int(timeout))
+
+
 def server_delete(name, cloud=None, wait=True):
     """
     Delete the server ``name`` (or id) and wait until it is gone.
@@ -107,7 +133,21 @@ def server_delete(name, cloud=None, wait=True):
 
         salt-call vmops.server_delete app2-old
     """
-    return saltglue.run_module(lambda: _provider(cloud)[1].delete(name, wait=wait))
+    return _call(cloud, "delete", name, wait=wait)
+
+
+def server_rebuild(name, image=None, user_data=None, timeout=600, cloud=None):
+    """
+    Rebuild a server in place (same id, ports and IPs) from ``image`` (default:
+    its current image) with new ``user_data``, and wait until it is ACTIVE.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.server_rebuild app2 image=Ubuntu-22.04
+    """
+    return _call(cloud, "rebuild", name, image=image, user_data=user_data, timeout=int(timeout))
 
 
 def console_output(name, cloud=None):
@@ -120,14 +160,14 @@ def console_output(name, cloud=None):
 
         salt-call vmops.console_output app2
     """
-    return saltglue.run_module(lambda: _provider(cloud)[1].console_output(name))
+    return _call(cloud, "console_output", name)
 
 
-def flip_floating_ip(address, server, fixed_ip=None, cloud=None):
+def flip_floating_ip(address, server, fixed_ip=None, test=False, cloud=None):
     """
     Move floating IP ``address`` to ``server`` (name or id) in one
     re-association, so it is never unassigned in between, and verify it.
-    A no-op when it already points there.
+    A no-op when it already points there; ``test=True`` only says what it would do.
 
     CLI Example:
 
@@ -135,6 +175,248 @@ def flip_floating_ip(address, server, fixed_ip=None, cloud=None):
 
         salt-call vmops.flip_floating_ip 203.0.113.7 app2
     """
-    return saltglue.run_module(
-        lambda: _provider(cloud)[1].flip_ip(address, server, fixed_ip=fixed_ip)
-    )
+    return _call(cloud, "flip_ip", address, server, fixed_ip=fixed_ip, test=test)
+
+
+def floating_ip_allocate(network=None, cloud=None):
+    """
+    Allocate a floating IP (e.g. to smoke-test a new VM before the flip) from
+    ``network`` (default: the cloud's only external network).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.floating_ip_allocate network=public
+    """
+    return _call(cloud, "allocate_ip", network)
+
+
+def floating_ip_release(address, force=False, cloud=None):
+    """
+    Release floating IP ``address``.  One that still points at a server is
+    refused unless ``force=True``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.floating_ip_release 203.0.113.99
+    """
+    return _call(cloud, "release_ip", address, force=force)
+
+
+def service_show(host, cloud=None):
+    """
+    The nova-compute service of ``host``: status (enabled/disabled), state
+    (up/down), forced_down, disabled reason.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.service_show cmp1
+    """
+    return _call(cloud, "service_show", host)
+
+
+def service_list(cloud=None):
+    """
+    Every nova-compute service with its status and state.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.service_list
+    """
+    return _call(cloud, "services")
+
+
+def service_disable(host, reason, cloud=None):
+    """
+    Disable the nova-compute service of ``host`` with a reason, so the
+    scheduler places nothing new there.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.service_disable cmp1 reason="disk replacement, T1234"
+    """
+    return _call(cloud, "service_disable", host, reason)
+
+
+def service_enable(host, cloud=None):
+    """
+    Enable the nova-compute service of ``host`` again.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.service_enable cmp1
+    """
+    return _call(cloud, "service_enable", host)
+
+
+def service_force_down(host, forced=True, cloud=None):
+    """
+    Mark the nova-compute service of a dead ``host`` down at once (``forced=False``
+    clears it), as needed before evacuating its servers.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.service_force_down cmp3
+    """
+    return _call(cloud, "service_force_down", host, forced=forced)
+
+
+def host_servers(host, cloud=None):
+    """
+    Every server on compute host ``host``, across all projects.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.host_servers cmp1
+    """
+    return _call(cloud, "host_servers", host)
+
+
+def host_capacity(host, cloud=None):
+    """
+    vCPU, RAM and disk of compute host ``host`` from placement: total,
+    reserved, allocation ratio, capacity, used and free.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.host_capacity cmp2
+    """
+    return _call(cloud, "host_capacity", host)
+
+
+def live_migrate(name, host=None, block_migration="auto", wait=True, timeout=600, cloud=None):
+    """
+    Live-migrate server ``name`` (to ``host``, or where the scheduler says) and
+    wait until it runs on its new host.  A target host that does not exist, is
+    disabled or down is refused before anything changes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.live_migrate app2 host=cmp2
+    """
+    return _call(cloud, "live_migrate", name, host=host, block_migration=block_migration,
+                 wait=wait, timeout=int(timeout))
+
+
+def cold_migrate(name, host=None, confirm=True, timeout=600, cloud=None):
+    """
+    Cold-migrate server ``name`` and (by default) confirm the migration.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.cold_migrate app2 host=cmp3
+    """
+    return _call(cloud, "cold_migrate", name, host=host, confirm=confirm, timeout=int(timeout))
+
+
+def migrations(name, cloud=None):
+    """
+    The migrations of server ``name``, newest first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.migrations app2
+    """
+    return _call(cloud, "migrations", name)
+
+
+def migration_abort(name, migration_id=None, cloud=None):
+    """
+    Abort the live migration of server ``name`` that is in progress.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.migration_abort app2
+    """
+    return _call(cloud, "abort_migration", name, migration_id)
+
+
+def migration_force_complete(name, migration_id=None, cloud=None):
+    """
+    Force the live migration of server ``name`` that is in progress to complete.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.migration_force_complete app2
+    """
+    return _call(cloud, "force_complete_migration", name, migration_id)
+
+
+def reset_state(name, state="active", cloud=None):
+    """
+    Reset the state of a stuck server to ``active`` or ``error`` (``nova reset-state``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.reset_state app2 state=active
+    """
+    return _call(cloud, "reset_state", name, state)
+
+
+def volumes(name, cloud=None):
+    """
+    The volumes attached to server ``name`` (needs a volume service).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.volumes app2
+    """
+    return _call(cloud, "volumes", name)
+
+
+def volume_attach(name, volume, device=None, cloud=None):
+    """
+    Attach ``volume`` to server ``name``; a volume that is not ``available``
+    (attached elsewhere) is refused.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.volume_attach app2 data-app2
+    """
+    return _call(cloud, "attach_volume", name, volume, device=device)
+
+
+def volume_detach(name, volume, cloud=None):
+    """
+    Detach ``volume`` from server ``name`` and wait until it is available.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.volume_detach app2 data-app2
+    """
+    return _call(cloud, "detach_volume", name, volume)

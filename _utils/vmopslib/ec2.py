@@ -203,7 +203,7 @@ class EC2Provider(Provider):
 
     # ------------------------------------------------------------------ Elastic IPs
 
-    def flip_ip(self, address, server, fixed_ip=None):
+    def flip_ip(self, address, server, fixed_ip=None, test=False):
         """Associate Elastic IP ``address`` with ``server`` (AllowReassociation), then verify."""
         found = self.ec2.describe_addresses(
             Filters=[{"Name": "public-ip", "Values": [address]}]
@@ -221,6 +221,9 @@ class EC2Provider(Provider):
         result = {"address": address, "server": target["name"], "old": old, "new": new}
         if old["server_id"] == target["id"] and (fixed_ip is None or old["fixed_ip"] == fixed_ip):
             result.update(changed=False, comment="%s already points at %s" % (address, target["name"]))
+            return result
+        if test:
+            result.update(changed=True, comment="%s would be moved to %s" % (address, target["name"]))
             return result
         kwargs = {"InstanceId": target["id"], "AllowReassociation": True}
         if eip.get("AllocationId"):

@@ -3,6 +3,7 @@
 import logging
 import re
 
+from . import waiting
 from .errors import CloudError, InvalidInput, NotFound, NotSupported
 from .provider import Provider, encode_user_data
 
@@ -121,6 +122,7 @@ class OpenStackProvider(Provider):
             "availability_zone": server.availability_zone,
             "created": server.created_at,
             "fault": _fault(server),
+            "task_state": server.task_state,
             "project_id": server.project_id,
         }
 
@@ -248,7 +250,7 @@ class OpenStackProvider(Provider):
         port = self.conn.network.find_port(port_id)
         return port.device_id if port is not None else None
 
-    def flip_ip(self, address, server, fixed_ip=None):
+    def flip_ip(self, address, server, fixed_ip=None, test=False):
         """Point floating IP ``address`` at ``server`` in one re-association.
 
         The address moves straight from the old port to the new one (Neutron
@@ -273,6 +275,9 @@ class OpenStackProvider(Provider):
         if fip.port_id == port.id and fip.fixed_ip_address == fixed:
             result.update(changed=False, comment="%s already points at %s" % (address, target.name))
             return result
+        if test:
+            result.update(changed=True, comment="%s would be moved to %s (%s)" % (address, target.name, fixed))
+            return result
         try:
             self.conn.network.update_ip(fip, port_id=port.id, fixed_ip_address=fixed)
         except openstack.exceptions.HttpException as exc:
@@ -285,3 +290,294 @@ class OpenStackProvider(Provider):
             )
         result.update(changed=True, comment="%s now points at %s (%s)" % (address, target.name, fixed))
         return result
+
+    def allocate_ip(self, network=None):
+        """Allocate a floating IP from ``network`` (default: the only external network)."""
+        if network:
+            net = self.conn.network.find_network(network)
+            if net is None or not net.is_router_external:
+                raise InvalidInput("%r is not an external network on cloud %s" % (network, self.name))
+        else:
+            nets = list(self.conn.network.networks(is_router_external=True))
+            if len(nets) != 1:
+                raise InvalidInput(
+                    "cloud %s has %d external networks (%s): say which one with network="
+                    % (self.name, len(nets), ", ".join(n.name for n in nets))
+                )
+            net = nets[0]
+        fip = self.conn.network.create_ip(floating_network_id=net.id)
+        return {"address": fip.floating_ip_address, "id": fip.id, "network": net.name}
+
+    def release_ip(self, address, force=False):
+        """Release floating IP ``address``; one still pointing at a server needs ``force``."""
+        fip = self.find_fip(address)
+        if fip.port_id and not force:
+            raise InvalidInput(
+                "floating IP %s still points at port %s: release it with force=True, or move "
+                "it first; nothing was changed" % (address, fip.port_id)
+            )
+        self.conn.network.delete_ip(fip)
+        return {"address": address, "released": True}
+
+    # ------------------------------------------------------------------ rebuild
+
+    def rebuild(self, name_or_id, image=None, user_data=None, timeout=600):
+        """Rebuild a server in place (same id, ports and IPs) from ``image`` with new user-data."""
+        server = self.find_server(name_or_id)
+        image_id = server.image.id if image is None else None
+        if image is not None:
+            found = self.conn.image.find_image(image)
+            if found is None:
+                raise NotFound("image %r does not exist on cloud %s" % (image, self.name))
+            image_id = found.id
+        kwargs = {}
+        if user_data is not None:
+            kwargs["user_data"] = encode_user_data(user_data)
+        try:
+            self.conn.compute.rebuild_server(server, image_id, **kwargs)
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to rebuild %s: %s" % (self.name, server.name, exc)) from exc
+        return self.wait_for_status(server.id, "ACTIVE", timeout)
+
+    # ------------------------------------------------------------------ compute services
+
+    def _service(self, host, binary="nova-compute"):
+        found = list(self.conn.compute.services(binary=binary, host=host))
+        if not found:
+            hosts = sorted(s.host for s in self.conn.compute.services(binary=binary))
+            raise NotFound(
+                "no %s service on host %r on cloud %s (hosts: %s)"
+                % (binary, host, self.name, ", ".join(hosts) or "none")
+            )
+        return found[0]
+
+    @staticmethod
+    def _service_dict(svc):
+        return {
+            "host": svc.host,
+            "binary": svc.binary,
+            "status": svc.status,
+            "state": svc.state,
+            "forced_down": bool(svc.is_forced_down),
+            "disabled_reason": svc.disabled_reason,
+            "zone": svc.availability_zone,
+            "updated_at": svc.updated_at,
+        }
+
+    def service_show(self, host, binary="nova-compute"):
+        """Status (enabled/disabled), state (up/down), forced_down, reason of a compute service."""
+        return self._service_dict(self._service(host, binary))
+
+    def services(self, binary="nova-compute"):
+        return [self._service_dict(s) for s in self.conn.compute.services(binary=binary)]
+
+    def service_disable(self, host, reason, binary="nova-compute"):
+        """Disable a compute service, so the scheduler places nothing there."""
+        if not reason:
+            raise InvalidInput("say why the service is disabled (reason=...); nothing was changed")
+        svc = self._service(host, binary)
+        self.conn.compute.disable_service(svc, host=host, binary=binary, disabled_reason=reason)
+        return self.service_show(host, binary)
+
+    def service_enable(self, host, binary="nova-compute"):
+        svc = self._service(host, binary)
+        self.conn.compute.enable_service(svc, host=host, binary=binary)
+        return self.service_show(host, binary)
+
+    def service_force_down(self, host, forced=True, binary="nova-compute"):
+        """Mark a dead host's compute service down now (needed before evacuating it)."""
+        svc = self._service(host, binary)
+        self.conn.compute.update_service_forced_down(svc, host=host, binary=binary, forced=forced)
+        return self.service_show(host, binary)
+
+    # ------------------------------------------------------------------ hosts
+
+    def host_servers(self, host):
+        """Every server on compute host ``host``, across all projects."""
+        self._service(host)
+        # openstacksdk filters by compute_host (an unknown ``host=`` filter matches nothing)
+        return [
+            {"id": s.id, "name": s.name, "status": s.status, "host": s.compute_host,
+             "task_state": s.task_state, "project_id": s.project_id}
+            for s in self.conn.compute.servers(all_projects=True, compute_host=host)
+        ]
+
+    def host_capacity(self, host):
+        """vCPU, RAM and disk of ``host``: total, reserved, allocation ratio, capacity, used, free."""
+        self._service(host)
+        providers = list(self.conn.placement.resource_providers(name=host))
+        if not providers:
+            raise NotFound("placement has no resource provider for host %r" % host)
+        rp = providers[0]
+        usages = self.conn.placement.get(
+            "/resource_providers/%s/usages" % rp.id
+        ).json()["usages"]
+        out = {"host": host}
+        for inv in self.conn.placement.resource_provider_inventories(rp):
+            capacity = int((inv.total - inv.reserved) * inv.allocation_ratio)
+            used = usages.get(inv.resource_class, 0)
+            out[inv.resource_class] = {
+                "total": inv.total, "reserved": inv.reserved,
+                "allocation_ratio": inv.allocation_ratio, "capacity": capacity,
+                "used": used, "free": capacity - used,
+            }
+        return out
+
+    def check_target_host(self, host, source=None):
+        """Refuse a migration target that does not exist, is disabled or down, or is the source."""
+        svc = self.service_show(host)
+        if svc["status"] != "enabled":
+            raise InvalidInput(
+                "target host %s is disabled (%s); nothing was changed"
+                % (host, svc["disabled_reason"] or "no reason given")
+            )
+        if svc["state"] != "up" or svc["forced_down"]:
+            raise InvalidInput("target host %s is down; nothing was changed" % host)
+        if source is not None and host == source:
+            raise InvalidInput("the server already runs on %s; nothing was changed" % host)
+
+    # ------------------------------------------------------------------ migrations
+
+    def _migration_dict(self, mig):
+        return {
+            "id": mig.id, "type": mig.migration_type, "status": mig.status,
+            "source": mig.source_compute, "dest": mig.dest_compute,
+            "created": mig.created_at, "updated": mig.updated_at,
+        }
+
+    def migrations(self, name_or_id):
+        """A server's migrations, newest first."""
+        server = self.find_server(name_or_id)
+        migs = [self._migration_dict(m) for m in self.conn.compute.migrations(instance_uuid=server.id)]
+        return sorted(migs, key=lambda m: (m["created"] or "", m["id"]), reverse=True)
+
+    def _wait_migrated(self, server_id, source, timeout, status="ACTIVE"):
+        def settled():
+            server = self._get_server(server_id)
+            if server is None:
+                raise NotFound("server %s disappeared while migrating" % server_id)
+            if server.task_state is None and server.status in (status, "ERROR"):
+                return server
+            return None
+
+        server = waiting.wait_for(settled, timeout, "the migration of %s" % server_id)
+        desc = self.describe(server)
+        if desc["status"] == "ERROR" or desc["host"] == source:
+            last = (self.migrations(server_id) or [{}])[0]
+            raise CloudError(
+                "migration of %s from %s did not move it (status %s, migration %s %s)%s"
+                % (desc["name"], source, desc["status"], last.get("id"), last.get("status"),
+                   ": %s" % desc["fault"] if desc.get("fault") else "")
+            )
+        return desc
+
+    def live_migrate(self, name_or_id, host=None, block_migration="auto", wait=True, timeout=600):
+        """Live-migrate a server (to ``host``, or where the scheduler says) and wait."""
+        server = self.find_server(name_or_id)
+        if server.status != "ACTIVE":
+            raise InvalidInput(
+                "server %s is %s: only an ACTIVE server can be live-migrated; nothing was changed"
+                % (server.name, server.status)
+            )
+        source = server.compute_host
+        if host:
+            self.check_target_host(host, source)
+        try:
+            self.conn.compute.live_migrate_server(server, host=host, block_migration=block_migration)
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to live-migrate %s: %s" % (self.name, server.name, exc)) from exc
+        if not wait:
+            return self.describe(server.id)
+        return self._wait_migrated(server.id, source, timeout)
+
+    def cold_migrate(self, name_or_id, host=None, confirm=True, timeout=600):
+        """Cold-migrate a server, wait for VERIFY_RESIZE, and (by default) confirm it."""
+        server = self.find_server(name_or_id)
+        source = server.compute_host
+        if host:
+            self.check_target_host(host, source)
+        try:
+            self.conn.compute.migrate_server(server, host=host)
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to migrate %s: %s" % (self.name, server.name, exc)) from exc
+        desc = self._wait_migrated(server.id, source, timeout, status="VERIFY_RESIZE")
+        if confirm:
+            self.conn.compute.confirm_server_resize(server.id)
+            desc = self.wait_for_status(server.id, "ACTIVE", timeout)
+        return desc
+
+    def _in_progress(self, server, migration_id=None):
+        migs = list(self.conn.compute.server_migrations(server))
+        if migration_id is not None:
+            migs = [m for m in migs if str(m.id) == str(migration_id)]
+        if not migs:
+            raise InvalidInput(
+                "server %s has no migration in progress%s; nothing was changed"
+                % (server.name, " with id %s" % migration_id if migration_id else "")
+            )
+        return migs[0]
+
+    def abort_migration(self, name_or_id, migration_id=None):
+        server = self.find_server(name_or_id)
+        mig = self._in_progress(server, migration_id)
+        self.conn.compute.abort_server_migration(mig, server)
+        return {"server": server.name, "migration": mig.id, "aborted": True}
+
+    def force_complete_migration(self, name_or_id, migration_id=None):
+        server = self.find_server(name_or_id)
+        mig = self._in_progress(server, migration_id)
+        self.conn.compute.force_complete_server_migration(mig, server)
+        return {"server": server.name, "migration": mig.id, "force_completed": True}
+
+    def reset_state(self, name_or_id, state="active"):
+        """Reset a stuck server's state (``active`` or ``error``), as ``nova reset-state``."""
+        if state not in ("active", "error"):
+            raise InvalidInput("state must be 'active' or 'error', not %r" % state)
+        server = self.find_server(name_or_id)
+        self.conn.compute.reset_server_state(server, state)
+        return self.describe(server.id)
+
+    # ------------------------------------------------------------------ volumes
+
+    def _volume_service(self):
+        if not any(self.conn.has_service(t) for t in ("block-storage", "volumev3", "volume")):
+            raise NotSupported(
+                "cloud %s has no volume service (no block-storage endpoint in its catalog): "
+                "volumes cannot be listed, attached or detached there" % self.name
+            )
+
+    def volumes(self, name_or_id):
+        self._volume_service()
+        server = self.find_server(name_or_id)
+        return [
+            {"volume_id": a.volume_id, "device": a.device, "id": a.id}
+            for a in self.conn.compute.volume_attachments(server)
+        ]
+
+    def attach_volume(self, name_or_id, volume, device=None):
+        """Attach a volume that is ``available`` (never one attached elsewhere)."""
+        self._volume_service()
+        server = self.find_server(name_or_id)
+        vol = self.conn.block_storage.find_volume(volume)
+        if vol is None:
+            raise NotFound("volume %r does not exist on cloud %s" % (volume, self.name))
+        if vol.status != "available":
+            raise InvalidInput(
+                "volume %s is %s (attachments: %s): detach it first; nothing was changed"
+                % (volume, vol.status, [a.get("server_id") for a in vol.attachments or []])
+            )
+        self.conn.compute.create_volume_attachment(server, volume_id=vol.id, device=device)
+        waiting.wait_for(lambda: self.conn.block_storage.get_volume(vol.id).status == "in-use",
+                         300, "volume %s to be in-use" % volume)
+        return {"server": server.name, "volume_id": vol.id, "attached": True}
+
+    def detach_volume(self, name_or_id, volume):
+        self._volume_service()
+        server = self.find_server(name_or_id)
+        vol = self.conn.block_storage.find_volume(volume)
+        if vol is None:
+            raise NotFound("volume %r does not exist on cloud %s" % (volume, self.name))
+        self.conn.compute.delete_volume_attachment(server, vol.id)
+        waiting.wait_for(lambda: self.conn.block_storage.get_volume(vol.id).status == "available",
+                         300, "volume %s to be available" % volume)
+        return {"server": server.name, "volume_id": vol.id, "detached": True}

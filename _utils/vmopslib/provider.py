@@ -89,7 +89,7 @@ class Provider:
     def console_output(self, name_or_id):
         raise NotSupported("%s: console output is not supported" % self.driver)
 
-    def flip_ip(self, address, server, fixed_ip=None):
+    def flip_ip(self, address, server, fixed_ip=None, test=False):
         raise NotSupported("%s: floating IPs are not supported" % self.driver)
 
     # ------------------------------------------------------------------ shared logic
@@ -180,6 +180,30 @@ class Provider:
             self.wait_for_status(desc["id"], "DELETED", timeout)
         desc["status"] = "DELETED" if wait else "DELETING"
         return desc
+
+
+# Operations only some clouds have (compute services, migrations... are OpenStack's).
+# A driver without one answers with a clear NotSupported rather than an AttributeError.
+OPTIONAL_OPERATIONS = (
+    "allocate_ip", "release_ip", "rebuild", "service_show", "services", "service_disable",
+    "service_enable", "service_force_down", "host_servers", "host_capacity", "migrations",
+    "live_migrate", "cold_migrate", "abort_migration", "force_complete_migration",
+    "reset_state", "volumes", "attach_volume", "detach_volume",
+)
+
+
+def _not_supported(operation):
+    def method(self, *args, **kwargs):  # pylint: disable=unused-argument
+        raise NotSupported(
+            "cloud %s (%s driver) does not support %s" % (self.name, self.driver, operation)
+        )
+
+    method.__name__ = operation
+    return method
+
+
+for _operation in OPTIONAL_OPERATIONS:
+    setattr(Provider, _operation, _not_supported(_operation))
 
 
 def encode_user_data(user_data):

@@ -1,0 +1,164 @@
+"""
+States of saltext-vmops, built on the ``vmops`` execution module.
+
+Each state works out what would change first, honours ``test=True`` (result
+``None`` and what it would do), and reports changes the Salt way.  In an
+orchestration they run on the master, which needs the pack synced
+(``salt-run saltutil.sync_all``) or pip-installed.
+
+.. code-block:: yaml
+
+    app2:
+      vmops.server_present:
+        - flavor: lightspeed
+
+    173.236.254.224:
+      vmops.floating_ip_associated:
+        - server: app2
+
+    cmp1:
+      vmops.compute_service_disabled:
+        - reason: disk replacement, T1234
+"""
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+__virtualname__ = "vmops"
+
+
+def __virtual__():
+    if "vmops.server_show" in __salt__:
+        return __virtualname__
+    return (False, "the vmops execution module is not loaded (openstacksdk or boto3 missing?)")
+
+
+def _ret(name):
+    return {"name": name, "changes": {}, "result": True, "comment": ""}
+
+
+def _fail(ret, exc):
+    ret.update(result=False, comment=str(exc), changes={})
+    return ret
+
+
+def server_present(name, cloud=None, **settings):
+    """
+    A server called ``name`` exists.  When it does not, it is booted with the
+    pack's user-data (its minion points at the configured master) from
+    ``vmops:defaults``, ``vmops:vms:<name>`` and the given settings (``flavor``,
+    ``image``, ``networks``...).  An existing server is left as it is: replacing
+    it is ``orch.replace_vm``'s job.  Two servers with that name fail.
+    """
+    ret = _ret(name)
+    settings = {k: v for k, v in settings.items() if not k.startswith("__")}
+    try:
+        found = __salt__["vmops.server_list"](name, cloud=cloud)
+        if len(found) > 1:
+            ret.update(result=False, comment="%d servers are named %s (%s): resolve that first"
+                       % (len(found), name, ", ".join(s["id"] for s in found)))
+            return ret
+        if found:
+            ret["comment"] = "server %s exists (%s on %s)" % (
+                name, found[0]["status"], found[0].get("host") or found[0].get("cloud"))
+            return ret
+        if __opts__["test"]:
+            ret.update(result=None, comment="server %s would be booted" % name,
+                       changes={"old": None, "new": dict(settings, name=name)})
+            return ret
+        desc = __salt__["vmops.server_create"](name, cloud=cloud, **settings)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+    ret["comment"] = "server %s booted (%s on %s)" % (name, desc["status"], desc.get("host"))
+    ret["changes"] = {"old": None, "new": {"id": desc["id"], "status": desc["status"],
+                                          "host": desc.get("host"), "flavor": desc.get("flavor")}}
+    return ret
+
+
+def server_absent(name, cloud=None):
+    """
+    No server called ``name`` exists: delete it (and wait until it is gone).
+    Two servers with that name fail rather than delete the wrong one.
+    """
+    ret = _ret(name)
+    try:
+        found = __salt__["vmops.server_list"](name, cloud=cloud)
+        if not found:
+            ret["comment"] = "server %s is already absent" % name
+            return ret
+        if len(found) > 1:
+            ret.update(result=False, comment="%d servers are named %s (%s): delete by id"
+                       % (len(found), name, ", ".join(s["id"] for s in found)))
+            return ret
+        old = {"id": found[0]["id"], "status": found[0]["status"]}
+        if __opts__["test"]:
+            ret.update(result=None, comment="server %s (%s) would be deleted" % (name, old["id"]),
+                       changes={"old": old, "new": None})
+            return ret
+        __salt__["vmops.server_delete"](found[0]["id"], cloud=cloud)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+    ret.update(comment="server %s (%s) deleted" % (name, old["id"]), changes={"old": old, "new": None})
+    return ret
+
+
+def floating_ip_associated(name, server, fixed_ip=None, cloud=None):
+    """
+    Floating IP (or Elastic IP) ``name`` points at ``server`` (name or id),
+    moved there in one re-association so it is never unassigned in between.
+    """
+    ret = _ret(name)
+    try:
+        plan = __salt__["vmops.flip_floating_ip"](name, server, fixed_ip=fixed_ip, test=True,
+                                                 cloud=cloud)
+        if not plan["changed"]:
+            ret["comment"] = plan["comment"]
+            return ret
+        if __opts__["test"]:
+            ret.update(result=None, comment=plan["comment"],
+                       changes={"old": plan["old"], "new": plan["new"]})
+            return ret
+        done = __salt__["vmops.flip_floating_ip"](name, server, fixed_ip=fixed_ip, cloud=cloud)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+    ret.update(comment=done["comment"], changes={"old": done["old"], "new": done["new"]})
+    return ret
+
+
+def _service_state(name, cloud, want, reason=None):
+    ret = _ret(name)
+    try:
+        svc = __salt__["vmops.service_show"](name, cloud=cloud)
+        old = {"status": svc["status"], "disabled_reason": svc["disabled_reason"]}
+        if svc["status"] == want and (want == "enabled" or svc["disabled_reason"] == reason):
+            ret["comment"] = "nova-compute on %s is already %s" % (name, want)
+            return ret
+        new = {"status": want, "disabled_reason": reason}
+        if __opts__["test"]:
+            ret.update(result=None, comment="nova-compute on %s would be %s" % (name, want),
+                       changes={"old": old, "new": new})
+            return ret
+        if want == "enabled":
+            svc = __salt__["vmops.service_enable"](name, cloud=cloud)
+        else:
+            svc = __salt__["vmops.service_disable"](name, reason, cloud=cloud)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+    ret.update(comment="nova-compute on %s is now %s" % (name, want),
+               changes={"old": old, "new": {"status": svc["status"],
+                                            "disabled_reason": svc["disabled_reason"]}})
+    return ret
+
+
+def compute_service_enabled(name, cloud=None):
+    """
+    The nova-compute service of host ``name`` is enabled (the scheduler may place servers there).
+    """
+    return _service_state(name, cloud, "enabled")
+
+
+def compute_service_disabled(name, reason, cloud=None):
+    """
+    The nova-compute service of host ``name`` is disabled with ``reason`` (the
+    scheduler places nothing new there; its servers keep running).
+    """
+    return _service_state(name, cloud, "disabled", reason)

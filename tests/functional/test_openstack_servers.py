@@ -1,0 +1,88 @@
+import base64
+
+import pytest
+
+from vmopslib.errors import Ambiguous, CloudError, InvalidInput, NotFound
+
+
+def test_boot_describe_delete(prov, boot, name, os_conn):
+    desc = boot(name, metadata={"role": "app"}, security_groups=["default", "frontend"])
+    assert desc["status"] == "ACTIVE"
+    assert desc["name"] == name and desc["host"] in ("cmp1", "cmp2", "cmp3")
+    assert desc["flavor"] == "m1.fake"
+    assert desc["image"] == os_conn.image.find_image("fake-image").id
+    assert desc["security_groups"] == ["default", "frontend"]
+    assert list(desc["networks"]) == ["private"] and desc["fixed_ips"]
+    assert desc["metadata"] == {"role": "app"}
+    assert desc["created"] and desc["floating_ips"] == [] and desc["volumes"] == []
+    assert prov.describe(desc["id"])["name"] == name
+    gone = prov.delete(name)
+    assert gone["status"] == "DELETED"
+    with pytest.raises(NotFound, match="no server named '%s'" % name):
+        prov.find_server(name)
+
+
+def test_two_servers_with_one_name_are_ambiguous(prov, boot, name):
+    a = boot(name)
+    b = boot(name)
+    with pytest.raises(Ambiguous) as err:
+        prov.find_server(name)
+    assert "2 servers are named %r" % name in str(err.value)
+    assert a["id"] in str(err.value) and b["id"] in str(err.value)
+    assert prov.describe(b["id"])["id"] == b["id"]
+    assert {s["id"] for s in prov.servers_named(name)} == {a["id"], b["id"]}
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("flavor", "no-such-flavor", "flavor 'no-such-flavor' does not exist"),
+    ("image", "no-such-image", "image 'no-such-image' does not exist"),
+    ("networks", ["no-such-net"], "network 'no-such-net' does not exist"),
+    ("security_groups", ["no-such-sg"], "security group 'no-such-sg' does not exist"),
+    ("key_name", "no-such-key", "key pair 'no-such-key' does not exist"),
+])
+def test_bad_boot_input_is_refused_before_anything_changes(prov, name, os_conn, field, value,
+                                                           message):
+    spec = {"name": name, "image": "fake-image", "flavor": "m1.fake", "networks": ["private"]}
+    spec[field] = value
+    with pytest.raises(NotFound, match=message):
+        prov.boot(spec)
+    assert prov.servers_named(name) == []
+
+
+def test_boot_refuses_a_glob_name(prov):
+    with pytest.raises(InvalidInput, match="not a plain minion id"):
+        prov.boot({"name": "app*", "image": "fake-image", "flavor": "m1.fake"})
+
+
+def test_a_server_that_goes_to_error_fails_with_novas_fault(prov, boot, name, os_conn):
+    flavor = os_conn.compute.find_flavor("fn-huge") or os_conn.compute.create_flavor(
+        name="fn-huge", ram=100 * 1024 * 1024, vcpus=1, disk=1)
+    assert flavor
+    with pytest.raises(CloudError, match="went to ERROR: No valid host was found"):
+        boot(name, flavor="fn-huge")
+
+
+def test_rebuild_keeps_the_server_and_its_ips_with_new_user_data(prov, boot, name, os_conn):
+    desc = boot(name, user_data="#cloud-config\n# first\n")
+    rebuilt = prov.rebuild(name, user_data="#cloud-config\n# second\n")
+    assert rebuilt["id"] == desc["id"] and rebuilt["status"] == "ACTIVE"
+    assert rebuilt["fixed_ips"] == desc["fixed_ips"]
+    raw = os_conn.compute.get("/servers/%s" % desc["id"],
+                              headers={"OpenStack-API-Version": "compute 2.3"}).json()["server"]
+    assert base64.b64decode(raw["OS-EXT-SRV-ATTR:user_data"]).decode().endswith("# second\n")
+
+
+def test_reset_state(prov, boot, name):
+    boot(name)
+    assert prov.reset_state(name, "error")["status"] == "ERROR"
+    assert prov.reset_state(name, "active")["status"] == "ACTIVE"
+    with pytest.raises(InvalidInput, match="state must be 'active' or 'error'"):
+        prov.reset_state(name, "stopped")
+
+
+def test_volumes_say_clearly_that_the_cloud_has_no_volume_service(prov, boot, name):
+    boot(name)
+    for call in (lambda: prov.volumes(name), lambda: prov.attach_volume(name, "v1"),
+                 lambda: prov.detach_volume(name, "v1")):
+        with pytest.raises(Exception, match="has no volume service"):
+            call()
