@@ -108,6 +108,11 @@ def floating_ip_associated(name, server, fixed_ip=None, cloud=None):
     """
     ret = _ret(name)
     try:
+        if __opts__["test"] and not __salt__["vmops.server_list"](server, cloud=cloud):
+            # e.g. a server_present before this state would boot it
+            ret.update(result=None, comment="%s would be moved to %s, which does not exist yet"
+                       % (name, server), changes={"new": {"server": server}})
+            return ret
         plan = __salt__["vmops.flip_floating_ip"](name, server, fixed_ip=fixed_ip, test=True,
                                                  cloud=cloud)
         if not plan["changed"]:

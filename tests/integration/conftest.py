@@ -12,6 +12,7 @@ import time
 import uuid
 
 import pytest
+import yaml
 from pytestshellutils.utils import ports
 
 from tests.conftest import REPO, VMOPS_HOME, record
@@ -102,13 +103,22 @@ def vmops_config(local_cloud, moto_cloud, ec2_image, master_ports):
 
 
 @pytest.fixture(scope="session")
-def salt_master(salt_factories, vmops_config, master_ports):
+def pillar_tree(tmp_path_factory, vmops_config):
+    """Pillar: the pack's configuration for every minion (the test VMs hold credentials)."""
+    tree = tmp_path_factory.mktemp("pillar")
+    (tree / "top.sls").write_text("base:\n  '*':\n    - vmops\n")
+    (tree / "vmops.sls").write_text(yaml.safe_dump({"vmops": vmops_config}))
+    return tree
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, vmops_config, master_ports, pillar_tree):
     overrides = {
         "interface": "127.0.0.1",
         "ret_port": master_ports["ret_port"],
         "publish_port": master_ports["publish_port"],
         "file_roots": {"base": [str(REPO), str(FILES / "state")]},
-        "pillar_roots": {"base": [str(FILES / "pillar")]},
+        "pillar_roots": {"base": [str(pillar_tree)]},
         "timeout": 30,
         "vmops": vmops_config,
     }
@@ -209,3 +219,22 @@ def cleanup(os_conn, moto_cloud, keys):
                                           DisableApiTermination={"Value": False})
             ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
         keys.delete(name)
+
+
+@pytest.fixture
+def vm_minion(salt_run_cli, salt_cli, keys, vm_name, cleanup, event_listener, salt_master):
+    """A VM on the local cloud whose minion the pack accepted, with the pack synced to it."""
+    cleanup.append(vm_name)
+    ret = salt_run_cli.run("vmops.create", vm_name)
+    assert ret.returncode == 0, ret
+    t0 = time.time()
+    ret = salt_run_cli.run("vmops.accept_minion", vm_name, "wait=60")
+    assert ret.returncode == 0 and ret.data["accepted"], ret
+    started = event_listener.wait_for_events(
+        [(salt_master.id, "salt/minion/%s/start" % vm_name)], after_time=t0, timeout=60)
+    assert started.found_all_events
+    ret = salt_cli.run("saltutil.sync_all", minion_tgt=vm_name)
+    assert ret.returncode == 0, ret
+    ret = salt_cli.run("sys.list_functions", "vmops", minion_tgt=vm_name)
+    assert "vmops.server_show" in ret.data, ret
+    return vm_name
