@@ -21,8 +21,10 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
     sys.path.extend(os.path.join(_ROOT, sub) for sub in ("utils", "_utils"))
     import vmopslib  # pylint: disable=ungrouped-imports
 
-from vmopslib import minions, saltglue
-from vmopslib.errors import VmopsError
+import types
+
+from vmopslib import minions, replace, saltglue
+from vmopslib.errors import InvalidInput, VmopsError
 
 log = logging.getLogger(__name__)
 
@@ -213,3 +215,89 @@ def flip_floating_ip(address, server, fixed_ip=None, cloud=None):
         return ret
 
     return _run(_flip)
+
+
+REPLACE_STEPS = ("plan", "boot", "wait", "sanity", "checked", "smoke", "flip", "retire",
+                 "rollback", "status")
+
+
+def _replacement(cloud, token):
+    conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
+
+    def grain(minion_id, name):
+        try:
+            return saltglue.minion_grain(__opts__, minion_id, name)
+        except KeyError:
+            raise VmopsError("minion %s did not answer grains.get %s" % (minion_id, name)) from None
+
+    ops = types.SimpleNamespace(
+        wait=lambda minion_id, timeout: saltglue.wait_minion(__opts__, minion_id, timeout),
+        grain=grain,
+    )
+    journal = replace.Journal(os.path.join(__opts__["cachedir"], "vmops", "replace"))
+    return replace.Replacement(conf, prov, saltglue.MasterKeys(__opts__), journal, ops,
+                               events=_events(), token=token)
+
+
+def replace_vm(name, step="plan", cloud=None, token=None, test=False, keep_old="delete",
+               keep_failed=False, timeout=300, network=None, **overrides):
+    """
+    One step of replacing VM ``name`` with a new one of the same name, without
+    downtime.  ``orch.replace_vm`` runs the steps in order (with highstate and
+    deploy between ``sanity`` and ``checked``, and ``rollback`` on failure):
+
+    - ``plan``: validate, capture the old server and its floating IPs, take the
+      lock (or resume an interrupted run).  ``test=True`` only returns the plan.
+      Overrides (``flavor=``, ``image=``...) change the new VM's spec;
+      ``keep_old`` is ``delete`` (default), ``stop`` or ``rename`` (to
+      ``<name>-old``); ``keep_failed=True`` keeps a failed new VM, stopped, as
+      ``<name>-failed``.
+    - ``boot``: hand the minion identity to the new VM (new key pair, public
+      half accepted, old minion revoked) and boot it; never boots twice.
+    - ``wait``, ``sanity``: the new minion answers; its ``level`` grain.
+    - ``checked``: the new VM passed highstate and deploy.
+    - ``smoke``: a temporary floating IP on the new VM, released after.
+    - ``flip``: the old VM's floating IPs move to the new one.
+    - ``retire``: the old VM is deleted, stopped or renamed.
+    - ``rollback``: before ``checked`` only: the new VM goes, the old key and
+      minion come back.
+    - ``status``: the journal's summary.
+
+    ``token`` ties the steps of one run together (the orchestration passes it).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.replace_vm app2 step=plan test=True flavor=lightspeed
+        salt-run vmops.replace_vm app2 step=status
+    """
+    overrides = {k: v for k, v in overrides.items() if not k.startswith("__")}
+    timeout = int(timeout)
+
+    def _step():
+        if step not in REPLACE_STEPS:
+            raise InvalidInput("step must be one of %s" % ", ".join(REPLACE_STEPS))
+        rep = _replacement(cloud, token)
+        calls = {
+            "plan": lambda: rep.plan(name, overrides, {"keep_old": keep_old,
+                                                      "keep_failed": keep_failed}, test=test),
+            "boot": lambda: rep.boot(name, timeout=max(timeout, 600)),
+            "wait": lambda: rep.wait(name, timeout=timeout),
+            "sanity": lambda: rep.sanity(name),
+            "checked": lambda: rep.checked(name),
+            "smoke": lambda: rep.smoke(name, network),
+            "flip": lambda: rep.flip(name),
+            "retire": lambda: rep.retire(name),
+            "rollback": lambda: rep.rollback(name, timeout=timeout),
+            "status": lambda: dict(rep.summary(rep.journal.load(name) or {}), result=True)
+            if rep.journal.load(name) else {"result": True, "vm": name, "state": None},
+        }
+        try:
+            return calls[step]()
+        except VmopsError as exc:
+            if step not in ("plan", "rollback", "status"):
+                rep.fail(name, step, exc)
+            raise
+
+    return _run(_step)

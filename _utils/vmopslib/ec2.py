@@ -193,6 +193,12 @@ class EC2Provider(Provider):
         )
         self.ec2.terminate_instances(InstanceIds=[server_id])
 
+    def _stop_server(self, server_id):
+        self.ec2.stop_instances(InstanceIds=[server_id])
+
+    def _rename_server(self, server_id, new_name):
+        self.ec2.create_tags(Resources=[server_id], Tags=[{"Key": "Name", "Value": new_name}])
+
     def console_output(self, name_or_id):
         server = self.find_server(name_or_id)
         out = self.ec2.get_console_output(InstanceId=server["InstanceId"]).get("Output") or ""

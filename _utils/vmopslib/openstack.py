@@ -189,6 +189,12 @@ class OpenStackProvider(Provider):
     def _delete_server(self, server_id):
         self.conn.compute.delete_server(server_id, ignore_missing=True)
 
+    def _stop_server(self, server_id):
+        self.conn.compute.stop_server(server_id)
+
+    def _rename_server(self, server_id, new_name):
+        self.conn.compute.update_server(server_id, name=new_name)
+
     def console_output(self, name_or_id):
         server = self.find_server(name_or_id)
         return self.conn.compute.get_server_console_output(server).get("output") or ""

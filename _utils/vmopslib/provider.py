@@ -86,6 +86,26 @@ class Provider:
     def _check_spec(self, spec):
         """Raise InvalidInput/NotFound for an image, flavor, network... the cloud lacks."""
 
+    def _stop_server(self, server_id):
+        raise NotImplementedError
+
+    def _rename_server(self, server_id, new_name):
+        raise NotImplementedError
+
+    def stop(self, name_or_id, timeout=300):
+        """Power a server off and wait until it is SHUTOFF."""
+        desc = self.describe(self.find_server(name_or_id))
+        if desc["status"] == "SHUTOFF":
+            return desc
+        self._stop_server(desc["id"])
+        return self.wait_for_status(desc["id"], "SHUTOFF", timeout)
+
+    def rename(self, name_or_id, new_name):
+        desc = self.describe(self.find_server(name_or_id))
+        self._rename_server(desc["id"], new_name)
+        desc["name"] = new_name
+        return desc
+
     def console_output(self, name_or_id):
         raise NotSupported("%s: console output is not supported" % self.driver)
 

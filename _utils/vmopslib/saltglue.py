@@ -4,7 +4,6 @@ Imports Salt lazily, so the rest of vmopslib stays usable (and testable) alone.
 """
 
 import logging
-import os
 
 from . import config
 from .errors import InvalidInput, VmopsError
@@ -90,39 +89,43 @@ class Events:
 
 
 class MasterKeys:
-    """The master's minion keys, touched by exact id only (never by glob)."""
+    """The master's minion keys, touched by exact id only (never by glob).
+
+    Salt 3008 keeps keys in a cache bank (``keys.cache_driver``, files under
+    pki_dir by default); this goes through the same API as ``key.gen_accept``.
+    """
+
+    _STATES = {"accepted": "minions", "pending": "minions_pre", "rejected": "minions_rejected",
+               "denied": "minions_denied"}
 
     def __init__(self, opts):
+        import salt.cache  # pylint: disable=import-outside-toplevel
         import salt.key  # pylint: disable=import-outside-toplevel
 
         self.opts = opts
         self.key = salt.key.Key(opts)
+        self.cache = salt.cache.Cache(opts, driver=opts.get("keys.cache_driver", "localfs_key"))
 
     def status(self, minion_id):
         """'accepted', 'pending', 'rejected', 'denied' or None."""
         config.check_minion_id(minion_id, "minion id")
         keys = self.key.list_keys()
-        for state, name in (
-            ("minions", "accepted"),
-            ("minions_pre", "pending"),
-            ("minions_rejected", "rejected"),
-            ("minions_denied", "denied"),
-        ):
+        for name, state in self._STATES.items():
             if minion_id in keys.get(state, []):
                 return name
         return None
 
-    def _path(self, state, minion_id):
-        return os.path.join(self.opts["pki_dir"], state, minion_id)
+    def _pub(self, minion_id, state):
+        config.check_minion_id(minion_id, "minion id")
+        record = self.cache.fetch("keys", minion_id) or {}
+        return record.get("pub") if record.get("state") == state else None
 
     def pending_pub(self, minion_id):
         """The public key a pending minion presented, or None."""
-        config.check_minion_id(minion_id, "minion id")
-        try:
-            with open(self._path("minions_pre", minion_id), encoding="utf-8") as fh:
-                return fh.read()
-        except FileNotFoundError:
-            return None
+        return self._pub(minion_id, "pending")
+
+    def accepted_pub(self, minion_id):
+        return self._pub(minion_id, "accepted")
 
     def accept(self, minion_id):
         """Accept exactly ``minion_id``'s pending key."""
@@ -134,13 +137,43 @@ class MasterKeys:
         return self.key.reject(match_dict={"minions_pre": [minion_id]})
 
     def delete(self, minion_id):
+        """Delete every key (accepted, pending, rejected, denied) of ``minion_id``."""
         config.check_minion_id(minion_id, "minion id")
-        state = {"accepted": "minions", "pending": "minions_pre", "rejected": "minions_rejected",
-                 "denied": "minions_denied"}.get(self.status(minion_id))
-        if state is None:
+        keys = self.key.list_keys()
+        found = {state: [minion_id] for state in self._STATES.values()
+                 if minion_id in keys.get(state, [])}
+        if not found:
             return False
-        self.key.delete_key(match_dict={state: [minion_id]})
+        self.key.delete_key(match_dict=found)
         return True
+
+    def revoke(self, minion_id, timeout=10):
+        """Make a connected ``minion_id`` give up its session and key, and wait for it.
+
+        ``saltutil.revoke_auth`` runs on the minion and asks the master to drop its
+        key: synchronous here, so no late revocation can hit a key stored after it.
+        """
+        import salt.client  # pylint: disable=import-outside-toplevel
+
+        config.check_minion_id(minion_id, "minion id")
+        with salt.client.get_local_client(mopts=self.opts) as client:
+            ret = client.cmd([minion_id], "saltutil.revoke_auth", tgt_type="list",
+                             timeout=timeout)
+        return ret.get(minion_id) is True
+
+    def preseed(self, minion_id, pub, revoke=True):
+        """Make ``pub`` the accepted key of ``minion_id``.
+
+        A connected minion holding another key is revoked first (it loses its
+        session at once and is refused from then on); every other key of that id
+        goes; the master's AES key rotates (Salt's ``rotate_aes_key``).
+        """
+        if revoke and self.status(minion_id) == "accepted":
+            self.revoke(minion_id)
+        self.delete(minion_id)
+        self.cache.store("keys", minion_id, {"pub": pub, "state": "accepted"})
+        self.key.event.fire_event({"result": True, "act": "accept", "id": minion_id},
+                                  "salt/key")
 
 
 def minion_answers(opts, minion_id, timeout=5):

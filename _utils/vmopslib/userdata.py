@@ -40,7 +40,10 @@ def render(name, master, grains=None, minion_config=None, keypair=None, cloud_co
     identity; the private half is only ever written here, never logged or
     returned by the pack.
     """
-    conf = dict(minion_config or {})
+    # A minion whose key the master refuses keeps retrying instead of exiting: during a
+    # replacement the old minion is refused until a rollback gives its key back.
+    conf = {"rejected_retry": True}
+    conf.update(minion_config or {})
     conf.update(master_conf(master))
     conf["id"] = name
     salt_minion = {"pkg_name": "salt-minion", "service_name": "salt-minion", "conf": conf}

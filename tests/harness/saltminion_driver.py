@@ -11,6 +11,8 @@ directory (with ``fakevm.py``) on nova-compute's PYTHONPATH.
   grain names the new host (``saltutil.refresh_grains`` shows it).
 * power off/on, reboot: stop/start the minion.
 * console output: what cloud-init printed, with the minion key's fingerprint.
+* metadata ``fakevm: broken-image``: the guest boots but no minion ever starts
+  (a test switch for "the new minion never shows up").
 * a restarted nova-compute re-adopts the guests whose directories it finds,
   as a hypervisor still has its domains after the compute service restarts.
 """
@@ -43,6 +45,10 @@ class SaltMinionDriver(fake.FakeDriver):
                       block_device_info=block_device_info, power_on=power_on,
                       accel_info=accel_info)
         if not power_on:
+            return
+        if (instance.metadata or {}).get("fakevm") == "broken-image":
+            # a test switch: an image whose cloud-init never runs (no minion shows up)
+            LOG.info("fakevm: broken image, no guest minion", instance=instance)
             return
         try:
             result = fakevm.boot(instance.uuid, instance.user_data,

@@ -106,7 +106,9 @@ def vmops_config(local_cloud, moto_cloud, ec2_image, master_ports):
 def pillar_tree(tmp_path_factory, vmops_config):
     """Pillar: the pack's configuration for every minion (the test VMs hold credentials)."""
     tree = tmp_path_factory.mktemp("pillar")
-    (tree / "top.sls").write_text("base:\n  '*':\n    - vmops\n")
+    (tree / "top.sls").write_text(
+        "base:\n  '*':\n    - vmops\n  'it-hsfail-*':\n    - fail_highstate\n")
+    (tree / "fail_highstate.sls").write_text("vmops_test_fail_highstate: true\n")
     (tree / "vmops.sls").write_text(yaml.safe_dump({"vmops": vmops_config}))
     return tree
 

@@ -16,8 +16,8 @@ def test_user_data_is_cloud_config_for_the_salt_minion_module():
     assert text.startswith("#cloud-config\n")
     doc = yaml.safe_load(text)
     conf = doc["salt_minion"]["conf"]
-    assert conf == {"hash_type": "sha256", "master": "salt.example.com", "master_port": 4506,
-                    "id": "app2"}
+    assert conf == {"rejected_retry": True, "hash_type": "sha256", "master": "salt.example.com",
+                    "master_port": 4506, "id": "app2"}
     assert doc["salt_minion"]["grains"] == {"level": "staging"}
     assert doc["salt_minion"]["public_key"] == pub
     assert doc["salt_minion"]["private_key"] == priv

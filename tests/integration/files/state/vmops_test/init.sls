@@ -4,3 +4,10 @@ vmops_test_marker:
     - name: {{ opts['cachedir'] }}/highstate/marker.txt
     - contents: "highstate of {{ grains['id'] }} at level {{ grains.get('level', 'none') }}"
     - makedirs: True
+
+{%- if pillar.get('vmops_test_fail_highstate') %}
+# test switch (pillar of it-hsfail-* minions): this highstate fails
+vmops_test_broken_config:
+  test.fail_without_changes:
+    - name: the new configuration does not apply
+{%- endif %}

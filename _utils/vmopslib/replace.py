@@ -1,0 +1,425 @@
+"""Replace a VM with a new one of the same name, without downtime: the step machine.
+
+The WebPlatform runbook, made safe and resumable.  Steps, each idempotent:
+
+1. ``plan``: validate (a plain minion id, exactly one server of that name, a
+   flavor and image the cloud has), capture the old server's spec and floating
+   IPs, take the lock (the journal), or resume a run whose owner died.
+2. ``boot``: hand the minion identity over (a new key pair made here, its public
+   half accepted for the name, the old minion's auth revoked; the private half
+   travels only in the new VM's user-data), boot the new VM with the old
+   spec and the same name, wait until ACTIVE.  Never boots twice: a server of
+   that name created after the run started is adopted.
+3. ``wait``: the new minion answers.  4. ``sanity``: its ``level`` grain.
+   (highstate and deploy run as Salt states between these and ``checked``.)
+5. ``checked``: the new VM passed its checks; from here on the run only goes forward.
+6. ``smoke`` (optional): a temporary floating IP on the new VM, released after.
+7. ``flip``: every floating IP of the old VM moves to the new one, verified.
+8. ``retire``: the old VM is deleted, stopped, or renamed ``<name>-old``.
+``rollback`` (any failure before ``checked``): the new VM goes (or is kept,
+renamed ``<name>-failed``), the old key comes back, the old minion answers again.
+
+The journal (JSON, one file per VM, no private key ever) records the state,
+the owner (process id and start time: a dead owner's run may be resumed),
+the old spec, and every step with its duration.
+"""
+
+import json
+import logging
+import os
+import time
+import uuid
+
+from . import config, identity, userdata
+from .errors import InvalidInput, VmopsError
+
+log = logging.getLogger(__name__)
+
+STATES = ("planned", "booting", "booted", "answering", "sane", "checked", "flipped", "done",
+          "rolled_back")
+TERMINAL = ("done", "rolled_back")
+KEEP_OLD = ("delete", "stop", "rename")
+SPEC_FROM_OLD = ("image", "flavor", "key_name", "security_groups", "networks", "metadata",
+                 "availability_zone")
+
+
+def _proc_start(pid):
+    try:
+        with open("/proc/%d/stat" % pid, encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def current_owner(token=None):
+    pid = os.getpid()
+    return {"pid": pid, "start": _proc_start(pid), "token": token or uuid.uuid4().hex,
+            "since": time.time()}
+
+
+def owner_alive(owner):
+    return bool(owner) and _proc_start(owner.get("pid", -1)) == owner.get("start") is not None
+
+
+class Journal:
+    """One JSON file per VM under ``directory``; written atomically."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def path(self, name):
+        return os.path.join(self.directory, "%s.json" % config.check_minion_id(name))
+
+    def load(self, name):
+        try:
+            with open(self.path(name), encoding="utf-8") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return None
+
+    def save(self, record):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        tmp = self.path(record["vm"]) + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=1, sort_keys=True)
+        os.replace(tmp, self.path(record["vm"]))
+
+
+class Replacement:
+    """The steps of one VM's replacement.  ``minion`` offers ``wait(id, timeout)``
+    and ``grain(id, grain)``; ``keys`` is a MasterKeys."""
+
+    def __init__(self, conf, provider, keys, journal, minion, events=None, token=None):
+        self.conf = conf
+        self.provider = provider
+        self.keys = keys
+        self.journal = journal
+        self.minion = minion
+        self.events = events or (lambda tag, message, **data: None)
+        self.token = token
+
+    # ------------------------------------------------------------------ journal helpers
+
+    def _load(self, name, need_owner=True):
+        record = self.journal.load(name)
+        if record is None or record["state"] in TERMINAL:
+            raise InvalidInput("no replacement of %s is in progress: run the plan step first" % name)
+        if need_owner and self.token and record["owner"].get("token") != self.token:
+            raise InvalidInput(
+                "the replacement of %s belongs to another run (pid %s); nothing was changed"
+                % (name, record["owner"].get("pid"))
+            )
+        return record
+
+    def _step(self, record, step, started, comment, state=None):
+        took = round(time.monotonic() - started, 2)
+        if state:
+            record["state"] = state
+        record["steps"].append({"step": step, "result": True, "duration": took,
+                                "comment": comment, "at": time.time()})
+        self.journal.save(record)
+        self.events("replace/%s/%s" % (record["vm"], step), "%s: %s" % (step, comment),
+                    step=step, duration=took, state=record["state"])
+        return {"result": True, "vm": record["vm"], "step": step, "state": record["state"],
+                "duration": took, "comment": comment}
+
+    def _skip(self, record, step, why):
+        self.events("replace/%s/%s" % (record["vm"], step), "%s: %s" % (step, why), step=step,
+                    skipped=True, state=record["state"])
+        return {"result": True, "vm": record["vm"], "step": step, "state": record["state"],
+                "skipped": True, "comment": why}
+
+    def fail(self, name, step, exc):
+        """Record a failed step in the journal (the rollback names it)."""
+        record = self.journal.load(name)
+        if record is not None and record["state"] not in TERMINAL and (
+                not self.token or record["owner"].get("token") == self.token):
+            record["steps"].append({"step": step, "result": False, "comment": str(exc),
+                                    "at": time.time()})
+            record["failed"] = {"step": step, "reason": str(exc)}
+            self.journal.save(record)
+        self.events("replace/%s/%s" % (name, step), "%s failed: %s" % (step, exc), step=step,
+                    result=False)
+
+    # ------------------------------------------------------------------ 1. plan
+
+    def plan(self, name, overrides=None, options=None, test=False):
+        config.check_minion_id(name)
+        started = time.monotonic()
+        overrides = dict(overrides or {})
+        options = dict(options or {})
+        keep_old = options.get("keep_old", "delete")
+        if keep_old not in KEEP_OLD:
+            raise InvalidInput("keep_old must be one of %s, not %r" % (", ".join(KEEP_OLD), keep_old))
+        record = self.journal.load(name)
+        if record is not None and record["state"] not in TERMINAL:
+            if owner_alive(record["owner"]) and record["owner"].get("token") != self.token:
+                raise InvalidInput(
+                    "a replacement of %s is already running (pid %s, state %s, since %s); "
+                    "nothing was changed" % (name, record["owner"]["pid"], record["state"],
+                                            time.strftime("%H:%M:%S", time.localtime(
+                                                record["owner"]["since"])))
+                )
+            if test:
+                return dict(self.summary(record), resumable=True,
+                            comment="an interrupted replacement of %s would be resumed at state %s"
+                            % (name, record["state"]))
+            record["owner"] = current_owner(self.token)
+            record.setdefault("resumed", []).append(time.time())
+            return self._step(record, "plan", started,
+                              "resuming the interrupted replacement at state %s" % record["state"])
+        old = self._the_old_server(name)
+        spec = self._new_spec(name, old, overrides)
+        level = config.vm(self.conf, name, overrides, self.provider.profile).get("level")
+        if level is None:  # nothing configured: the new VM carries on the old one's level
+            level = self._old_grain(name, "level")
+        plan = {
+            "vm": name, "cloud": self.provider.name, "old": old, "spec": spec,
+            "floating_ips": old["floating_ips"], "keep_old": keep_old,
+            "keep_failed": bool(options.get("keep_failed", False)),
+            "level": level,
+            "overrides": overrides,
+            "steps": ["plan", "boot", "wait", "sanity", "highstate", "deploy", "checked",
+                      "smoke", "flip", "retire"],
+        }
+        if test:
+            plan["comment"] = self._describe_plan(plan)
+            return plan
+        record = dict(plan, state="planned", owner=current_owner(self.token), new={},
+                      old_pub=self.keys.accepted_pub(name), started=time.time(), steps=[])
+        return dict(self._step(record, "plan", started, self._describe_plan(plan)), plan=plan)
+
+    def _old_grain(self, name, grain):
+        try:
+            return self.minion.grain(name, grain) or None
+        except VmopsError:
+            return None
+
+    def _the_old_server(self, name):
+        found = self.provider.servers_named(name)
+        if not found:
+            raise InvalidInput("no server named %s on cloud %s: nothing to replace"
+                               % (name, self.provider.name))
+        if len(found) > 1:
+            raise InvalidInput(
+                "%d servers are named %s on cloud %s (%s): resolve that before replacing it"
+                % (len(found), name, self.provider.name, ", ".join(s["id"] for s in found)))
+        return found[0]
+
+    def _new_spec(self, name, old, overrides):
+        settings = config.vm(self.conf, name, None, self.provider.profile)
+        spec = {k: old.get(k) for k in SPEC_FROM_OLD}
+        spec["networks"] = list(old.get("networks") or {}) or settings.get("networks")
+        for key in SPEC_FROM_OLD:  # configured per-VM settings, then the run's overrides
+            configured = ((self.conf.get("vms") or {}).get(name) or {}).get(key)
+            if configured not in (None, "", [], {}):
+                spec[key] = configured
+            if overrides.get(key) not in (None, "", [], {}):
+                spec[key] = overrides[key]
+        spec["name"] = name
+        check = dict(spec)
+        self.provider._check_spec(check)  # pylint: disable=protected-access
+        return spec
+
+    @staticmethod
+    def _describe_plan(plan):
+        old, spec = plan["old"], plan["spec"]
+        return (
+            "replace %s (%s, %s on %s) with a new %s from image %s; then wait for its minion, "
+            "check level=%s, highstate, deploy, move %s, and %s the old server"
+            % (plan["vm"], old["id"], old["flavor"], old.get("host") or plan["cloud"],
+               spec["flavor"], spec["image"], plan.get("level") or "(not checked)",
+               ", ".join(plan["floating_ips"]) or "no floating IP", plan["keep_old"])
+        )
+
+    # ------------------------------------------------------------------ 2. boot
+
+    def boot(self, name, timeout=600):
+        record = self._load(name)
+        started = time.monotonic()
+        if STATES.index(record["state"]) >= STATES.index("booted"):
+            return self._skip(record, "boot", "already booted: %s" % record["new"]["id"])
+        if record["state"] == "booting":
+            adopted = self._adopt(record)
+            if adopted:
+                desc = self.provider.wait_for_status(adopted, "ACTIVE", timeout)
+                record["new"] = {"id": desc["id"], "host": desc.get("host")}
+                return self._step(record, "boot", started,
+                                  "adopted the new server %s booted before the interruption"
+                                  % desc["id"], state="booted")
+        pub, priv = identity.generate_keypair()
+        record["state"] = "booting"
+        record["new_fingerprint"] = identity.fingerprint(pub)
+        self.journal.save(record)
+        # the identity hand-over: from here only the holder of ``priv`` is ``name``
+        self.keys.preseed(name, pub)
+        self.events("replace/%s/key" % name,
+                    "the key of %s is now the new VM's (%s)" % (name, record["new_fingerprint"]),
+                    fingerprint=record["new_fingerprint"])
+        settings = config.vm(self.conf, name, record.get("overrides"), self.provider.profile)
+        grains = dict(settings.get("grains") or {})
+        if record.get("level"):
+            grains["level"] = record["level"]
+        spec = dict(record["spec"])
+        spec["user_data"] = userdata.render(
+            name, self.conf.get("master"), grains=grains,
+            minion_config=settings.get("minion_config"), keypair=(pub, priv),
+            cloud_config=settings.get("cloud_config"),
+        )
+        desc = self.provider.boot(spec, wait=False)
+        record["new"] = {"id": desc["id"]}
+        self.journal.save(record)
+        desc = self.provider.wait_for_status(desc["id"], "ACTIVE", timeout)
+        record["new"]["host"] = desc.get("host")
+        return self._step(record, "boot", started, "new %s (%s) is ACTIVE on %s"
+                          % (name, desc["id"], desc.get("host")), state="booted")
+
+    def _adopt(self, record):
+        """A server of this name, not the old one, created after the run started."""
+        if record["new"].get("id") and self.provider._get_server(record["new"]["id"]):  # pylint: disable=protected-access
+            return record["new"]["id"]
+        others = [s for s in self.provider.servers_named(record["vm"]) if s["id"] != record["old"]["id"]]
+        if len(others) > 1:
+            raise InvalidInput("%d new servers named %s exist (%s): delete the extra ones"
+                               % (len(others), record["vm"], ", ".join(s["id"] for s in others)))
+        return others[0]["id"] if others else None
+
+    # ------------------------------------------------------------------ 3-5. checks
+
+    def wait(self, name, timeout=300):
+        record = self._load(name)
+        started = time.monotonic()
+        if STATES.index(record["state"]) < STATES.index("booted"):
+            raise InvalidInput("the new %s is not booted yet (state %s)" % (name, record["state"]))
+        self.minion.wait(name, timeout)
+        state = record["state"] if STATES.index(record["state"]) > STATES.index("answering") else "answering"
+        return self._step(record, "wait", started, "the new minion %s answers" % name, state=state)
+
+    def sanity(self, name):
+        record = self._load(name)
+        started = time.monotonic()
+        expected = record.get("level")
+        if not expected:
+            return self._skip(record, "sanity", "no level configured for %s" % name)
+        value = self.minion.grain(name, "level")
+        if value != expected:
+            raise VmopsError("sanity check failed: grain level of the new %s is %r, expected %r"
+                             % (name, value, expected))
+        state = record["state"] if STATES.index(record["state"]) > STATES.index("sane") else "sane"
+        return self._step(record, "sanity", started, "level is %s" % value, state=state)
+
+    def checked(self, name):
+        record = self._load(name)
+        started = time.monotonic()
+        if STATES.index(record["state"]) >= STATES.index("checked"):
+            return self._skip(record, "checked", "already past its checks")
+        if STATES.index(record["state"]) < STATES.index("answering"):
+            raise InvalidInput("the new %s has not answered yet (state %s)" % (name, record["state"]))
+        return self._step(record, "checked", started,
+                          "the new %s passed its checks: the run only goes forward now" % name,
+                          state="checked")
+
+    def smoke(self, name, network=None):
+        """A temporary floating IP on the new VM (a reachable address to test), then released."""
+        record = self._load(name)
+        started = time.monotonic()
+        tmp = self.provider.allocate_ip(network)
+        try:
+            moved = self.provider.flip_ip(tmp["address"], record["new"]["id"])
+        finally:
+            self.provider.release_ip(tmp["address"], force=True)
+        return self._step(record, "smoke", started, "temporary %s reached the new VM (%s), released"
+                          % (tmp["address"], moved["new"]["fixed_ip"]))
+
+    # ------------------------------------------------------------------ 7-8. cut-over
+
+    def flip(self, name):
+        record = self._load(name)
+        started = time.monotonic()
+        if STATES.index(record["state"]) < STATES.index("checked"):
+            raise InvalidInput("the new %s has not passed its checks: the floating IPs stay "
+                               "(state %s)" % (name, record["state"]))
+        if STATES.index(record["state"]) >= STATES.index("flipped"):
+            return self._skip(record, "flip", "already flipped")
+        moved = [self.provider.flip_ip(addr, record["new"]["id"])["address"]
+                 for addr in record["floating_ips"]]
+        return self._step(record, "flip", started, "%s now point at the new %s"
+                          % (", ".join(moved) or "no floating IP", name), state="flipped")
+
+    def retire(self, name):
+        record = self._load(name)
+        started = time.monotonic()
+        if record["state"] != "flipped":
+            raise InvalidInput("the old %s is retired only after the flip (state %s)"
+                               % (name, record["state"]))
+        old_id, how = record["old"]["id"], record["keep_old"]
+        if self.provider._get_server(old_id) is None:  # pylint: disable=protected-access
+            comment = "the old server %s is already gone" % old_id
+        elif how == "delete":
+            self.provider.delete(old_id)
+            comment = "deleted the old server %s" % old_id
+        elif how == "stop":
+            self.provider.stop(old_id)
+            self.provider.rename(old_id, "%s-old" % name)
+            comment = "stopped the old server %s, renamed %s-old" % (old_id, name)
+        else:
+            self.provider.rename(old_id, "%s-old" % name)
+            comment = "renamed the old server %s to %s-old" % (old_id, name)
+        result = self._step(record, "retire", started, comment, state="done")
+        result["summary"] = self.summary(record)
+        return result
+
+    # ------------------------------------------------------------------ rollback
+
+    def rollback(self, name, timeout=300):
+        """Undo a replacement that failed before its checks passed."""
+        record = self._load(name)
+        started = time.monotonic()
+        if STATES.index(record["state"]) >= STATES.index("checked"):
+            raise InvalidInput("the new %s passed its checks (state %s): finish the run instead "
+                               "of rolling back" % (name, record["state"]))
+        failed = record.get("failed") or {"step": "unknown", "reason": "a step after %s failed"
+                                          % record["state"]}
+        new_id = self._adopt(record) if record["state"] == "booting" else record["new"].get("id")
+        kept = None
+        if new_id and self.provider._get_server(new_id) is not None:  # pylint: disable=protected-access
+            if record.get("keep_failed"):
+                kept = "%s-failed" % name
+                self.provider.stop(new_id)
+                self.provider.rename(new_id, kept)
+            else:
+                self.provider.delete(new_id)
+        # the old minion gets its identity back (the new VM, and its minion, are gone)
+        if record.get("old_pub"):
+            self.keys.preseed(name, record["old_pub"], revoke=False)
+        else:
+            self.keys.delete(name)
+        answered = True
+        if record.get("old_pub"):
+            try:
+                self.minion.wait(name, timeout)
+            except VmopsError:
+                answered = False
+        record["rolled_back_from"] = failed
+        what = "kept as %s (stopped)" % kept if kept else ("deleted" if new_id else "never booted")
+        result = self._step(
+            record, "rollback", started,
+            "rolled back after %s failed (%s): new VM %s, the old %s (%s) keeps serving with its "
+            "floating IPs%s" % (failed["step"], failed["reason"], what, name, record["old"]["id"],
+                                "" if answered else "; its minion has NOT answered yet"),
+            state="rolled_back")
+        result["summary"] = self.summary(record)
+        return result
+
+    # ------------------------------------------------------------------ report
+
+    @staticmethod
+    def summary(record):
+        return {
+            "vm": record["vm"], "state": record["state"], "old": record["old"]["id"],
+            "new": (record.get("new") or {}).get("id"), "floating_ips": record["floating_ips"],
+            "steps": [(s["step"], s["result"], s.get("duration"), s["comment"])
+                      for s in record.get("steps", [])],
+            "total": round(sum(s.get("duration") or 0 for s in record.get("steps", [])), 2),
+        }
+

@@ -1,0 +1,151 @@
+# salt-run state.orch orch.replace_vm pillar='{vm: app2}'
+# salt-run state.orch orch.replace_vm pillar='{vm: app2, flavor: lightspeed}' test=True   (the plan only)
+#
+# Replace a VM with a new one of the same name, without downtime (the WebPlatform
+# runbook, made safe).  Pillar:
+#   vm            the VM (a plain minion id)                              required
+#   cloud         a vmops:clouds name                                     default: vmops:default_cloud
+#   flavor, image, key_name, security_groups, networks, metadata         the new VM's spec (default: the old one's)
+#   keep_old      delete | stop | rename  (the old VM, after the flip)     default: delete
+#   keep_failed   true: a failed new VM is kept, stopped, as <vm>-failed   default: false
+#   deploy        {sls: app.deploy} | {cmd: 'wpd-deploy app'} | {orchestrate: orch.deploy}
+#                 (default: vmops:vms:<vm>:deploy; none: no deploy step)
+#   smoke         true: smoke-test through a temporary floating IP        default: false
+#   timeout       seconds for the new minion to answer                    default: 300
+#
+# Nothing is lost: the old VM keeps its floating IPs until the new one passed
+# highstate and deploy; any failure before that rolls back (new VM deleted, old
+# key and minion back) and the run exits non-zero naming the failed step.
+# Re-running after an interruption resumes; a second run while one is going is refused.
+{%- set vm = salt['pillar.get']('vm') %}
+{%- set cloud = salt['pillar.get']('cloud') or None %}
+{%- set spec_keys = ['flavor', 'image', 'key_name', 'security_groups', 'networks', 'metadata'] %}
+{%- set deploy = salt['pillar.get']('deploy') or salt['config.get']('vmops:vms:' ~ vm ~ ':deploy', {}) %}
+{%- set smoke = salt['pillar.get']('smoke', False) %}
+{%- set timeout = salt['pillar.get']('timeout', 300) %}
+{%- set token = salt['test.random_hash']() %}
+{%- macro step(name) %}
+  salt.runner:
+    - name: vmops.replace_vm
+    - kwarg:
+        name: {{ vm | json }}
+        step: {{ name }}
+        cloud: {{ cloud | json }}
+        token: {{ token }}
+        timeout: {{ timeout }}
+        {%- if name == 'plan' %}
+        keep_old: {{ salt['pillar.get']('keep_old', 'delete') | json }}
+        keep_failed: {{ salt['pillar.get']('keep_failed', False) | json }}
+        {%- for key in spec_keys if salt['pillar.get'](key) %}
+        {{ key }}: {{ salt['pillar.get'](key) | json }}
+        {%- endfor %}
+        {%- endif %}
+{%- endmacro %}
+
+{%- if opts.get('test') %}
+{#- test=True: show the plan, change nothing #}
+{%- set kwargs = {'name': vm, 'step': 'plan', 'test': True, 'cloud': cloud} %}
+{%- for key in spec_keys if salt['pillar.get'](key) %}{% do kwargs.update({key: salt['pillar.get'](key)}) %}{% endfor %}
+{%- set plan = salt['saltutil.runner']('vmops.replace_vm', **kwargs) %}
+replace_vm_plan:
+{%- if plan.get('result', True) is sameas false %}
+  test.fail_without_changes:
+    - name: {{ plan['comment'] | json }}
+{%- else %}
+  test.show_notification:
+    - text: {{ ('PLAN: ' ~ plan['comment'] ~ ' (deploy: ' ~ (deploy or 'none') ~ ', smoke test: ' ~ smoke ~ ')') | json }}
+{%- endif %}
+
+{%- else %}
+plan:
+{{- step('plan') }}
+
+boot:
+{{- step('boot') }}
+    - require:
+      - salt: plan
+
+wait_minion:
+{{- step('wait') }}
+    - require:
+      - salt: boot
+
+sanity:
+{{- step('sanity') }}
+    - require:
+      - salt: wait_minion
+
+highstate:
+  salt.state:
+    - tgt: {{ vm | json }}
+    - tgt_type: list
+    - highstate: True
+    - require:
+      - salt: sanity
+
+{%- if deploy %}
+deploy:
+{%- if deploy.get('sls') %}
+  salt.state:
+    - tgt: {{ vm | json }}
+    - tgt_type: list
+    - sls: {{ deploy['sls'] | json }}
+{%- elif deploy.get('cmd') %}
+  salt.function:
+    - name: cmd.run
+    - tgt: {{ vm | json }}
+    - tgt_type: list
+    - arg:
+      - {{ deploy['cmd'] | json }}
+    - kwarg:
+        python_shell: True
+{%- else %}
+  salt.runner:
+    - name: state.orchestrate
+    - arg:
+      - {{ deploy['orchestrate'] | json }}
+{%- endif %}
+    - require:
+      - salt: highstate
+{%- endif %}
+
+checks_passed:
+{{- step('checked') }}
+    - require:
+      - salt: highstate
+{%- if deploy %}
+      - salt: deploy
+{%- endif %}
+
+{%- if smoke %}
+smoke_test:
+{{- step('smoke') }}
+    - require:
+      - salt: checks_passed
+{%- endif %}
+
+flip_floating_ips:
+{{- step('flip') }}
+    - require:
+      - salt: checks_passed
+{%- if smoke %}
+      - salt: smoke_test
+{%- endif %}
+
+retire_old_vm:
+{{- step('retire') }}
+    - require:
+      - salt: flip_floating_ips
+
+rollback:
+{{- step('rollback') }}
+    - onfail:
+      - salt: boot
+      - salt: wait_minion
+      - salt: sanity
+      - salt: highstate
+{%- if deploy %}
+      - salt: deploy
+{%- endif %}
+      - salt: checks_passed
+{%- endif %}

@@ -1,0 +1,220 @@
+"""``salt-run state.orch orch.replace_vm pillar='{vm: ...}'`` end to end.
+
+Real master, local OpenStack, minions started by the test hypervisor.  The old
+VM is made the way the runbook's VMs are: booted with the pack's user-data, its
+key accepted, a floating IP pointing at it.
+"""
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import record
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.usefixtures("synced")
+
+
+def _states(ret):
+    return next(iter(ret.data["data"].values()))
+
+
+def _why(ret):
+    out = {}
+    for key, state in _states(ret).items():
+        if state.get("result") is not True:
+            out[key.split("_|-")[1]] = (state.get("comment"),
+                                        (state.get("changes") or {}).get("return"))
+    return out
+
+
+@pytest.fixture
+def old_vm(salt_run_cli, salt_cli, event_listener, salt_master, os_conn, cleanup, request):
+    """An app VM in service: minion accepted, a floating IP on it."""
+    prefix = getattr(request, "param", "it-app")
+    name = "%s-%s" % (prefix, uuid.uuid4().hex[:5])
+    cleanup.append(name)
+    cleanup.append(name + "-old")
+    cleanup.append(name + "-failed")
+    ret = salt_run_cli.run("vmops.create", name, "level=staging")
+    assert ret.returncode == 0, ret
+    t0 = time.time()
+    ret = salt_run_cli.run("vmops.accept_minion", name, "wait=60")
+    assert ret.returncode == 0, ret
+    assert event_listener.wait_for_events(
+        [(salt_master.id, "salt/minion/%s/start" % name)], after_time=t0, timeout=60
+    ).found_all_events
+    public = os_conn.network.find_network("public")
+    fip = os_conn.network.create_ip(floating_network_id=public.id)
+    ret = salt_run_cli.run("vmops.flip_floating_ip", fip.floating_ip_address, name)
+    assert ret.returncode == 0, ret
+    desc = salt_run_cli.run("vmops.show", name).data
+    yield {"name": name, "id": desc["id"], "address": fip.floating_ip_address, "fip": fip.id,
+           "flavor": desc["flavor"]}
+    os_conn.network.delete_ip(fip.id, ignore_missing=True)
+
+
+def _servers(os_conn, name):
+    return list(os_conn.compute.servers(name="^%s$" % name))
+
+
+def _old_still_serves(os_conn, salt_cli, old_vm):
+    """The old VM is the only one of its name, has its IP, and its minion answers again."""
+    servers = _servers(os_conn, old_vm["name"])
+    assert [s.id for s in servers] == [old_vm["id"]]
+    port = os_conn.network.get_ip(old_vm["fip"]).port_id
+    assert port and os_conn.network.get_port(port).device_id == old_vm["id"]
+
+    def answers():
+        r = salt_cli.run("--timeout=5", "test.ping", minion_tgt=old_vm["name"])
+        return r.data is True
+    wait_until(answers, 90, interval=2, what="the old minion to answer again")
+    grains = salt_cli.run("grains.item", "compute_host", minion_tgt=old_vm["name"]).data
+    assert grains["compute_host"] == os_conn.compute.get_server(old_vm["id"]).compute_host
+
+
+def _replace(salt_run_cli, name, *pillar_items):
+    pillar = ", ".join(("vm: %s" % name,) + pillar_items)
+    t0 = time.monotonic()
+    ret = salt_run_cli.run("state.orch", "orch.replace_vm", "pillar={%s}" % pillar)
+    return ret, time.monotonic() - t0
+
+
+def test_replace_vm_success(salt_run_cli, salt_cli, os_conn, old_vm, keys, event_listener,
+                            salt_master):
+    t0 = time.time()
+    ret, took = _replace(salt_run_cli, old_vm["name"], "flavor: m1.small")
+    assert ret.returncode == 0, _why(ret)
+    record("replace_vm end to end (orch)", took)
+    states = _states(ret)
+    assert all(s["result"] is True for k, s in states.items() if "rollback" not in k), _why(ret)
+    # exactly one VM of that name: the new one, with the new flavor and the IP
+    servers = _servers(os_conn, old_vm["name"])
+    assert len(servers) == 1 and servers[0].id != old_vm["id"]
+    new = salt_run_cli.run("vmops.show", old_vm["name"]).data
+    assert new["flavor"] == "m1.small" and new["floating_ips"] == [old_vm["address"]]
+    assert os_conn.compute.find_server(old_vm["id"]) is None
+    # the new minion answers, highstate applied, the level it was built with
+    cachedir = salt_cli.run("config.get", "cachedir", minion_tgt=old_vm["name"]).data
+    marker = salt_cli.run("file.read", "%s/highstate/marker.txt" % cachedir,
+                          minion_tgt=old_vm["name"]).data
+    assert marker.strip() == "highstate of %s at level staging" % old_vm["name"]
+    assert salt_cli.run("grains.get", "compute_host", minion_tgt=old_vm["name"]).data == new["host"]
+    # the summary lists every step, and the bus heard them
+    status = salt_run_cli.run("vmops.replace_vm", old_vm["name"], "step=status").data
+    assert status["state"] == "done"
+    steps = [s[0] for s in status["steps"]]
+    assert steps == ["plan", "boot", "wait", "sanity", "checked", "flip", "retire"], steps
+    events = event_listener.get_events(
+        [(salt_master.id, "vmops/replace/%s/*" % old_vm["name"])], after_time=t0)
+    assert {e.tag.rsplit("/", 1)[1] for e in events} >= {"plan", "key", "boot", "flip", "retire"}
+    assert not any("BEGIN RSA PRIVATE KEY" in json.dumps(e.data) for e in events)
+    assert keys.state(old_vm["name"]) == "minions"
+
+
+@pytest.mark.parametrize("old_vm", ["it-hsfail"], indirect=True)
+def test_failed_highstate_rolls_back(salt_run_cli, salt_cli, os_conn, old_vm):
+    ret, _ = _replace(salt_run_cli, old_vm["name"], "timeout: 60")
+    assert ret.returncode != 0
+    states = _states(ret)
+    highstate = [s for k, s in states.items() if "_|-highstate_|-" in k][0]
+    assert highstate["result"] is False
+    flip = [s for k, s in states.items() if "flip_floating_ips" in k][0]
+    assert flip["result"] is False and "requisite" in flip["comment"].lower()
+    rollback = [s for k, s in states.items() if "_|-rollback_|-" in k][0]
+    assert rollback["result"] is True, rollback
+    assert "rolled back after" in json.dumps(rollback["changes"])
+    _old_still_serves(os_conn, salt_cli, old_vm)
+
+
+def test_new_vm_in_error_rolls_back(salt_run_cli, salt_cli, os_conn, old_vm):
+    if not os_conn.compute.find_flavor("fn-huge"):
+        os_conn.compute.create_flavor(name="fn-huge", ram=100 * 1024 * 1024, vcpus=1, disk=1)
+    ret, _ = _replace(salt_run_cli, old_vm["name"], "flavor: fn-huge")
+    assert ret.returncode != 0
+    why = _why(ret)
+    assert "No valid host" in json.dumps(why["boot"]), why
+    _old_still_serves(os_conn, salt_cli, old_vm)
+
+
+def test_new_minion_never_shows_up_rolls_back(salt_run_cli, salt_cli, os_conn, old_vm):
+    ret, _ = _replace(salt_run_cli, old_vm["name"], "metadata: {fakevm: broken-image}",
+                      "timeout: 20", "keep_failed: true")
+    assert ret.returncode != 0
+    why = _why(ret)
+    assert "timed out" in json.dumps(why["wait_minion"]), why
+    _old_still_serves(os_conn, salt_cli, old_vm)
+    # keep_failed: the broken new VM is kept, stopped, for debugging
+    kept = _servers(os_conn, old_vm["name"] + "-failed")
+    assert len(kept) == 1 and kept[0].status == "SHUTOFF"
+
+
+def test_test_mode_prints_the_plan_and_changes_nothing(salt_run_cli, os_conn, old_vm):
+    ret = salt_run_cli.run("state.orch", "orch.replace_vm",
+                           "pillar={vm: %s, flavor: m1.small}" % old_vm["name"], "test=True")
+    assert ret.returncode == 0, ret
+    (state,) = _states(ret).values()
+    assert "PLAN: replace %s (%s" % (old_vm["name"], old_vm["id"]) in state["comment"]
+    assert "new m1.small" in state["comment"] and old_vm["address"] in state["comment"]
+    assert [s.id for s in _servers(os_conn, old_vm["name"])] == [old_vm["id"]]
+    status = salt_run_cli.run("vmops.replace_vm", old_vm["name"], "step=status").data
+    assert status["state"] is None
+
+
+@pytest.mark.parametrize("bad", ["app*", "*", "[ab]pp2"])
+def test_glob_names_are_refused_before_any_change(salt_run_cli, bad):
+    ret = salt_run_cli.run("state.orch", "orch.replace_vm", "pillar={vm: '%s'}" % bad)
+    assert ret.returncode != 0
+    why = _why(ret)
+    assert "not a plain minion id" in json.dumps(why["plan"]), why
+    ret = salt_run_cli.run("state.orch", "orch.replace_vm", "pillar={vm: '%s'}" % bad, "test=True")
+    assert ret.returncode != 0
+    assert "not a plain minion id" in json.dumps(_states(ret))
+
+
+def _background_replace(salt_run_cli, name):
+    cmd = salt_run_cli.cmdline("state.orch", "orch.replace_vm", "pillar={vm: %s}" % name)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # noqa: S603
+                            start_new_session=True, env=dict(salt_run_cli.environ))
+
+
+def _journal_state(salt_run_cli, name):
+    return salt_run_cli.run("vmops.replace_vm", name, "step=status").data.get("state")
+
+
+def test_a_concurrent_run_is_refused(salt_run_cli, os_conn, old_vm):
+    first = _background_replace(salt_run_cli, old_vm["name"])
+    try:
+        wait_until(lambda: _journal_state(salt_run_cli, old_vm["name"]) not in (None, "done"),
+                   60, what="the first run to start")
+        ret, _ = _replace(salt_run_cli, old_vm["name"])
+        assert ret.returncode != 0
+        why = _why(ret)
+        assert "is already running" in json.dumps(why["plan"]), why
+        assert first.wait(600) == 0, first.stdout.read()[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert len(_servers(os_conn, old_vm["name"])) == 1
+    assert _journal_state(salt_run_cli, old_vm["name"]) == "done"
+
+
+def test_killed_run_resumes_with_exactly_one_vm(salt_run_cli, salt_cli, os_conn, old_vm):
+    first = _background_replace(salt_run_cli, old_vm["name"])
+    wait_until(lambda: _journal_state(salt_run_cli, old_vm["name"]) in ("booted", "answering"),
+               120, interval=0.2, what="the first run to boot the new VM")
+    first.kill()  # the whole salt-run, mid-way
+    first.wait()
+    assert len(_servers(os_conn, old_vm["name"])) == 2  # old + new, nothing cleaned up
+    ret, _ = _replace(salt_run_cli, old_vm["name"])
+    assert ret.returncode == 0, _why(ret)
+    servers = _servers(os_conn, old_vm["name"])
+    assert len(servers) == 1 and servers[0].id != old_vm["id"]
+    assert salt_run_cli.run("vmops.show", old_vm["name"]).data["floating_ips"] == [old_vm["address"]]
+    status = salt_run_cli.run("vmops.replace_vm", old_vm["name"], "step=status").data
+    assert status["state"] == "done"
+    assert [s[0] for s in status["steps"]].count("boot") == 1 or "adopted" in json.dumps(status)
+    assert salt_cli.run("test.ping", minion_tgt=old_vm["name"]).data is True
