@@ -46,7 +46,7 @@
 {#- test=True: show the plan, change nothing #}
 {%- set kwargs = {'name': vm, 'step': 'plan', 'test': True, 'cloud': cloud} %}
 {%- for key in spec_keys if salt['pillar.get'](key) %}{% do kwargs.update({key: salt['pillar.get'](key)}) %}{% endfor %}
-{%- set plan = salt['saltutil.runner']('vmops.replace_vm', **kwargs) %}
+{%- set plan = salt['saltutil.runner']('vmops.replace_vm', kwarg=kwargs) %}
 replace_vm_plan:
 {%- if plan.get('result', True) is sameas false %}
   test.fail_without_changes:
