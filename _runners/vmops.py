@@ -217,6 +217,33 @@ def flip_floating_ip(address, server, fixed_ip=None, cloud=None):
     return _run(_flip)
 
 
+def rebuild_minion(name, image=None, cloud=None, timeout=300):
+    """
+    Rebuild VM ``name`` in place (same server, same IPs) from ``image`` (default:
+    the configured image, else its current one) and hand its minion identity
+    over the secure way: a new key pair made on the master, the public half
+    accepted for ``name`` (the running minion is revoked first), the private half
+    only in the rebuilt server's user-data.  Waits until the new minion answers;
+    ``orch.rebuild_minion`` then highstates it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.rebuild_minion app2 image=Ubuntu-22.04
+    """
+
+    def _rebuild():
+        conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
+        return minions.rebuild_minion(
+            conf, prov, saltglue.MasterKeys(__opts__), name,
+            lambda minion_id, wait: saltglue.wait_minion(__opts__, minion_id, wait),
+            image=image, timeout=int(timeout), events=_events(),
+        )
+
+    return _run(_rebuild)
+
+
 REPLACE_STEPS = ("plan", "boot", "wait", "sanity", "checked", "smoke", "flip", "retire",
                  "rollback", "status")
 

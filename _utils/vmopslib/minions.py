@@ -135,3 +135,37 @@ def accept_minion(provider, keys, name, events=None, require_fingerprint=True, w
         events("key/%s/accepted" % name, "accepted %s: %s" % (name, verdict["reason"]),
                reason=verdict["reason"], **base)
     return dict(base, result=True, accepted=True, comment=verdict["reason"])
+
+
+def rebuild_minion(conf, provider, keys, name, wait_minion, image=None, timeout=600, events=None):
+    """Rebuild VM ``name`` in place (same server, ports and IPs) with a new minion identity.
+
+    The new key pair is made here: its public half becomes the accepted key of
+    ``name`` (the running minion is revoked first), its private half goes only
+    into the rebuilt server's user-data.  Waits until the new minion answers.
+    """
+    config.check_minion_id(name)
+    old = provider.describe(provider.find_server(name))
+    spec, settings = vm_spec(conf, name, None, None, provider.profile)
+    pub, priv = identity.generate_keypair()
+    text = userdata.render(name, conf.get("master"), grains=settings.get("grains"),
+                           minion_config=settings.get("minion_config"), keypair=(pub, priv),
+                           cloud_config=settings.get("cloud_config"))
+    started = time.monotonic()
+    keys.preseed(name, pub)
+    finger = identity.fingerprint(pub)
+    if events:
+        events("rebuild/%s/key" % name, "the key of %s is now %s" % (name, finger),
+               fingerprint=finger)
+    desc = provider.rebuild(old["id"], image=image or spec.get("image") or None, user_data=text,
+                            timeout=timeout)
+    if events:
+        events("rebuild/%s/active" % name, "%s rebuilt, ACTIVE on %s" % (name, desc.get("host")),
+               server_id=desc["id"])
+    wait_minion(name, timeout)
+    took = round(time.monotonic() - started, 2)
+    if events:
+        events("rebuild/%s/answering" % name, "the rebuilt %s answers" % name, duration=took)
+    return {"result": True, "vm": name, "server_id": desc["id"], "fixed_ips": desc["fixed_ips"],
+            "fingerprint": finger, "duration": took,
+            "comment": "%s rebuilt in place with a new minion key; its minion answers" % name}
