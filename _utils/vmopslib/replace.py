@@ -393,7 +393,7 @@ class Replacement:
         if record.get("old_pub"):
             self.keys.preseed(name, record["old_pub"], revoke=False)
         else:
-            self.keys.delete(name)
+            self.keys.delete(name, rotate=False)
         answered = True
         if record.get("old_pub"):
             try:

@@ -136,53 +136,82 @@ class MasterKeys:
         config.check_minion_id(minion_id, "minion id")
         return self.key.reject(match_dict={"minions_pre": [minion_id]})
 
-    def delete(self, minion_id):
-        """Delete every key (accepted, pending, rejected, denied) of ``minion_id``."""
+    def delete(self, minion_id, rotate=True):
+        """Delete every key (accepted, pending, rejected, denied) of ``minion_id``.
+
+        ``rotate``: as ``salt-key -d`` does, have the master rotate its AES key, so
+        that a minion still connected with that id loses its session (every minion
+        then re-authenticates).  Not needed when the minion is known to be gone.
+        """
         config.check_minion_id(minion_id, "minion id")
         keys = self.key.list_keys()
         found = {state: [minion_id] for state in self._STATES.values()
                  if minion_id in keys.get(state, [])}
         if not found:
             return False
-        self.key.delete_key(match_dict=found)
+        if rotate:
+            self.key.delete_key(match_dict=found)
+        else:
+            self.cache.flush("keys", minion_id)
+            self.cache.flush("denied_keys", minion_id)
+            self.key.event.fire_event({"result": True, "act": "delete", "id": minion_id},
+                                      "salt/key")
         return True
 
     def revoke(self, minion_id, timeout=10):
-        """Make a connected ``minion_id`` give up its session and key, and wait for it.
+        """Make a connected ``minion_id`` give up its session and key; wait until it has.
 
-        ``saltutil.revoke_auth`` runs on the minion and asks the master to drop its
-        key: synchronous here, so no late revocation can hit a key stored after it.
+        ``saltutil.revoke_auth`` runs on the minion, which asks the master to drop
+        its key (a revoked minion cannot send a return, so this waits for the key
+        to go, not for a return).  Ordered: no late revocation can hit a key
+        stored after this returns.  False when the minion did not do it in time
+        (e.g. it is down): the caller deletes the key itself then.
         """
         import salt.client  # pylint: disable=import-outside-toplevel
 
+        from . import waiting  # pylint: disable=import-outside-toplevel
+        from .errors import Timeout  # pylint: disable=import-outside-toplevel
+
         config.check_minion_id(minion_id, "minion id")
         with salt.client.get_local_client(mopts=self.opts) as client:
-            ret = client.cmd([minion_id], "saltutil.revoke_auth", tgt_type="list",
-                             timeout=timeout)
-        return ret.get(minion_id) is True
+            client.cmd_async([minion_id], "saltutil.revoke_auth", tgt_type="list")
+        try:
+            waiting.wait_for(lambda: self.status(minion_id) != "accepted", timeout,
+                             "minion %s to revoke its key" % minion_id, interval=0.1)
+        except Timeout:
+            return False
+        return True
 
     def preseed(self, minion_id, pub, revoke=True):
         """Make ``pub`` the accepted key of ``minion_id``.
 
         A connected minion holding another key is revoked first (it loses its
         session at once and is refused from then on); every other key of that id
-        goes; the master's AES key rotates (Salt's ``rotate_aes_key``).
+        goes.  When the revocation is not confirmed, the master's AES key rotates
+        as with ``salt-key -d``.  ``revoke=False``: the other key's holder is gone.
         """
+        revoked = False
         if revoke and self.status(minion_id) == "accepted":
-            self.revoke(minion_id)
-        self.delete(minion_id)
+            revoked = self.revoke(minion_id)
+        # a minion that confirmed its revocation holds no session: no AES rotation needed
+        self.delete(minion_id, rotate=revoke and not revoked)
         self.cache.store("keys", minion_id, {"pub": pub, "state": "accepted"})
         self.key.event.fire_event({"result": True, "act": "accept", "id": minion_id},
                                   "salt/key")
 
 
-def minion_answers(opts, minion_id, timeout=5):
-    """True when ``minion_id`` answers test.ping now (targeted by exact id, as a list)."""
+def minion_answers(opts, minion_id, timeout=2):
+    """True when ``minion_id`` answers test.ping now (targeted by exact id, as a list).
+
+    Short timeouts: a minion that is still starting misses the publish, and the
+    next ping (not a long wait on this one) is what finds it.
+    """
     import salt.client  # pylint: disable=import-outside-toplevel
 
     config.check_minion_id(minion_id, "minion id")
     with salt.client.get_local_client(mopts=opts) as client:
-        ret = client.cmd([minion_id], "test.ping", tgt_type="list", timeout=timeout)
+        ret = client.cmd([minion_id], "test.ping", tgt_type="list", timeout=timeout,
+                         gather_job_timeout=timeout)
     return ret.get(minion_id) is True
 
 

@@ -159,14 +159,52 @@ def main():
     try:
         run(ret_port)
     finally:
-        say("clean up: delete %s, stop the demo master" % VM)
+        say("clean up: delete %s and its floating IP, stop the demo master" % VM)
         salt("salt-run", "vmops.delete", VM, check=False)
+        for address in ADDRESS:
+            salt("salt-run", "salt.cmd", "vmops.floating_ip_release", address, "force=True",
+                 check=False)
         stop(master)
     print("\n== Summary")
     width = max(len(name) for name, _, _ in STEPS)
     for name, took, detail in STEPS:
         print("   %-*s %6.1fs  %s" % (width, name, took, detail))
     print("   %-*s %6.1fs" % (width, "total", sum(t for _, t, _ in STEPS)))
+
+
+def orch(sls, pillar, *extra):
+    """Run an orchestration; return (ok, {step id: state})."""
+    data, _ = salt("salt-run", "state.orch", sls, "pillar=%s" % json.dumps(pillar), *extra,
+                   check=False)
+    states = next(iter((data or {}).get("data", {}).values()), {})
+    if isinstance(states, list):  # a render error
+        raise SystemExit("demo: %s did not render: %s" % (sls, states))
+    ok = bool(states) and all(st.get("result") is not False for st in states.values())
+    return ok, {key.split("_|-")[1]: st for key, st in states.items()}
+
+
+def watch_events(tag):
+    """Print the pack's events for ``tag`` as they arrive (a salt-run state.event process)."""
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with
+        [str(BIN / "salt-run"), "-c", str(DEMO / "etc"), "--log-level=quiet", "state.event",
+         "tagmatch=%s" % tag, "count=-1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )
+
+    def pump():
+        for line in proc.stdout:
+            tag_, _, payload = line.partition("\t")
+            try:
+                message = json.loads(payload).get("message", "")
+            except ValueError:
+                continue  # not an event line (e.g. the watcher's own exit)
+            print("   [event] %-34s %s" % (tag_.strip(), message), flush=True)
+
+    import threading  # pylint: disable=import-outside-toplevel
+
+    threading.Thread(target=pump, daemon=True).start()
+    time.sleep(2)  # let it subscribe
+    return proc
 
 
 def run(ret_port):  # pylint: disable=unused-argument
@@ -178,56 +216,63 @@ def run(ret_port):  # pylint: disable=unused-argument
     if isinstance(existing, dict) and existing.get("id"):
         salt("salt-run", "vmops.delete", VM)
 
-    say("boot %s with the pack's user-data (cloud-init installs salt-minion)" % VM)
+    say("the VM in service today: %s, booted and highstated by orch.create_vm, with a floating IP" % VM)
 
-    def boot():
-        desc, _ = salt("salt-run", "vmops.create", VM)
-        return "%s %s on %s, flavor %s, fixed IPs %s" % (
-            desc["name"], desc["status"], desc["host"], desc["flavor"], desc["fixed_ips"])
-    step("boot %s to ACTIVE" % VM, boot)
+    def create():
+        ok, states = orch("orch.create_vm", {"vm": VM})
+        if not ok:
+            raise SystemExit("demo: orch.create_vm failed: %s" % states)
+        return "%d steps: %s" % (len(states), ", ".join(states))
+    step("orch.create_vm %s" % VM, create)
 
-    say("wait for %s's key to arrive pending (salt-key -L)" % VM)
+    def floating_ip():
+        fip, _ = salt("salt-run", "salt.cmd", "vmops.floating_ip_allocate")
+        salt("salt-run", "vmops.flip_floating_ip", fip["address"], VM)
+        ADDRESS.append(fip["address"])
+        return "%s -> %s" % (fip["address"], VM)
+    step("floating IP", floating_ip)
+    old, _ = salt("salt-run", "vmops.show", VM, quiet=True)
 
-    def pending():
-        wait_for(lambda: VM in (salt("salt-key", "-L", quiet=True)[0] or {}).get("minions_pre", []),
-                 60, "the key of %s" % VM)
-        return "%s is in Unaccepted Keys" % VM
-    step("key pending", pending)
+    say("what would a replacement do? (test=True changes nothing)")
 
-    say("accept it only if the cloud vouches for it (console fingerprint = pending key)")
+    def plan():
+        _, states = orch("orch.replace_vm", {"vm": VM, "flavor": "lightspeed"}, "test=True")
+        (state,) = states.values()
+        return state["comment"]
+    step("replace_vm plan", plan)
 
-    def accept():
-        data, _ = salt("salt-run", "vmops.accept_minion", VM)
-        return "accepted %s (fingerprint %s...)" % (VM, data["fingerprint"][:23])
-    step("cloud-verified accept", accept)
+    say("replace %s with a bigger one, same name, no downtime; the pack's events as they happen" % VM)
+    watcher = watch_events("vmops/replace/%s/*" % VM)
+    try:
+        def replace():
+            ok, states = orch("orch.replace_vm", {"vm": VM, "flavor": "lightspeed"})
+            failed = [k for k, st in states.items() if st.get("result") is False]
+            if not ok:
+                raise SystemExit("demo: replace_vm failed at %s" % failed)
+            return "%d orchestration steps succeeded" % len(states)
+        step("orch.replace_vm %s" % VM, replace)
+    finally:
+        time.sleep(1)
+        os.killpg(watcher.pid, signal.SIGTERM)
 
-    say("wait for the minion to answer (salt %s test.version)" % VM)
+    say("after: one %s, the new one, with the floating IP; the old one is gone" % VM)
 
-    def answer():
-        def probe():
-            data, _ = salt("salt", "--timeout=5", VM, "test.version", check=False, quiet=True)
-            return isinstance(data, dict) and isinstance(data.get(VM), str) and data[VM]
-        return "salt-minion %s answers" % wait_for(probe, 90, "%s to answer" % VM)
-    step("minion answers", answer)
+    def after():
+        new, _ = salt("salt-run", "vmops.show", VM)
+        if new["id"] == old["id"] or new["floating_ips"] != ADDRESS:
+            raise SystemExit("demo: unexpected result %s" % new)
+        answer, _ = salt("salt", VM, "grains.item", "level", "compute_host")
+        return "%s (%s, %s on %s) has %s; minion answers, level=%s; old %s deleted" % (
+            VM, new["id"][:8], new["flavor"], new["host"], ", ".join(new["floating_ips"]),
+            answer[VM].get("level"), old["id"][:8])
+    step("check", after)
+    status, _ = salt("salt-run", "vmops.replace_vm", VM, "step=status", quiet=True)
+    print("\n== The replacement, step by step (from its journal)")
+    for name, _, took, comment in status["steps"]:
+        print("   %-8s %6.1fs  %s" % (name, took or 0, comment))
 
-    say("the runbook's sanity check: salt %s grains.get level" % VM)
 
-    def level():
-        data, _ = salt("salt", VM, "grains.item", "level", "compute_host")
-        item = data[VM]
-        if item.get("level") != "staging":
-            raise SystemExit("demo: level grain is %r, expected 'staging'" % item.get("level"))
-        return "level=%s, running on %s" % (item["level"], item["compute_host"])
-    step("level grain", level)
-
-    say("highstate %s" % VM)
-
-    def highstate():
-        data, _ = salt("salt", VM, "state.highstate")
-        states = data[VM]
-        ok = sum(1 for s in states.values() if s.get("result"))
-        return "%d/%d states succeeded" % (ok, len(states))
-    step("highstate", highstate)
+ADDRESS = []
 
 
 if __name__ == "__main__":

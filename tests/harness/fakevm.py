@@ -245,7 +245,7 @@ def console(server_id):
     return _read(os.path.join(vm_dir(server_id), "console.log"), "")
 
 
-def _kill(pid, timeout=10):
+def _kill(pid, timeout=2):
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
