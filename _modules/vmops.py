@@ -29,14 +29,7 @@ __virtualname__ = "vmops"
 
 
 def __virtual__():
-    try:
-        import openstack  # pylint: disable=unused-import,import-outside-toplevel
-    except ImportError:
-        try:
-            import boto3  # pylint: disable=unused-import,import-outside-toplevel
-        except ImportError:
-            return (False, "the vmops module needs openstacksdk or boto3")
-    return __virtualname__
+    return saltglue.loader_virtual(__virtualname__, "module")
 
 
 def _conf():

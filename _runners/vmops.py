@@ -21,7 +21,7 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
     sys.path.extend(os.path.join(_ROOT, sub) for sub in ("utils", "_utils"))
     import vmopslib  # pylint: disable=ungrouped-imports
 
-import types
+import types  # pylint: disable=wrong-import-order
 
 from vmopslib import minions, replace, saltglue
 from vmopslib.errors import InvalidInput, VmopsError
@@ -32,14 +32,7 @@ __virtualname__ = "vmops"
 
 
 def __virtual__():
-    try:
-        import openstack  # pylint: disable=unused-import,import-outside-toplevel
-    except ImportError:
-        try:
-            import boto3  # pylint: disable=unused-import,import-outside-toplevel
-        except ImportError:
-            return (False, "the vmops runner needs openstacksdk or boto3 on the master")
-    return __virtualname__
+    return saltglue.loader_virtual(__virtualname__, "runner")
 
 
 def _pillar():

@@ -58,8 +58,6 @@ def local_cloud():
 
 @pytest.fixture(scope="session")
 def os_conn(local_cloud):
-    import openstack  # pylint: disable=import-outside-toplevel
-
     from vmopslib import openstack as vos  # pylint: disable=import-outside-toplevel
 
     return vos.connect({"name": "local", "cloud": local_cloud["cloud"],

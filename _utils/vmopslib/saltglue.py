@@ -13,6 +13,15 @@ log = logging.getLogger(__name__)
 EVENT_PREFIX = "vmops"
 
 
+def loader_virtual(virtualname, kind):
+    """``__virtual__`` of the loader modules: the name, or (False, why) without a cloud library."""
+    from . import ec2, openstack  # pylint: disable=import-outside-toplevel
+
+    if openstack.HAS_OPENSTACK or ec2.HAS_BOTO3:
+        return virtualname
+    return (False, "the vmops %s needs openstacksdk (OpenStack) or boto3 (EC2)" % kind)
+
+
 def settings(opts, pillar=None):
     """The effective ``vmops`` configuration (config, then pillar)."""
     return config.load(opts, pillar)

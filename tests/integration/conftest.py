@@ -240,3 +240,18 @@ def vm_minion(salt_run_cli, salt_cli, keys, vm_name, cleanup, event_listener, sa
     ret = salt_cli.run("sys.list_functions", "vmops", minion_tgt=vm_name)
     assert "vmops.server_show" in ret.data, ret
     return vm_name
+
+
+def orch_states(ret):
+    """The states of a ``salt-run state.orch`` JSON return."""
+    return next(iter(ret.data["data"].values()))
+
+
+def orch_failures(ret):
+    """The steps of an orchestration that did not succeed, with why (for assertion messages)."""
+    out = {}
+    for key, state in orch_states(ret).items():
+        if state.get("result") is not True:
+            out[key.split("_|-")[1]] = (state.get("comment"),
+                                        (state.get("changes") or {}).get("return"))
+    return out

@@ -1,19 +1,14 @@
 """The execution module, runner and states with real daemons and the local OpenStack."""
 
 import json
-import os
 import time
 
 import pytest
 
 from tests.conftest import VMOPS_HOME
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import orch_states
 
 pytestmark = pytest.mark.usefixtures("synced")
-
-
-def _states(ret):
-    return next(iter(ret.data["data"].values()))
 
 
 def test_module_on_a_minion_that_holds_credentials(salt_cli, vm_minion, os_conn):
@@ -73,7 +68,7 @@ def test_states_test_mode_then_apply(salt_run_cli, vm_name, os_conn, cleanup):
     try:
         ret = salt_run_cli.run("state.orch", "vmops_test.states", pillar, "test=True")
         assert ret.returncode == 0, ret
-        states = _states(ret)
+        states = orch_states(ret)
         assert all(s["result"] is None for s in states.values()), states
         comments = " | ".join(s["comment"] for s in states.values())
         assert "would be booted" in comments and "would be disabled" in comments
@@ -83,7 +78,7 @@ def test_states_test_mode_then_apply(salt_run_cli, vm_name, os_conn, cleanup):
 
         ret = salt_run_cli.run("state.orch", "vmops_test.states", pillar)
         assert ret.returncode == 0, ret
-        states = _states(ret)
+        states = orch_states(ret)
         assert all(s["result"] is True and s["changes"] for s in states.values()), states
         assert os_conn.network.get_ip(fip.id).port_id
         svc = next(os_conn.compute.services(host="cmp3", binary="nova-compute"))
@@ -91,7 +86,7 @@ def test_states_test_mode_then_apply(salt_run_cli, vm_name, os_conn, cleanup):
 
         ret = salt_run_cli.run("state.orch", "vmops_test.states", pillar)
         assert ret.returncode == 0, ret
-        assert not any(s["changes"] for s in _states(ret).values()), _states(ret)
+        assert not any(s["changes"] for s in orch_states(ret).values()), orch_states(ret)
     finally:
         ret = salt_run_cli.run("state.orch", "vmops_test.states_cleanup",
                                "pillar={vm: %s, host: cmp3}" % vm_name)

@@ -2,21 +2,11 @@
 
 import pytest
 
+from tests.integration.conftest import orch_failures, orch_states
+
 pytestmark = pytest.mark.usefixtures("synced")
 
 
-def _states(ret):
-    return next(iter(ret.data["data"].values()))
-
-
-def _why(ret):
-    """The failed steps of an orchestration, for assertion messages."""
-    out = {}
-    for key, state in _states(ret).items():
-        if state.get("result") is not True:
-            detail = (state.get("changes") or {}).get("return")
-            out[key.split("_|-")[1]] = (state.get("comment"), detail)
-    return out
 
 
 def test_create_vm_orchestration(salt_run_cli, salt_cli, keys, vm_name, cleanup):
@@ -24,8 +14,8 @@ def test_create_vm_orchestration(salt_run_cli, salt_cli, keys, vm_name, cleanup)
     ret = salt_run_cli.run(
         "state.orch", "orch.create_vm", "pillar={vm: %s, overrides: {level: staging}}" % vm_name
     )
-    assert ret.returncode == 0, _why(ret)
-    states = _states(ret)
+    assert ret.returncode == 0, orch_failures(ret)
+    states = orch_states(ret)
     assert len(states) == 5, states
     assert all(s["result"] is True for s in states.values()), states
     assert keys.state(vm_name) == "minions"
@@ -42,7 +32,7 @@ def test_create_vm_wrong_level_stops_before_highstate(salt_run_cli, salt_cli, vm
         "pillar={vm: %s, overrides: {level: staging}, expect_level: production}" % vm_name,
     )
     assert ret.returncode != 0, ret
-    states = _states(ret)
+    states = orch_states(ret)
     failed = [s for s in states.values() if s["result"] is False]
     assert any("level of %s is 'staging', expected 'production'" % vm_name in str(s.get("changes"))
                for s in failed), states

@@ -14,22 +14,11 @@ import uuid
 import pytest
 
 from tests.conftest import record
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import orch_failures, orch_states, wait_until
 
 pytestmark = pytest.mark.usefixtures("synced")
 
 
-def _states(ret):
-    return next(iter(ret.data["data"].values()))
-
-
-def _why(ret):
-    out = {}
-    for key, state in _states(ret).items():
-        if state.get("result") is not True:
-            out[key.split("_|-")[1]] = (state.get("comment"),
-                                        (state.get("changes") or {}).get("return"))
-    return out
 
 
 @pytest.fixture
@@ -87,11 +76,11 @@ def _replace(salt_run_cli, name, *pillar_items):
 def test_replace_vm_success(salt_run_cli, salt_cli, os_conn, old_vm, keys, event_listener,
                             salt_master):
     t0 = time.time()
-    ret, took = _replace(salt_run_cli, old_vm["name"], "flavor: m1.small")
-    assert ret.returncode == 0, _why(ret)
+    ret, took = _replace(salt_run_cli, old_vm["name"], "flavor: m1.small", "smoke: true")
+    assert ret.returncode == 0, orch_failures(ret)
     record("replace_vm end to end (orch)", took)
-    states = _states(ret)
-    assert all(s["result"] is True for k, s in states.items() if "rollback" not in k), _why(ret)
+    states = orch_states(ret)
+    assert all(s["result"] is True for k, s in states.items() if "rollback" not in k), orch_failures(ret)
     # exactly one VM of that name: the new one, with the new flavor and the IP
     servers = _servers(os_conn, old_vm["name"])
     assert len(servers) == 1 and servers[0].id != old_vm["id"]
@@ -108,7 +97,8 @@ def test_replace_vm_success(salt_run_cli, salt_cli, os_conn, old_vm, keys, event
     status = salt_run_cli.run("vmops.replace_vm", old_vm["name"], "step=status").data
     assert status["state"] == "done"
     steps = [s[0] for s in status["steps"]]
-    assert steps == ["plan", "boot", "wait", "sanity", "checked", "flip", "retire"], steps
+    assert steps == ["plan", "boot", "wait", "sanity", "checked", "smoke", "flip", "retire"], steps
+    assert "released" in status["steps"][5][3]
     events = event_listener.get_events(
         [(salt_master.id, "vmops/replace/%s/*" % old_vm["name"])], after_time=t0)
     assert {e.tag.rsplit("/", 1)[1] for e in events} >= {"plan", "key", "boot", "flip", "retire"}
@@ -120,7 +110,7 @@ def test_replace_vm_success(salt_run_cli, salt_cli, os_conn, old_vm, keys, event
 def test_failed_highstate_rolls_back(salt_run_cli, salt_cli, os_conn, old_vm):
     ret, _ = _replace(salt_run_cli, old_vm["name"], "timeout: 60")
     assert ret.returncode != 0
-    states = _states(ret)
+    states = orch_states(ret)
     highstate = [s for k, s in states.items() if "_|-highstate_|-" in k][0]
     assert highstate["result"] is False
     flip = [s for k, s in states.items() if "flip_floating_ips" in k][0]
@@ -136,7 +126,7 @@ def test_new_vm_in_error_rolls_back(salt_run_cli, salt_cli, os_conn, old_vm):
         os_conn.compute.create_flavor(name="fn-huge", ram=100 * 1024 * 1024, vcpus=1, disk=1)
     ret, _ = _replace(salt_run_cli, old_vm["name"], "flavor: fn-huge")
     assert ret.returncode != 0
-    why = _why(ret)
+    why = orch_failures(ret)
     assert "No valid host" in json.dumps(why["boot"]), why
     _old_still_serves(os_conn, salt_cli, old_vm)
 
@@ -145,7 +135,7 @@ def test_new_minion_never_shows_up_rolls_back(salt_run_cli, salt_cli, os_conn, o
     ret, _ = _replace(salt_run_cli, old_vm["name"], "metadata: {fakevm: broken-image}",
                       "timeout: 20", "keep_failed: true")
     assert ret.returncode != 0
-    why = _why(ret)
+    why = orch_failures(ret)
     assert "timed out" in json.dumps(why["wait_minion"]), why
     _old_still_serves(os_conn, salt_cli, old_vm)
     # keep_failed: the broken new VM is kept, stopped, for debugging
@@ -157,7 +147,7 @@ def test_test_mode_prints_the_plan_and_changes_nothing(salt_run_cli, os_conn, ol
     ret = salt_run_cli.run("state.orch", "orch.replace_vm",
                            "pillar={vm: %s, flavor: m1.small}" % old_vm["name"], "test=True")
     assert ret.returncode == 0, ret
-    (state,) = _states(ret).values()
+    (state,) = orch_states(ret).values()
     assert "PLAN: replace %s (%s" % (old_vm["name"], old_vm["id"]) in state["comment"]
     assert "new m1.small" in state["comment"] and old_vm["address"] in state["comment"]
     assert [s.id for s in _servers(os_conn, old_vm["name"])] == [old_vm["id"]]
@@ -169,15 +159,19 @@ def test_test_mode_prints_the_plan_and_changes_nothing(salt_run_cli, os_conn, ol
 def test_glob_names_are_refused_before_any_change(salt_run_cli, bad):
     ret = salt_run_cli.run("state.orch", "orch.replace_vm", "pillar={vm: '%s'}" % bad)
     assert ret.returncode != 0
-    why = _why(ret)
+    why = orch_failures(ret)
     assert "not a plain minion id" in json.dumps(why["plan"]), why
     ret = salt_run_cli.run("state.orch", "orch.replace_vm", "pillar={vm: '%s'}" % bad, "test=True")
     assert ret.returncode != 0
-    assert "not a plain minion id" in json.dumps(_states(ret))
+    assert "not a plain minion id" in json.dumps(orch_states(ret))
 
 
-def _background_replace(salt_run_cli, name):
-    cmd = salt_run_cli.cmdline("state.orch", "orch.replace_vm", "pillar={vm: %s}" % name)
+SLOW_DEPLOY = "deploy: {cmd: 'sleep 15'}"  # keeps a run in progress long enough to meet it
+
+
+def _background_replace(salt_run_cli, name, *pillar_items):
+    pillar = ", ".join(("vm: %s" % name,) + pillar_items)
+    cmd = salt_run_cli.cmdline("state.orch", "orch.replace_vm", "pillar={%s}" % pillar)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # noqa: S603
                             start_new_session=True, env=dict(salt_run_cli.environ))
 
@@ -196,14 +190,14 @@ def _journal_file_state(salt_master, name):
         return None
 
 
-def test_a_concurrent_run_is_refused(salt_run_cli, os_conn, old_vm):
-    first = _background_replace(salt_run_cli, old_vm["name"])
+def test_a_concurrent_run_is_refused(salt_run_cli, os_conn, old_vm, salt_master):
+    first = _background_replace(salt_run_cli, old_vm["name"], SLOW_DEPLOY)
     try:
-        wait_until(lambda: _journal_state(salt_run_cli, old_vm["name"]) not in (None, "done"),
-                   60, what="the first run to start")
+        wait_until(lambda: _journal_file_state(salt_master, old_vm["name"]) == "sane",
+                   60, interval=0.1, what="the first run to reach its deploy step")
         ret, _ = _replace(salt_run_cli, old_vm["name"])
         assert ret.returncode != 0
-        why = _why(ret)
+        why = orch_failures(ret)
         assert "is already running" in json.dumps(why["plan"]), why
         assert first.wait(600) == 0, first.stdout.read()[-3000:]
     finally:
@@ -215,14 +209,14 @@ def test_a_concurrent_run_is_refused(salt_run_cli, os_conn, old_vm):
 
 def test_killed_run_resumes_with_exactly_one_vm(salt_run_cli, salt_cli, os_conn, old_vm,
                                                  salt_master):
-    first = _background_replace(salt_run_cli, old_vm["name"])
-    wait_until(lambda: _journal_file_state(salt_master, old_vm["name"]) in ("booted", "answering"),
-               120, interval=0.05, what="the first run to boot the new VM")
-    first.kill()  # the whole salt-run, mid-way
+    first = _background_replace(salt_run_cli, old_vm["name"], SLOW_DEPLOY)
+    wait_until(lambda: _journal_file_state(salt_master, old_vm["name"]) == "sane",
+               120, interval=0.1, what="the first run to boot the new VM and reach its deploy")
+    first.kill()  # the whole salt-run, mid-way (in the deploy step)
     first.wait()
     assert len(_servers(os_conn, old_vm["name"])) == 2  # old + new, nothing cleaned up
     ret, _ = _replace(salt_run_cli, old_vm["name"])
-    assert ret.returncode == 0, _why(ret)
+    assert ret.returncode == 0, orch_failures(ret)
     servers = _servers(os_conn, old_vm["name"])
     assert len(servers) == 1 and servers[0].id != old_vm["id"]
     assert salt_run_cli.run("vmops.show", old_vm["name"]).data["floating_ips"] == [old_vm["address"]]

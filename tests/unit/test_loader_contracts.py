@@ -1,0 +1,36 @@
+"""Salt's contracts for the loader modules, checked on their source."""
+
+import ast
+
+import pytest
+
+from tests.conftest import REPO
+
+LOADER_FILES = ["_modules/vmops.py", "_runners/vmops.py", "_states/vmops.py"]
+
+
+def _public_functions(path):
+    tree = ast.parse((REPO / path).read_text())
+    return [n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+
+
+@pytest.mark.parametrize("path", ["_modules/vmops.py", "_runners/vmops.py"])
+def test_every_public_function_has_a_cli_example(path):
+    missing = [f.name for f in _public_functions(path)
+               if "CLI Example:" not in (ast.get_docstring(f) or "")]
+    assert not missing, "%s: no 'CLI Example:' in %s" % (path, missing)
+
+
+@pytest.mark.parametrize("path", LOADER_FILES)
+def test_every_public_function_is_documented_and_virtual_is_defined(path):
+    functions = _public_functions(path)
+    assert functions
+    assert all(ast.get_docstring(f) for f in functions), path
+    tree = ast.parse((REPO / path).read_text())
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "__virtual__" for n in tree.body)
+
+
+def test_runners_never_return_a_top_level_data_key():
+    # RunnerClient treats {"data": ...} as a state return and marks the job failed
+    source = (REPO / "_runners/vmops.py").read_text()
+    assert '"data":' not in source and "'data':" not in source
