@@ -66,8 +66,11 @@ vmops:
 
   # Per VM: overrides of the defaults.  `level` is both a grain of the new VM and
   # the value the runbook's sanity check expects (salt app2 grains.get level).
+  # orch.replace_vm reads `deploy` here when its pillar gives none:
+  #   {sls: app.deploy} | {cmd: 'wpd-deploy app'} | {orchestrate: orch.deploy_app}
   vms:
     app2:
       flavor: lightspeed
       level: staging
-      floating_ip: 173.236.254.224
+      deploy:
+        cmd: wpd-deploy app
