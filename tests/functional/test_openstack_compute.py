@@ -84,3 +84,14 @@ def test_migration_bad_input_changes_nothing(prov, boot, name, restore_services)
         prov.force_complete_migration(name)
     assert prov.describe(name)["host"] == desc["host"]
     assert prov.migrations(name) == []
+
+
+def test_force_down_marks_a_dead_host_down_and_back(prov):
+    try:
+        down = prov.service_force_down("cmp3")
+        assert down["forced_down"] is True and down["state"] == "down"
+    finally:
+        back = prov.service_force_down("cmp3", forced=False)
+    assert back["forced_down"] is False
+    with pytest.raises(NotFound, match="cmp9"):
+        prov.service_force_down("cmp9")
