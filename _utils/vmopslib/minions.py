@@ -41,7 +41,7 @@ def create_vm(conf, provider, name, overrides=None, events=None, keypair=None, w
     """Boot VM ``name`` from its settings, with user-data that installs its minion."""
     spec, settings = vm_spec(conf, name, overrides, keypair, provider.profile)
     existing = provider.servers_named(name)
-    if existing and not (overrides or {}).get("allow_duplicate_name"):
+    if existing:
         raise InvalidInput(
             "a server named %s already exists on cloud %s (%s); nothing was changed"
             % (name, provider.name, ", ".join(s["id"] for s in existing))

@@ -10,7 +10,6 @@ fingerprint shows there as on AWS.
 
 import os
 import threading
-import time
 
 # moto reads these at import time
 os.environ.setdefault("MOTO_ENABLE_AMI_VALIDATION", "true")
@@ -112,7 +111,3 @@ class MotoCloud:
         elif state in ("shutting-down", "terminated"):
             fakevm.destroy(instance_id)
         self._guests[instance_id] = state
-
-    def wait_idle(self, timeout=5):
-        """Give the watcher time for one more pass."""
-        time.sleep(min(timeout, self.interval * 3))
