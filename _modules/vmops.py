@@ -21,7 +21,8 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
     sys.path.extend(os.path.join(_ROOT, sub) for sub in ("utils", "_utils"))
     import vmopslib  # pylint: disable=ungrouped-imports
 
-from vmopslib import minions, saltglue
+from vmopslib import admission, minions, saltglue
+from vmopslib.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -413,3 +414,30 @@ def volume_detach(name, volume, cloud=None):
         salt-call vmops.volume_detach app2 data-app2
     """
     return _call(cloud, "detach_volume", name, volume)
+
+
+def reactor_gate(tag, data):
+    """
+    For the pack's reactor SLS files, on the master: should this event be acted
+    on?  Cheap (no cloud call), so ``salt/auth``, which fires on every
+    authentication attempt, cannot flood the master with decisions.
+    ``salt/auth`` (``act: pend``): yes for a plain minion id that was not
+    decided on in the last ``vmops:reactor:retry_interval`` seconds (ids with
+    glob or matcher characters are audited and never handed on).
+    ``salt/minion/<id>/start``: yes, once, for a minion the reactor admitted
+    for provisioning.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.reactor_gate salt/minion/app2/start '{"id": "app2"}'
+    """
+    conf = saltglue.settings(_conf())
+    try:
+        return admission.gate(conf, Registry.for_master(__opts__), tag, data or {},
+                              saltglue.Events(__opts__))
+    except Exception as exc:  # pylint: disable=broad-except
+        # a reactor render must not die on it; the event is simply not acted on
+        log.error("vmops: reactor gate for %s failed: %s", tag, exc)
+        return False

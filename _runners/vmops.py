@@ -23,7 +23,8 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
 
 import types  # pylint: disable=wrong-import-order
 
-from vmopslib import minions, replace, saltglue
+from vmopslib import admission, config, minions, replace, saltglue
+from vmopslib.registry import NONCE_KEY, Registry
 from vmopslib.errors import InvalidInput, VmopsError
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ def _run(fn, *args, **kwargs):
     return saltglue.run_runner(__context__, fn, *args, **kwargs)
 
 
+def _registry():
+    return Registry.for_master(__opts__)
+
+
 def show(name, cloud=None):
     """
     Describe the server ``name`` (or id): status, host, flavor, image, key pair,
@@ -67,25 +72,32 @@ def show(name, cloud=None):
     return _run(_show)
 
 
-def create(name, cloud=None, wait=True, **overrides):
+def create(name, cloud=None, wait=True, provision=True, **overrides):
     """
     Boot a new VM ``name`` whose user-data installs a salt-minion pointed at this
     master (settings: ``vmops:defaults``, then ``vmops:vms:<name>``, then the
     keyword overrides, e.g. ``flavor=lightspeed``).  Refuses a name that is not a
-    plain minion id or that a server already has.  The new minion's key arrives
-    pending; accept it with ``vmops.accept_minion``.
+    plain minion id or that a server already has.
+
+    The VM is registered as expected first (its server carries the
+    registration's nonce), so its key, which arrives pending, is accepted either
+    by ``vmops.accept_minion`` or, when the admission reactor runs, by the
+    reactor; with ``provision=True`` the reactor then also checks and
+    highstates it (``orch.provision_minion``).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run vmops.create app2 flavor=lightspeed
+        salt-run vmops.create app3 provision=False
     """
     overrides = {k: v for k, v in overrides.items() if not k.startswith("__")}
 
     def _create():
         conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
-        return minions.create_vm(conf, prov, name, overrides, events=_events(), wait=wait)
+        return minions.create_vm(conf, prov, name, overrides, events=_events(), wait=wait,
+                                 registry=_registry(), provision=_bool(provision))
 
     return _run(_create)
 
@@ -110,7 +122,7 @@ def accept_minion(name, cloud=None, require_fingerprint=True, wait=0):
         _, prov = saltglue.provider(__opts__, _pillar(), cloud)
         return minions.accept_minion(
             prov, saltglue.MasterKeys(__opts__), name, events=_events(),
-            require_fingerprint=require_fingerprint, wait=int(wait),
+            require_fingerprint=require_fingerprint, wait=int(wait), registry=_registry(),
         )
 
     return _run(_accept)
@@ -231,7 +243,7 @@ def rebuild_minion(name, image=None, cloud=None, timeout=300):
         return minions.rebuild_minion(
             conf, prov, saltglue.MasterKeys(__opts__), name,
             lambda minion_id, wait: saltglue.wait_minion(__opts__, minion_id, wait),
-            image=image, timeout=int(timeout), events=_events(),
+            image=image, timeout=int(timeout), events=_events(), registry=_registry(),
         )
 
     return _run(_rebuild)
@@ -256,7 +268,7 @@ def _replacement(cloud, token):
     )
     journal = replace.Journal(os.path.join(__opts__["cachedir"], "vmops", "replace"))
     return replace.Replacement(conf, prov, saltglue.MasterKeys(__opts__), journal, ops,
-                               events=_events(), token=token)
+                               events=_events(), token=token, registry=_registry())
 
 
 def replace_vm(name, step="plan", cloud=None, token=None, test=False, keep_old="delete",
@@ -319,5 +331,165 @@ def replace_vm(name, step="plan", cloud=None, token=None, test=False, keep_old="
             if step not in ("plan", "rollback", "status"):
                 rep.fail(name, step, exc)
             raise
+
+    return _run(_step)
+
+
+def _bool(value):
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "no", "0", "off", "")
+    return bool(value)
+
+
+# ---------------------------------------------------------------------- admission
+
+
+def expect(name, cloud=None, ttl=None, provision=True, level=None):
+    """
+    Register ``name`` as a VM about to boot outside the pack (by hand, by a
+    template), so that the admission reactor may accept its minion's key.
+    Returns the one-time nonce: boot the server with metadata (EC2: a tag)
+    ``vmops-nonce=<nonce>`` within ``ttl`` seconds (default
+    ``vmops:reactor:expect_ttl``), and have cloud-init print the minion key's
+    fingerprint on the console (the pack's user-data does).  ``provision``:
+    the reactor highstates the new minion; ``level``: the sanity grain it must
+    have.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.expect app4 level=staging
+    """
+
+    def _expect():
+        conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
+        entry = _registry().expect(name, prov.name, "vmops.expect",
+                                   ttl or config.reactor(conf)["expect_ttl"],
+                                   provision=_bool(provision), level=level)
+        _events()("expect/%s" % name, "%s is expected on %s until %s" % (
+            name, prov.name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["expires"]))),
+            minion=name, cloud=prov.name, expires=entry["expires"])
+        return {"result": True, "minion": name, "cloud": prov.name, "expires": entry["expires"],
+                "metadata": {NONCE_KEY: entry["nonce"]},
+                "comment": "boot %s on %s with metadata %s=<this nonce>"
+                           % (name, prov.name, NONCE_KEY)}
+
+    return _run(_expect)
+
+
+def expected(name=None):
+    """
+    The admission registry: the minions the pack expects or has admitted, with
+    their state (expected, preseeded, accepted, provisioning, provisioned,
+    failed), source and expiry.  Nonces are not shown.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.expected
+        salt-run vmops.expected app2
+    """
+
+    def _list():
+        reg = _registry()
+        entries = [reg.get(name)] if name else reg.entries()
+        now = time.time()
+        out = {}
+        for entry in filter(None, entries):
+            shown = {k: v for k, v in entry.items() if k != "nonce"}
+            shown["live"] = entry.get("state") == "expected" and now < entry.get("expires", 0)
+            out[entry["minion"]] = shown
+        return {"result": True, "expected": out}
+
+    return _run(_list)
+
+
+def forget(name):
+    """
+    Remove ``name`` from the admission registry (and forget refusals of its
+    keys): a pending key for it is then accepted only by a new registration or
+    an auto-provisioning rule.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.forget app4
+    """
+
+    def _forget():
+        reg = _registry()
+        gone = reg.forget(name)
+        reg.clear_refusal(name)
+        return {"result": True, "minion": name, "forgotten": gone}
+
+    return _run(_forget)
+
+
+def admit_minion(name):
+    """
+    The admission reactor's decision on the pending key of ``name``: accepted
+    (that exact id) only when the cloud vouches for it, through a live
+    registration (``vmops.create``, ``vmops.expect``) or an auto-provisioning
+    rule (``vmops:autoprovision``), and the server's console shows the key's
+    fingerprint.  Otherwise the key stays pending or is rejected
+    (``vmops:reactor:on_refused``).  Either way ``vmops/key/<name>/accepted``
+    or ``.../refused`` says why.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.admit_minion web-7f3a
+    """
+
+    def _admit():
+        conf = saltglue.settings(__opts__, _pillar())
+        ret = admission.decide(
+            conf, saltglue.MasterKeys(__opts__), _registry(),
+            lambda cloud: saltglue.provider(__opts__, _pillar(), cloud)[1], name, _events(),
+        )
+        if not ret["result"]:
+            __context__["retcode"] = 1
+            ret["retcode"] = 1
+        return ret
+
+    return _run(_admit)
+
+
+def provision(name, step="check", result=True):
+    """
+    A step of ``orch.provision_minion``, which the reactor starts when a minion
+    it admitted (with ``provision``) starts: ``check`` waits for the minion and
+    checks its sanity grain (``vmops:reactor:sanity_grain``, default ``level``)
+    against the registration or rule; ``done`` records the outcome
+    (``result``) and fires ``vmops/provision/<name>/done``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.provision web-7f3a step=check
+        salt-run vmops.provision web-7f3a step=done result=True
+    """
+
+    def _grain(minion_id, grain):
+        try:
+            return saltglue.minion_grain(__opts__, minion_id, grain)
+        except KeyError:
+            raise VmopsError("minion %s did not answer grains.get %s" % (minion_id, grain)) from None
+
+    def _step():
+        conf = saltglue.settings(__opts__, _pillar())
+        if step == "check":
+            return admission.provision_check(
+                conf, _registry(), name,
+                lambda minion_id, timeout: saltglue.wait_minion(__opts__, minion_id, timeout),
+                _grain)
+        if step == "done":
+            return admission.provision_done(_registry(), name, _bool(result), _events())
+        raise InvalidInput("step must be check or done")
 
     return _run(_step)

@@ -18,6 +18,7 @@ boot_vm:
     - kwarg:
         name: {{ vm | json }}
         cloud: {{ cloud | json }}
+        provision: False    # this orchestration highstates it itself, not the reactor
         {%- for key, value in overrides.items() %}
         {{ key }}: {{ value | json }}
         {%- endfor %}

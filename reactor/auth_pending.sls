@@ -1,12 +1,16 @@
-# salt/auth fires on every authentication attempt (pend, accept, reject...):
-# react only to a pending key whose id is a plain minion id, and hand the
-# decision to the runner, which accepts that exact id only when the cloud
-# vouches for the key (one ACTIVE server of that name whose console shows the
-# key's fingerprint).  Never key.accept with the id: it is a glob.
-{%- set minion_id = data.get('id', '') %}
-{%- if data.get('act') == 'pend' and minion_id is match('^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$') %}
-vmops_accept_if_vouched:
-  runner.vmops.accept_minion:
+# salt/auth -> vmops.admit_minion: accept a pending key only when the cloud vouches for it.
+#
+# salt/auth fires on EVERY authentication attempt (a pending minion retries every
+# few seconds).  vmops.reactor_gate (no cloud call) lets through only act=pend of
+# a plain minion id (ids with glob/list characters are audited and dropped: any
+# key call with them could match other keys), at most once per id per
+# vmops:reactor:retry_interval, within vmops:reactor:max_decisions_per_minute,
+# and not for a key refused for good a moment ago.  The runner decides against
+# the cloud, accepts that exact id or refuses, and fires vmops/key/<id>/accepted
+# or .../refused with the reason.
+{%- if data.get('act') == 'pend' and salt['vmops.reactor_gate'](tag, data) %}
+vmops_admit_minion:
+  runner.vmops.admit_minion:
     - args:
-      - name: {{ minion_id | json }}
+      - name: {{ data['id'] | json }}
 {%- endif %}

@@ -52,6 +52,78 @@ def load(opts=None, pillar=None):
     return deep_merge(conf, (pillar or {}).get("vmops") or {})
 
 
+REACTOR_DEFAULTS = {
+    # what happens to a key the cloud does not vouch for: stays pending, or is rejected
+    # (only refusals that cannot change by themselves; a VM still booting stays pending)
+    "on_refused": "pending",
+    "expect_ttl": 3600,            # seconds a registration stays usable
+    "retry_interval": 3,           # at most one decision per minion id per this many seconds
+    "refused_backoff": 300,        # a key refused for good is not looked at again for this long
+    "max_decisions_per_minute": 120,
+    "require_fingerprint": True,   # the server's console must show the key's fingerprint
+    "clock_skew": 5,               # seconds of slack between the master's clock and the cloud's
+    "sanity_grain": "level",
+    "minion_timeout": 120,         # provisioning: seconds for the new minion to answer
+}
+
+
+def reactor(conf):
+    """The admission reactor's settings (``vmops:reactor``), checked."""
+    out = dict(REACTOR_DEFAULTS)
+    out.update((conf or {}).get("reactor") or {})
+    if out["on_refused"] not in ("pending", "reject"):
+        raise InvalidInput("vmops:reactor:on_refused must be 'pending' or 'reject', not %r"
+                           % out["on_refused"])
+    for key in ("expect_ttl", "retry_interval", "refused_backoff", "max_decisions_per_minute",
+                "clock_skew", "minion_timeout"):
+        try:
+            out[key] = float(out[key])
+        except (TypeError, ValueError):
+            raise InvalidInput("vmops:reactor:%s must be a number, not %r" % (key, out[key])) from None
+        if out[key] < 0:
+            raise InvalidInput("vmops:reactor:%s must not be negative" % key)
+    return out
+
+
+def autoprovision_rules(conf):
+    """The auto-provisioning rules (``vmops:autoprovision``), checked, sorted by name.
+
+    A rule admits a server booted outside the pack when the server carries all of
+    the rule's ``metadata`` (OpenStack metadata, EC2 tags): the opt-in marker.
+    """
+    rules = (conf or {}).get("autoprovision") or {}
+    if not isinstance(rules, dict):
+        raise InvalidInput("vmops:autoprovision must map rule names to rules")
+    out = []
+    for name in sorted(rules):
+        rule = dict(rules[name] or {})
+        where = "vmops:autoprovision:%s" % name
+        metadata = rule.get("metadata")
+        if not isinstance(metadata, dict) or not metadata:
+            raise InvalidInput("%s: metadata (the opt-in marker a server must carry) is required"
+                               % where)
+        pattern = rule.get("minion_id", ".+")
+        try:
+            compiled = re.compile(pattern)
+        except (re.error, TypeError) as exc:
+            raise InvalidInput("%s: minion_id %r is not a regular expression: %s"
+                               % (where, pattern, exc)) from None
+        try:
+            max_age = float(rule.get("max_age", 3600))
+        except (TypeError, ValueError):
+            raise InvalidInput("%s: max_age must be a number of seconds" % where) from None
+        out.append({
+            "rule": name,
+            "cloud": rule.get("cloud"),
+            "metadata": {str(k): str(v) for k, v in metadata.items()},
+            "minion_id": compiled,
+            "max_age": max_age,
+            "level": rule.get("level"),
+            "provision": bool(rule.get("highstate", True)),
+        })
+    return out
+
+
 def check_minion_id(name, what="VM name"):
     """Refuse anything that is not a plain minion id (globs, lists, compound matchers)."""
     if not isinstance(name, str) or not _MINION_ID.match(name):

@@ -3,11 +3,13 @@
 Used by the runner (create, accept), and by replace_vm and the reactor.
 """
 
+import datetime
 import logging
 import time
 
 from . import config, identity, userdata, waiting
 from .errors import InvalidInput, VmopsError
+from .registry import NONCE_KEY, is_live
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,14 @@ def vm_spec(conf, name, overrides=None, keypair=None, profile=None):
     return spec, settings
 
 
-def create_vm(conf, provider, name, overrides=None, events=None, keypair=None, wait=True):
-    """Boot VM ``name`` from its settings, with user-data that installs its minion."""
+def create_vm(conf, provider, name, overrides=None, events=None, keypair=None, wait=True,
+              registry=None, provision=True, ttl=None):
+    """Boot VM ``name`` from its settings, with user-data that installs its minion.
+
+    ``registry``: register the VM as expected first (its server carries the
+    registration's nonce), so that the admission reactor may accept its key;
+    ``provision``: the reactor then highstates it too.
+    """
     spec, settings = vm_spec(conf, name, overrides, keypair, provider.profile)
     existing = provider.servers_named(name)
     if existing:
@@ -46,11 +54,25 @@ def create_vm(conf, provider, name, overrides=None, events=None, keypair=None, w
             "a server named %s already exists on cloud %s (%s); nothing was changed"
             % (name, provider.name, ", ".join(s["id"] for s in existing))
         )
+    entry = None
+    if registry is not None:
+        entry = registry.expect(name, provider.name, "vmops.create",
+                                ttl or config.reactor(conf)["expect_ttl"], provision=provision,
+                                level=settings.get("level"))
+        spec["metadata"] = dict(spec.get("metadata") or {}, **{NONCE_KEY: entry["nonce"]})
     started = time.monotonic()
     if events:
         events("create/%s/booting" % name, "booting %s on %s" % (name, provider.name),
-               vm=name, flavor=spec.get("flavor"), image=spec.get("image"))
-    desc = provider.boot(spec, wait=wait, timeout=settings.get("boot_timeout", 600))
+               vm=name, flavor=spec.get("flavor"), image=spec.get("image"),
+               expected=entry is not None)
+    try:
+        desc = provider.boot(spec, wait=wait, timeout=settings.get("boot_timeout", 600))
+    except VmopsError:
+        if entry is not None and not provider.servers_named(name):
+            registry.forget(name)
+        raise
+    if entry is not None:
+        registry.update(name, server_id=desc["id"])
     if events:
         events("create/%s/%s" % (name, "active" if wait else "requested"),
                "%s is %s on %s" % (name, desc["status"], desc.get("host") or provider.name),
@@ -58,15 +80,59 @@ def create_vm(conf, provider, name, overrides=None, events=None, keypair=None, w
     return desc
 
 
-def vouch(provider, name, pub_pem, require_fingerprint=True):
+def created_epoch(desc):
+    """A server's creation time (ISO 8601 from the cloud) as seconds since the epoch, or None."""
+    value = desc.get("created")
+    if not value:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def _basis_problem(server, basis, now, skew):
+    """Why ``server`` does not fit the registration or rule ``basis`` (None: it fits)."""
+    created = created_epoch(server)
+    if basis["kind"] == "registration":
+        if (server.get("metadata") or {}).get(NONCE_KEY) != basis["nonce"]:
+            return ("server %s (%s) does not carry the nonce of the registration %s made"
+                    % (server["name"], server["id"], basis["source"]))
+        if created is None or created < basis["registered"] - skew:
+            return ("server %s (%s) was created at %s, before %s registered it"
+                    % (server["name"], server["id"], server.get("created"), basis["source"]))
+        return None
+    # an auto-provisioning rule: the opt-in marker, and a server young enough
+    wanted = basis.get("metadata") or {}
+    have = server.get("metadata") or {}
+    missing = sorted(k for k, v in wanted.items() if have.get(k) != str(v))
+    if missing:
+        return ("server %s (%s) does not carry the metadata rule %s asks for (%s)"
+                % (server["name"], server["id"], basis["rule"], ", ".join(missing)))
+    if created is None or created < now - basis["max_age"] - skew:
+        return ("server %s (%s) was created at %s, more than rule %s's max_age (%ss) ago"
+                % (server["name"], server["id"], server.get("created"), basis["rule"],
+                   basis["max_age"]))
+    return None
+
+
+def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=None, skew=5):
     """Does the cloud vouch for ``pub_pem`` being the key of VM ``name``?
 
-    Returns ``{"ok": bool, "reason": str, "server": desc or None, "fingerprint": str}``.
-    The cloud vouches when exactly one server has that name, it is ACTIVE, and
-    the last minion-key fingerprint its console printed equals the key's.
+    Returns ``{"ok", "reason", "transient", "server", "fingerprint"}``.  The cloud
+    vouches when exactly one server has that name, it is ACTIVE, it fits
+    ``basis`` (a registration: carries its nonce and was created after it; an
+    auto-provisioning rule: carries the rule's metadata and is younger than its
+    max_age), and the last minion-key fingerprint its console printed equals
+    the key's.  ``transient``: the answer may change by itself (the server is
+    still building, its console shows no fingerprint yet).
     """
+    now = time.time() if now is None else now
     finger = identity.fingerprint(pub_pem)
-    out = {"ok": False, "server": None, "fingerprint": finger}
+    out = {"ok": False, "server": None, "fingerprint": finger, "transient": False}
     servers = provider.servers_named(name)
     if not servers:
         out["reason"] = "no server named %s on cloud %s" % (name, provider.name)
@@ -77,7 +143,13 @@ def vouch(provider, name, pub_pem, require_fingerprint=True):
     server = out["server"] = servers[0]
     if server["status"] != "ACTIVE":
         out["reason"] = "server %s (%s) is %s, not ACTIVE" % (name, server["id"], server["status"])
+        out["transient"] = server["status"] == "BUILD"
         return out
+    if basis:
+        problem = _basis_problem(server, basis, now, skew)
+        if problem:
+            out["reason"] = problem
+            return out
     try:
         printed = identity.console_fingerprints(provider.console_output(server["id"]))
     except VmopsError as exc:
@@ -86,6 +158,7 @@ def vouch(provider, name, pub_pem, require_fingerprint=True):
     if not printed:
         if require_fingerprint:
             out["reason"] = "server %s printed no minion key fingerprint on its console" % name
+            out["transient"] = True
             return out
     elif printed[-1] != finger:
         out["reason"] = (
@@ -108,10 +181,19 @@ def wait_pending(keys, name, timeout):
     )
 
 
-def accept_minion(provider, keys, name, events=None, require_fingerprint=True, wait=0):
+def registration_basis(entry):
+    """What ``vouch`` checks a server against for a live registration."""
+    return {"kind": "registration", "nonce": entry["nonce"], "registered": entry["registered"],
+            "source": entry["source"]}
+
+
+def accept_minion(provider, keys, name, events=None, require_fingerprint=True, wait=0,
+                  registry=None):
     """Accept the pending key of ``name`` when the cloud vouches for it (exact id only).
 
-    ``wait``: seconds to wait for the key to arrive first.
+    ``wait``: seconds to wait for the key to arrive first.  When ``registry``
+    holds a live registration of ``name``, the server must also carry its nonce
+    and be younger than it; the registration is used up.
     """
     config.check_minion_id(name, "minion id")
     if wait:
@@ -122,14 +204,20 @@ def accept_minion(provider, keys, name, events=None, require_fingerprint=True, w
     pub = keys.pending_pub(name)
     if pub is None:
         raise InvalidInput("no pending key for minion %s (key status: %s)" % (name, status))
-    verdict = vouch(provider, name, pub, require_fingerprint=require_fingerprint)
+    entry = registry.get(name) if registry is not None else None
+    live = is_live(entry) and entry.get("cloud") == provider.name
+    verdict = vouch(provider, name, pub, require_fingerprint=require_fingerprint,
+                    basis=registration_basis(entry) if live else None)
     base = {"minion": name, "fingerprint": verdict["fingerprint"],
             "server_id": (verdict["server"] or {}).get("id")}
     if not verdict["ok"]:
         if events:
             events("key/%s/refused" % name, "not accepting %s: %s" % (name, verdict["reason"]),
-                   reason=verdict["reason"], **base)
+                   reason=verdict["reason"], action="pending", **base)
         raise InvalidInput("not accepting %s: %s" % (name, verdict["reason"]))
+    if live:
+        registry.update(name, state="accepted", server_id=base["server_id"],
+                        fingerprint=base["fingerprint"], accepted_at=time.time())
     keys.accept(name)
     if events:
         events("key/%s/accepted" % name, "accepted %s: %s" % (name, verdict["reason"]),
@@ -137,7 +225,8 @@ def accept_minion(provider, keys, name, events=None, require_fingerprint=True, w
     return dict(base, result=True, accepted=True, comment=verdict["reason"])
 
 
-def rebuild_minion(conf, provider, keys, name, wait_minion, image=None, timeout=600, events=None):
+def rebuild_minion(conf, provider, keys, name, wait_minion, image=None, timeout=600, events=None,
+                   registry=None):
     """Rebuild VM ``name`` in place (same server, ports and IPs) with a new minion identity.
 
     The new key pair is made here: its public half becomes the accepted key of
@@ -152,6 +241,10 @@ def rebuild_minion(conf, provider, keys, name, wait_minion, image=None, timeout=
                            minion_config=settings.get("minion_config"), keypair=(pub, priv),
                            cloud_config=settings.get("cloud_config"))
     started = time.monotonic()
+    if registry is not None:
+        # the key is handed over here: no pending key of ``name`` is the rebuilt VM's
+        registry.expect(name, provider.name, "rebuild_minion", config.reactor(conf)["expect_ttl"],
+                        provision=False, state="preseeded", server_id=old["id"])
     keys.preseed(name, pub)
     finger = identity.fingerprint(pub)
     if events:

@@ -32,6 +32,7 @@ import uuid
 
 from . import config, identity, userdata
 from .errors import InvalidInput, VmopsError
+from .registry import NONCE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,9 @@ class Replacement:
     """The steps of one VM's replacement.  ``minion`` offers ``wait(id, timeout)``
     and ``grain(id, grain)``; ``keys`` is a MasterKeys."""
 
-    def __init__(self, conf, provider, keys, journal, minion, events=None, token=None):
+    def __init__(self, conf, provider, keys, journal, minion, events=None, token=None,
+                 registry=None):
+        self.registry = registry
         self.conf = conf
         self.provider = provider
         self.keys = keys
@@ -250,6 +253,12 @@ class Replacement:
         pub, priv = identity.generate_keypair()
         record["state"] = "booting"
         record["new_fingerprint"] = identity.fingerprint(pub)
+        if self.registry is not None:
+            # the new server carries the registration's nonce: the pack knows it as its own
+            entry = self.registry.expect(name, self.provider.name, "replace_vm",
+                                         config.reactor(self.conf)["expect_ttl"], provision=False,
+                                         state="preseeded")
+            record["nonce"] = entry["nonce"]
         self.journal.save(record)
         # the identity hand-over: from here only the holder of ``priv`` is ``name``
         self.keys.preseed(name, pub)
@@ -261,6 +270,8 @@ class Replacement:
         if record.get("level"):
             grains["level"] = record["level"]
         spec = dict(record["spec"])
+        if record.get("nonce"):
+            spec["metadata"] = dict(spec.get("metadata") or {}, **{NONCE_KEY: record["nonce"]})
         spec["user_data"] = userdata.render(
             name, self.conf.get("master"), grains=grains,
             minion_config=settings.get("minion_config"), keypair=(pub, priv),
@@ -279,6 +290,8 @@ class Replacement:
         if record["new"].get("id") and self.provider._get_server(record["new"]["id"]):  # pylint: disable=protected-access
             return record["new"]["id"]
         others = [s for s in self.provider.servers_named(record["vm"]) if s["id"] != record["old"]["id"]]
+        if record.get("nonce"):  # only the server this run booted carries its nonce
+            others = [s for s in others if (s.get("metadata") or {}).get(NONCE_KEY) == record["nonce"]]
         if len(others) > 1:
             raise InvalidInput("%d new servers named %s exist (%s): delete the extra ones"
                                % (len(others), record["vm"], ", ".join(s["id"] for s in others)))
@@ -390,6 +403,10 @@ class Replacement:
             else:
                 self.provider.delete(new_id)
         # the old minion gets its identity back (the new VM, and its minion, are gone)
+        if self.registry is not None and record.get("nonce"):
+            entry = self.registry.get(name)
+            if entry and entry.get("nonce") == record["nonce"]:
+                self.registry.forget(name)
         if record.get("old_pub"):
             self.keys.preseed(name, record["old_pub"], revoke=False)
         else:

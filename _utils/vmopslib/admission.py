@@ -1,0 +1,283 @@
+"""Admission of new minions by the reactor: accept only what the cloud vouches for.
+
+``salt/auth`` fires on every authentication attempt, so the reactor asks
+:func:`gate` (cheap, no cloud call, in the reactor's own process) whether a
+decision is due, and only then hands the minion id to :func:`decide` (the
+``vmops.admit_minion`` runner), which looks at the cloud:
+
+* a live registration (``registry``) of that id: exactly one server of that
+  name, ACTIVE, carrying the registration's nonce, created after it;
+* else an auto-provisioning rule (``vmops:autoprovision``) whose opt-in
+  metadata the server carries, whose ``minion_id`` pattern the id matches,
+  and whose ``max_age`` the server is younger than; a server is admitted once;
+* and in both cases the key fingerprint the server printed on its console
+  equals the pending key's.
+
+Accepted by exact id (never a glob); refusals fire an audit event with the
+reason and leave the key pending or reject it (``vmops:reactor:on_refused``).
+On ``salt/minion/<id>/start`` of a minion admitted with ``provision`` set,
+:func:`gate` answers yes once, and the reactor starts ``orch.provision_minion``
+(sanity grain, highstate, result event).
+"""
+
+import collections
+import logging
+import time
+
+from . import config, identity, minions
+from .errors import InvalidInput, VmopsError
+from .registry import ADMITTED, is_live
+
+log = logging.getLogger(__name__)
+
+
+class Throttle:
+    """At most one decision per id per ``interval``, and ``per_minute`` decisions overall."""
+
+    def __init__(self):
+        self.last = {}
+        self.recent = collections.deque()
+        self.warned = 0.0
+
+    def allow(self, key, interval, per_minute, now=None):
+        now = time.monotonic() if now is None else now
+        while self.recent and self.recent[0] <= now - 60:
+            self.recent.popleft()
+        if now - self.last.get(key, -1e9) < interval:
+            return False
+        if per_minute and len(self.recent) >= per_minute:
+            if now - self.warned > 60:
+                self.warned = now
+                log.warning("vmops: more than %d admission decisions in a minute: "
+                            "pending keys wait (vmops:reactor:max_decisions_per_minute)",
+                            per_minute)
+            return False
+        self.last[key] = now
+        self.recent.append(now)
+        if len(self.last) > 10000:  # forget ids not seen for a while
+            self.last = {k: v for k, v in self.last.items() if now - v < 3600}
+        return True
+
+
+# One per process: the reactor renders its SLS files in a single process.
+THROTTLE = Throttle()
+
+
+def _event_id(tag, data):
+    """The minion id of a ``salt/auth`` or ``salt/minion/<id>/start`` event."""
+    minion_id = (data or {}).get("id")
+    return minion_id if isinstance(minion_id, str) else None
+
+
+def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None):
+    """Should the reactor act on this event?  Cheap: no cloud call.
+
+    ``salt/auth`` with ``act: pend``: yes when the id is a plain minion id, no
+    decision about it ran in the last ``retry_interval`` seconds, the overall
+    budget allows it, and this very key was not refused for good recently.
+    ``salt/minion/<id>/start``: yes, once, for a minion admitted with
+    ``provision`` (the entry moves to ``provisioning``).
+    """
+    settings = config.reactor(conf)
+    minion_id = _event_id(tag, data)
+    if tag == "salt/auth":
+        if data.get("act") != "pend" or minion_id is None:
+            return False
+        try:
+            config.check_minion_id(minion_id, "minion id")
+        except InvalidInput as exc:
+            # audited (at most once per retry interval), never handed on: any key
+            # call with it could match other keys
+            if throttle.allow("invalid:" + repr(minion_id), max(settings["retry_interval"], 60), 0):
+                events("key/_invalid_/refused", "not accepting %r: %s" % (minion_id, exc),
+                       minion=minion_id, reason=str(exc), action="pending", transient=False)
+            return False
+        pub = data.get("pub")
+        if pub and registry.refusal(minion_id, identity.fingerprint(pub), now):
+            return False
+        return throttle.allow(minion_id, settings["retry_interval"],
+                              int(settings["max_decisions_per_minute"]))
+    if tag.startswith("salt/minion/") and tag.endswith("/start"):
+        if minion_id is None or tag != "salt/minion/%s/start" % minion_id:
+            return False
+        try:
+            config.check_minion_id(minion_id, "minion id")
+        except InvalidInput:
+            return False
+        entry = registry.get(minion_id)
+        if not entry or entry.get("state") != "accepted" or not entry.get("provision"):
+            return False
+        with registry.locked(minion_id):
+            entry = registry.get(minion_id)
+            if not entry or entry.get("state") != "accepted":
+                return False
+            entry["state"] = "provisioning"
+            entry["provision_started"] = time.time() if now is None else now
+            registry.save(entry)
+        events("provision/%s/started" % minion_id,
+               "%s started: checking and highstating it" % minion_id,
+               minion=minion_id, source=entry.get("source"))
+        return True
+    return False
+
+
+def _basis(conf, registry, provider_for, name, now):
+    """(basis for vouch, provider, entry-or-rule) or raise _Refusal."""
+    entry = registry.get(name)
+    expired_note = ""
+    if entry and entry.get("state") == "expected":
+        if is_live(entry, now):
+            return minions.registration_basis(entry), provider_for(entry["cloud"]), entry
+        expired_note = " (its registration by %s expired)" % entry.get("source")
+    if entry and entry.get("state") == "preseeded" and now < entry.get("expires", 0):
+        raise _Refusal("the key of %s was handed over by %s itself: a pending key for %s is not "
+                       "the VM's" % (name, entry.get("source"), name))
+    found = []
+    seen = {}  # cloud -> (provider, servers of that name): one lookup per cloud
+    for rule in config.autoprovision_rules(conf):
+        if not rule["minion_id"].fullmatch(name):
+            continue
+        if rule["cloud"] not in seen:
+            prov = provider_for(rule["cloud"])
+            seen[rule["cloud"]] = (prov, prov.servers_named(name))
+        prov, servers = seen[rule["cloud"]]
+        marked = [s for s in servers
+                  if all((s.get("metadata") or {}).get(k) == v for k, v in rule["metadata"].items())]
+        if marked:
+            found.append((rule, prov, marked))
+    if not found:
+        raise _Refusal("%s is not expected: no live registration%s, and no auto-provisioning rule "
+                       "matches a server of that name" % (name, expired_note))
+    clouds = sorted({prov.name for _, prov, _ in found})
+    if len(clouds) > 1:
+        raise _Refusal("servers named %s ask for auto-provisioning on several clouds (%s)"
+                       % (name, ", ".join(clouds)))
+    rule, prov, marked = found[0]
+    if entry and entry.get("state") in ADMITTED and entry.get("server_id") in {s["id"] for s in marked}:
+        raise _Refusal("server %s (%s) was admitted once already (%s): forget it "
+                       "(salt-run vmops.forget %s) to admit a new key for it"
+                       % (name, entry["server_id"], entry.get("source"), name))
+    basis = {"kind": "rule", "rule": rule["rule"], "metadata": rule["metadata"],
+             "max_age": rule["max_age"]}
+    return basis, prov, rule
+
+
+class _Refusal(Exception):
+    pass
+
+
+def decide(conf, keys, registry, provider_for, name, events, now=None):
+    """Accept the pending key of ``name`` when the cloud vouches for it; else refuse and say why.
+
+    ``provider_for(cloud)`` gives the provider of a cloud profile.  Returns
+    ``{"result", "accepted", "minion", "reason", "action", ...}``; ``result`` is
+    False for a refusal.
+    """
+    settings = config.reactor(conf)
+    now = time.time() if now is None else now
+    config.check_minion_id(name, "minion id")
+    status = keys.status(name)
+    if status != "pending":
+        return {"result": True, "accepted": False, "minion": name, "action": None,
+                "reason": "the key of %s is %s: nothing to decide" % (name, status or "gone")}
+    pub = keys.pending_pub(name)
+    finger = identity.fingerprint(pub)
+    remembered = registry.refusal(name, finger, now)
+    if remembered:
+        return {"result": False, "accepted": False, "minion": name, "fingerprint": finger,
+                "action": "pending", "reason": "refused recently: %s" % remembered}
+    out = {"minion": name, "fingerprint": finger, "server_id": None, "basis": None}
+    transient = False
+    try:
+        basis, prov, source = _basis(conf, registry, provider_for, name, now)
+        out["basis"] = ("registration by %s" % source["source"] if basis["kind"] == "registration"
+                        else "auto-provisioning rule %s" % basis["rule"])
+        verdict = minions.vouch(prov, name, pub, require_fingerprint=settings["require_fingerprint"],
+                                basis=basis, now=now, skew=settings["clock_skew"])
+        out["server_id"] = (verdict["server"] or {}).get("id")
+        if not verdict["ok"]:
+            transient = verdict["transient"]
+            raise _Refusal(verdict["reason"])
+    except _Refusal as exc:
+        return _refuse(settings, keys, registry, events, out, str(exc), transient, now)
+    except VmopsError as exc:  # the cloud did not answer: try again later
+        return _refuse(settings, keys, registry, events, out, "cannot ask the cloud: %s" % exc,
+                       True, now)
+    # admitted: record it before the key is accepted (the minion's start event follows)
+    with registry.locked(name):
+        entry = registry.get(name) if basis["kind"] == "registration" else None
+        if entry is None:
+            entry = {"minion": name, "cloud": prov.name, "source": "autoprovision:%s" % basis["rule"],
+                     "registered": now, "expires": now, "nonce": None,
+                     "provision": source["provision"], "level": source["level"]}
+        entry.update(state="accepted", server_id=out["server_id"], fingerprint=finger,
+                     accepted_at=now)
+        registry.save(entry)
+    keys.accept(name)
+    if keys.accepted_pub(name) != pub:  # the pending key changed under us: undo
+        keys.delete(name)
+        registry.update(name, state="failed")
+        return _refuse(settings, keys, registry, events, out,
+                       "the pending key of %s changed while it was being checked" % name, False, now)
+    registry.clear_refusal(name)
+    reason = "%s: %s" % (out["basis"], verdict["reason"])
+    events("key/%s/accepted" % name, "accepted %s (%s)" % (name, reason), reason=reason,
+           provision=entry["provision"], **out)
+    return dict(out, result=True, accepted=True, action="accepted", reason=reason,
+                provision=entry["provision"])
+
+
+def _refuse(settings, keys, registry, events, out, reason, transient, now):
+    action = "pending"
+    if not transient:
+        registry.remember_refusal(out["minion"], out["fingerprint"], reason,
+                                  now + settings["refused_backoff"])
+        if settings["on_refused"] == "reject":
+            keys.reject(out["minion"])
+            action = "rejected"
+    events("key/%s/refused" % out["minion"],
+           "not accepting %s (%s): %s" % (out["minion"], action, reason),
+           reason=reason, action=action, transient=transient, **out)
+    return dict(out, result=False, accepted=False, action=action, transient=transient,
+                reason=reason)
+
+
+# ---------------------------------------------------------------------- provisioning
+
+
+def provision_check(conf, registry, name, wait_minion, grain_of):
+    """The start reaction's first step: the minion answers and its sanity grain is right."""
+    settings = config.reactor(conf)
+    entry = registry.get(config.check_minion_id(name, "minion id"))
+    if not entry or entry.get("state") != "provisioning":
+        raise InvalidInput("%s is not being provisioned by the reactor (state %s)"
+                           % (name, (entry or {}).get("state")))
+    wait_minion(name, settings["minion_timeout"])
+    grain = settings["sanity_grain"]
+    expected = entry.get("level")
+    if expected is None:
+        return {"result": True, "minion": name, "comment": "%s answers (no %s expected)"
+                % (name, grain)}
+    value = grain_of(name, grain)
+    if value != expected:
+        raise VmopsError("sanity check failed: grain %s of %s is %r, expected %r"
+                         % (grain, name, value, expected))
+    return {"result": True, "minion": name, grain: value,
+            "comment": "%s answers; %s is %r" % (name, grain, value)}
+
+
+def provision_done(registry, name, result, events, comment=None, now=None):
+    """The start reaction's last step: record the outcome and fire ``vmops/provision/<id>/done``."""
+    now = time.time() if now is None else now
+    entry = registry.get(config.check_minion_id(name, "minion id")) or {}
+    state = "provisioned" if result else "failed"
+    if entry:
+        registry.update(name, state=state, provisioned_at=now)
+    took = round(now - entry["accepted_at"], 2) if entry.get("accepted_at") else None
+    comment = comment or ("%s is highstated" % name if result
+                          else "provisioning %s failed: see the orchestration's return" % name)
+    events("provision/%s/done" % name, comment, minion=name, result=bool(result), state=state,
+           source=entry.get("source"), server_id=entry.get("server_id"),
+           seconds_since_accept=took)
+    return {"result": True, "minion": name, "provisioned": bool(result), "state": state,
+            "comment": comment}

@@ -1,0 +1,162 @@
+"""The minions the pack expects: one JSON file per minion id on the master.
+
+Whoever boots a VM through the pack (``vmops.create``, ``replace_vm``,
+``rebuild_minion``, ``vmops.expect`` for a VM booted by hand) registers it
+here first, with an expiry and a one-time nonce that the server carries in its
+metadata (OpenStack) or tags (EC2) under ``vmops-nonce``.  The admission
+decision (``admission.decide``) accepts a pending key only for a registration
+that is still live, on a server that carries its nonce and was created after
+it; auto-provisioning rules add entries when they admit a server.
+
+Entry states::
+
+    expected      a pending key may be accepted for it (once)
+    preseeded     the pack handed the key over itself (replace_vm, rebuild):
+                  no pending key is ever the VM's
+    accepted      admitted; ``provision`` says whether the reactor highstates it
+    provisioning  the start reaction's orchestration runs
+    provisioned / failed
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import time
+
+from . import config
+
+NONCE_KEY = "vmops-nonce"
+STATES = ("expected", "preseeded", "accepted", "provisioning", "provisioned", "failed")
+ADMITTED = ("accepted", "provisioning", "provisioned", "failed")
+
+
+def new_nonce():
+    return secrets.token_hex(16)
+
+
+class Registry:
+    """Registrations under ``directory`` (the master's ``<cachedir>/vmops/expected``)."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    @classmethod
+    def for_master(cls, opts):
+        return cls(os.path.join(opts["cachedir"], "vmops", "expected"))
+
+    def path(self, name, suffix=".json"):
+        return os.path.join(self.directory, config.check_minion_id(name, "minion id") + suffix)
+
+    def _read(self, path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _write(self, path, data):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        tmp = "%s.%d.tmp" % (path, os.getpid())
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+
+    @contextlib.contextmanager
+    def locked(self, name):
+        """Serialise read-modify-write of one minion's entry across processes."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        with open(self.path(name, ".lock"), "a", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def get(self, name):
+        return self._read(self.path(name))
+
+    def save(self, entry):
+        entry["updated"] = time.time()
+        self._write(self.path(entry["minion"]), entry)
+        return entry
+
+    def expect(self, name, cloud, source, ttl, provision=True, level=None, state="expected",
+               server_id=None, now=None):
+        """Register ``name`` as expected on ``cloud``; returns the entry (with its nonce)."""
+        if state not in ("expected", "preseeded"):
+            raise ValueError("a registration starts as expected or preseeded, not %s" % state)
+        now = time.time() if now is None else now
+        entry = {
+            "minion": config.check_minion_id(name, "minion id"),
+            "cloud": cloud,
+            "source": source,
+            "nonce": new_nonce(),
+            "registered": now,
+            "expires": now + float(ttl),
+            "state": state,
+            "provision": bool(provision),
+            "level": level,
+            "server_id": server_id,
+        }
+        with self.locked(name):
+            return self.save(entry)
+
+    def update(self, name, **fields):
+        """Change fields of an existing entry (None when there is none)."""
+        with self.locked(name):
+            entry = self.get(name)
+            if entry is None:
+                return None
+            entry.update(fields)
+            return self.save(entry)
+
+    def forget(self, name):
+        with self.locked(name):
+            try:
+                os.unlink(self.path(name))
+            except FileNotFoundError:
+                return False
+            return True
+
+    def entries(self):
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        out = []
+        for fname in names:
+            if fname.endswith(".json"):
+                entry = self._read(os.path.join(self.directory, fname))
+                if entry:
+                    out.append(entry)
+        return out
+
+    # ---------------------------------------------------------------- refusals
+    # A key refused for good is not looked at again for a while: the pending
+    # minion retries its authentication every few seconds.
+
+    def remember_refusal(self, name, fingerprint, reason, until):
+        self._write(self.path(name, ".refused"),
+                    {"fingerprint": fingerprint, "reason": reason, "until": until})
+
+    def refusal(self, name, fingerprint, now=None):
+        """The remembered reason ``fingerprint`` was refused for ``name``, while it holds."""
+        memo = self._read(self.path(name, ".refused"))
+        now = time.time() if now is None else now
+        if memo and memo.get("fingerprint") == fingerprint and memo.get("until", 0) > now:
+            return memo.get("reason")
+        return None
+
+    def clear_refusal(self, name):
+        try:
+            os.unlink(self.path(name, ".refused"))
+        except FileNotFoundError:
+            pass
+
+
+def is_live(entry, now=None):
+    """A registration that a pending key may still be accepted for."""
+    now = time.time() if now is None else now
+    return bool(entry) and entry.get("state") == "expected" and now < entry.get("expires", 0)
