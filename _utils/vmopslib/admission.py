@@ -173,9 +173,17 @@ def decide(conf, keys, registry, provider_for, name, events, now=None):
     ``{"result", "accepted", "minion", "reason", "action", ...}``; ``result`` is
     False for a refusal.
     """
+    config.check_minion_id(name, "minion id")
+    with registry.deciding(name) as mine:
+        if not mine:
+            return {"result": True, "accepted": False, "minion": name, "action": None,
+                    "reason": "another decision about %s is running" % name}
+        return _decide(conf, keys, registry, provider_for, name, events, now)
+
+
+def _decide(conf, keys, registry, provider_for, name, events, now):
     settings = config.reactor(conf)
     now = time.time() if now is None else now
-    config.check_minion_id(name, "minion id")
     status = keys.status(name)
     if status != "pending":
         return {"result": True, "accepted": False, "minion": name, "action": None,

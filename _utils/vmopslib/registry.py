@@ -74,6 +74,22 @@ class Registry:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def deciding(self, name):
+        """Held while one admission decision about ``name`` runs; yields False when
+        another one already runs (the reactor may dispatch two for one slow cloud)."""
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        with open(self.path(name, ".deciding"), "a", encoding="utf-8") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def get(self, name):
         return self._read(self.path(name))
 

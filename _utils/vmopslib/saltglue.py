@@ -4,6 +4,7 @@ Imports Salt lazily, so the rest of vmopslib stays usable (and testable) alone.
 """
 
 import logging
+import os
 
 from . import config
 from .errors import InvalidInput, VmopsError
@@ -176,13 +177,11 @@ class MasterKeys:
         stored after this returns.  False when the minion did not do it in time
         (e.g. it is down): the caller deletes the key itself then.
         """
-        import salt.client  # pylint: disable=import-outside-toplevel
-
         from . import waiting  # pylint: disable=import-outside-toplevel
         from .errors import Timeout  # pylint: disable=import-outside-toplevel
 
         config.check_minion_id(minion_id, "minion id")
-        with salt.client.get_local_client(mopts=self.opts) as client:
+        with local_client(self.opts) as client:
             client.cmd_async([minion_id], "saltutil.revoke_auth", tgt_type="list")
         try:
             waiting.wait_for(lambda: self.status(minion_id) != "accepted", timeout,
@@ -209,16 +208,32 @@ class MasterKeys:
                                   "salt/key")
 
 
+def local_client(opts):
+    """A LocalClient for the master's own jobs, also from a runner the reactor started.
+
+    The reactor stamps its jobs with ``user: Reactor`` in its opts, and a
+    LocalClient built from those opts looks for a ``.Reactor_key`` that does not
+    exist, so the master refuses its publications ("Authentication error").
+    The key of the user this process runs as is the right one.
+    """
+    import salt.client  # pylint: disable=import-outside-toplevel
+    import salt.utils.user  # pylint: disable=import-outside-toplevel
+
+    user = opts.get("user") or "root"
+    if not os.path.exists(os.path.join(opts["cachedir"], ".%s_key" % user)):
+        opts = dict(opts, user=salt.utils.user.get_user())
+    return salt.client.get_local_client(mopts=opts)
+
+
 def minion_answers(opts, minion_id, timeout=2):
     """True when ``minion_id`` answers test.ping now (targeted by exact id, as a list).
 
     Short timeouts: a minion that is still starting misses the publish, and the
     next ping (not a long wait on this one) is what finds it.
     """
-    import salt.client  # pylint: disable=import-outside-toplevel
 
     config.check_minion_id(minion_id, "minion id")
-    with salt.client.get_local_client(mopts=opts) as client:
+    with local_client(opts) as client:
         ret = client.cmd([minion_id], "test.ping", tgt_type="list", timeout=timeout,
                          gather_job_timeout=timeout)
     return ret.get(minion_id) is True
@@ -226,10 +241,9 @@ def minion_answers(opts, minion_id, timeout=2):
 
 def minion_grain(opts, minion_id, grain, timeout=10):
     """The value of ``grain`` on ``minion_id`` (KeyError when the minion does not answer)."""
-    import salt.client  # pylint: disable=import-outside-toplevel
 
     config.check_minion_id(minion_id, "minion id")
-    with salt.client.get_local_client(mopts=opts) as client:
+    with local_client(opts) as client:
         ret = client.cmd([minion_id], "grains.get", [grain], tgt_type="list", timeout=timeout)
     return ret[minion_id]
 

@@ -298,3 +298,15 @@ def test_bad_reactor_settings_and_rules_are_clear_errors():
     with pytest.raises(Exception, match="not a regular expression"):
         config.autoprovision_rules({"autoprovision": {"web": {"metadata": {"a": 1},
                                                               "minion_id": "("}}})
+
+
+def test_only_one_decision_per_id_runs_at_a_time(world):
+    entry = _register(world, "app2")
+    world.cloud.add("app2", metadata={NONCE_KEY: entry["nonce"]}, console_key=KEY_A)
+    world.keys.keys["app2"] = ("pending", KEY_A)
+    with world.registry.deciding("app2") as mine:
+        assert mine
+        ret = world.decide("app2")
+    assert ret["action"] is None and "another decision" in ret["reason"], ret
+    assert world.keys.calls == [] and world.events == []
+    assert world.decide("app2")["accepted"]
