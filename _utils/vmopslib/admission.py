@@ -72,7 +72,8 @@ def _event_id(tag, data):
 def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None):
     """Should the reactor act on this event?  Cheap: no cloud call.
 
-    ``salt/auth`` with ``act: pend``: yes when the id is a plain minion id, no
+    ``salt/auth`` with ``act: pend`` (or ``denied``: a second key for a pending
+    id, see :func:`decide`): yes when the id is a plain minion id, no
     decision about it ran in the last ``retry_interval`` seconds, the overall
     budget allows it, and this very key was not refused for good recently.
     ``salt/minion/<id>/start``: yes, once, for a minion admitted with
@@ -81,7 +82,7 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None):
     settings = config.reactor(conf)
     minion_id = _event_id(tag, data)
     if tag == "salt/auth":
-        if data.get("act") != "pend" or minion_id is None:
+        if data.get("act") not in ("pend", "denied") or minion_id is None:
             return False
         try:
             config.check_minion_id(minion_id, "minion id")
@@ -185,16 +186,46 @@ def _decide(conf, keys, registry, provider_for, name, events, now):
     settings = config.reactor(conf)
     now = time.time() if now is None else now
     status = keys.status(name)
-    if status != "pending":
+    # keys Salt denied for this id: another key is pending or accepted under it.  Read
+    # from the master's key store, never from event data (minions can fire events).
+    denied = [pub for pub in keys.denied_pubs(name)
+              if not registry.refusal(name, identity.fingerprint(pub), now)][:5]
+    if status == "accepted":
+        for pub in denied:
+            _refuse(settings, keys, registry, events, _out(name, pub),
+                    "a different key is already accepted for %s: the reactor never replaces an "
+                    "accepted key" % name, False, now, pending=False)
         return {"result": True, "accepted": False, "minion": name, "action": None,
-                "reason": "the key of %s is %s: nothing to decide" % (name, status or "gone")}
-    pub = keys.pending_pub(name)
-    finger = identity.fingerprint(pub)
-    remembered = registry.refusal(name, finger, now)
+                "reason": "the key of %s is accepted: nothing to decide" % name}
+    last = None
+    if status == "pending":
+        last = _decide_key(settings, conf, keys, registry, provider_for, name, events, now,
+                           keys.pending_pub(name), pending=True)
+        if last["accepted"]:
+            return last
+    # A host that claimed the id first holds it pending, and Salt denies the real VM's
+    # key: when the cloud vouches for a denied key, it takes the id.
+    for pub in denied:
+        last = _decide_key(settings, conf, keys, registry, provider_for, name, events, now, pub,
+                           pending=False)
+        if last["accepted"]:
+            return last
+    return last or {"result": True, "accepted": False, "minion": name, "action": None,
+                    "reason": "the key of %s is %s: nothing to decide" % (name, status or "gone")}
+
+
+def _out(name, pub):
+    return {"minion": name, "fingerprint": identity.fingerprint(pub), "server_id": None,
+            "basis": None}
+
+
+def _decide_key(settings, conf, keys, registry, provider_for, name, events, now, pub, pending):
+    """Vouch for one key of ``name`` (the pending one, or one Salt denied) and accept it."""
+    out = _out(name, pub)
+    remembered = registry.refusal(name, out["fingerprint"], now)
     if remembered:
-        return {"result": False, "accepted": False, "minion": name, "fingerprint": finger,
-                "action": "pending", "reason": "refused recently: %s" % remembered}
-    out = {"minion": name, "fingerprint": finger, "server_id": None, "basis": None}
+        return dict(out, result=False, accepted=False, action="pending",
+                    reason="refused recently: %s" % remembered)
     transient = False
     try:
         basis, prov, source = _basis(conf, registry, provider_for, name, now)
@@ -207,10 +238,10 @@ def _decide(conf, keys, registry, provider_for, name, events, now):
             transient = verdict["transient"]
             raise _Refusal(verdict["reason"])
     except _Refusal as exc:
-        return _refuse(settings, keys, registry, events, out, str(exc), transient, now)
+        return _refuse(settings, keys, registry, events, out, str(exc), transient, now, pending)
     except VmopsError as exc:  # the cloud did not answer: try again later
         return _refuse(settings, keys, registry, events, out, "cannot ask the cloud: %s" % exc,
-                       True, now)
+                       True, now, pending)
     # admitted: record it before the key is accepted (the minion's start event follows)
     with registry.locked(name):
         entry = registry.get(name) if basis["kind"] == "registration" else None
@@ -218,29 +249,36 @@ def _decide(conf, keys, registry, provider_for, name, events, now):
             entry = {"minion": name, "cloud": prov.name, "source": "autoprovision:%s" % basis["rule"],
                      "registered": now, "expires": now, "nonce": None,
                      "provision": source["provision"], "level": source["level"]}
-        entry.update(state="accepted", server_id=out["server_id"], fingerprint=finger,
+        entry.update(state="accepted", server_id=out["server_id"], fingerprint=out["fingerprint"],
                      accepted_at=now)
         registry.save(entry)
-    keys.accept(name)
-    if keys.accepted_pub(name) != pub:  # the pending key changed under us: undo
-        keys.delete(name)
+    reason = "%s: %s" % (out["basis"], verdict["reason"])
+    if pending:
+        keys.accept(name)
+    else:
+        # in place of the other host's pending key, which goes (with the denied ones)
+        keys.preseed(name, pub, revoke=False)
+        reason += "; it replaces a pending key the cloud does not vouch for"
+    if keys.accepted_pub(name) != pub:  # the key changed under us: undo
+        keys.delete(name, rotate=False)
         registry.update(name, state="failed")
         return _refuse(settings, keys, registry, events, out,
-                       "the pending key of %s changed while it was being checked" % name, False, now)
+                       "the key of %s changed while it was being checked" % name, False, now,
+                       pending=False)
     registry.clear_refusal(name)
-    reason = "%s: %s" % (out["basis"], verdict["reason"])
     events("key/%s/accepted" % name, "accepted %s (%s)" % (name, reason), reason=reason,
            provision=entry["provision"], **out)
     return dict(out, result=True, accepted=True, action="accepted", reason=reason,
                 provision=entry["provision"])
 
 
-def _refuse(settings, keys, registry, events, out, reason, transient, now):
-    action = "pending"
+def _refuse(settings, keys, registry, events, out, reason, transient, now, pending=True):
+    """Audit a refusal; a pending key refused for good is remembered, and rejected if so set."""
+    action = "pending" if pending else "denied"
     if not transient:
         registry.remember_refusal(out["minion"], out["fingerprint"], reason,
                                   now + settings["refused_backoff"])
-        if settings["on_refused"] == "reject":
+        if pending and settings["on_refused"] == "reject":
             keys.reject(out["minion"])
             action = "rejected"
     events("key/%s/refused" % out["minion"],

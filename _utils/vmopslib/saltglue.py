@@ -137,6 +137,11 @@ class MasterKeys:
     def accepted_pub(self, minion_id):
         return self._pub(minion_id, "accepted")
 
+    def denied_pubs(self, minion_id):
+        """Keys the master denied for ``minion_id`` (another key held the id)."""
+        config.check_minion_id(minion_id, "minion id")
+        return list(self.cache.fetch("denied_keys", minion_id) or [])
+
     def accept(self, minion_id):
         """Accept exactly ``minion_id``'s pending key."""
         config.check_minion_id(minion_id, "minion id")

@@ -90,7 +90,9 @@ def launch_template(name, port, level="staging"):
     """User-data an operator's autoscaler would use: cloud-init's salt_minion module."""
     doc = {
         "salt_minion": {
+            # rejected_retry: a minion whose key the master refuses keeps trying (README)
             "conf": {"master": "127.0.0.1", "master_port": port, "id": name,
+                     "rejected_retry": True,
                      "acceptance_wait_time": 1, "acceptance_wait_time_max": 2},
             "grains": {"level": level},
         },
@@ -211,6 +213,8 @@ def test_autoprovisioned_openstack_server_is_accepted_and_highstated(
     wait_until(lambda: any(e.data.get("id") == name and e.data.get("act") == "denied"
                            for e in events_of(event_listener, reactor_master, "salt/auth", t1)),
                30, what="the master to deny the rogue's key")
+    refused = wait_event(event_listener, reactor_master, "vmops/key/%s/refused" % name, t1, 30)
+    assert "already accepted" in refused.data["reason"] and refused.data["action"] == "denied"
     assert key_state(rkeys(), name) == "minions"
     assert not events_of(event_listener, reactor_master, "vmops/key/%s/accepted" % name, t1)
     assert reactor_master.salt_cli(timeout=30).run("test.ping", minion_tgt=name).data is True
@@ -261,7 +265,7 @@ def test_wrong_sanity_grain_stops_before_highstate(
 
 
 def test_rogue_minion_with_the_id_of_an_expected_vm_is_never_accepted(
-        rrun, booted, reactor_master, reactor_ports, rkeys, event_listener):
+        rrun, os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener):
     name = "rx-%s" % uuid.uuid4().hex[:6]
     ret = rrun.run("vmops.expect", name)  # a VM about to be booted by hand...
     assert ret.returncode == 0 and "vmops-nonce" in ret.data["metadata"], ret
@@ -281,6 +285,20 @@ def test_rogue_minion_with_the_id_of_an_expected_vm_is_never_accepted(
     attempts = [e for e in events_of(event_listener, reactor_master, "salt/auth", t0)
                 if e.data.get("id") == name]
     assert len(decisions) == 1 and len(attempts) >= 3, (len(decisions), len(attempts))
+
+    # the real VM boots with the registration's nonce: Salt denies its key (the rogue's
+    # holds the id pending), the cloud vouches for it, and it takes the id
+    t1 = time.time()
+    server_id = boot_os(os_conn, booted, name, reactor_ports["ret_port"],
+                        metadata=ret.data["metadata"])
+    done = wait_event(event_listener, reactor_master, "vmops/provision/%s/done" % name, t1)
+    assert done.data["result"] is True and done.data["server_id"] == server_id, done.data
+    accepted = events_of(event_listener, reactor_master, "vmops/key/%s/accepted" % name, t1)
+    assert "replaces a pending key" in accepted[0].data["reason"], accepted[0].data
+    assert "registration by vmops.expect" in accepted[0].data["reason"]
+    assert accepted[0].data["fingerprint"] in fakevm.console(server_id)
+    assert key_state(rkeys(), name) == "minions"
+    assert marker(server_id) == "highstate of %s at level staging" % name
 
 
 def test_rogue_minion_with_the_id_of_an_existing_vm_is_never_accepted(

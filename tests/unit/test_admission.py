@@ -45,6 +45,7 @@ class FakeCloud:
 class FakeKeys:
     def __init__(self):
         self.keys = {}  # id -> (state, pub)
+        self.denied = {}  # id -> [pub]: keys Salt denied because another one held the id
         self.calls = []
 
     def status(self, minion_id):
@@ -66,9 +67,18 @@ class FakeKeys:
         self.calls.append(("reject", minion_id))
         self.keys[minion_id] = ("rejected", self.keys[minion_id][1])
 
-    def delete(self, minion_id):
+    def delete(self, minion_id, rotate=True):
         self.calls.append(("delete", minion_id))
         self.keys.pop(minion_id, None)
+        self.denied.pop(minion_id, None)
+
+    def denied_pubs(self, minion_id):
+        return list(self.denied.get(minion_id, []))
+
+    def preseed(self, minion_id, pub, revoke=True):
+        self.calls.append(("preseed", minion_id))
+        self.denied.pop(minion_id, None)
+        self.keys[minion_id] = ("accepted", pub)
 
 
 class Events(list):
@@ -259,8 +269,10 @@ def test_gate_only_lets_pending_auth_and_admitted_starts_through(world):
     gate = lambda tag, data: admission.gate(world.conf, world.registry, tag, data, world.events,  # noqa: E731
                                             throttle=admission.Throttle())
     assert not gate("salt/auth", {"act": "accept", "id": "app2"})
-    assert not gate("salt/auth", {"act": "denied", "id": "app2"})
+    assert not gate("salt/auth", {"act": "reject", "id": "app2"})
     assert gate("salt/auth", {"act": "pend", "id": "app2", "pub": KEY_A})
+    # a key Salt denied because another one holds the id pending: a decision too
+    assert gate("salt/auth", {"act": "denied", "id": "app3", "pub": KEY_B})
     # start: only a minion admitted with provisioning, only once, only its own start tag
     assert not gate("salt/minion/app2/start", {"id": "app2"})
     _register(world, "app2")
@@ -310,3 +322,31 @@ def test_only_one_decision_per_id_runs_at_a_time(world):
     assert ret["action"] is None and "another decision" in ret["reason"], ret
     assert world.keys.calls == [] and world.events == []
     assert world.decide("app2")["accepted"]
+
+
+def test_a_rogue_holding_the_id_pending_does_not_block_the_vouched_vm(world):
+    entry = _register(world, "app2")
+    world.keys.keys["app2"] = ("pending", KEY_B)  # the rogue came first
+    ret = world.decide("app2")
+    assert not ret["accepted"] and "no server named app2" in ret["reason"]
+    # the real VM boots; Salt denies its key (another one is pending under its id)
+    world.cloud.add("app2", metadata={NONCE_KEY: entry["nonce"]}, console_key=KEY_A)
+    world.keys.denied["app2"] = [KEY_A]
+    ret = world.decide("app2")
+    assert ret["accepted"] and "replaces a pending key" in ret["reason"], ret
+    assert world.keys.keys["app2"] == ("accepted", KEY_A)
+    assert ("preseed", "app2") in world.keys.calls and ("accept", "app2") not in world.keys.calls
+
+
+def test_a_denied_key_never_replaces_an_accepted_one(world):
+    entry = _register(world, "app2")
+    world.cloud.add("app2", metadata={NONCE_KEY: entry["nonce"]}, console_key=KEY_A)
+    world.keys.keys["app2"] = ("accepted", KEY_A)
+    world.keys.denied["app2"] = [KEY_B]
+    ret = world.decide("app2")
+    assert not ret["accepted"] and world.keys.keys["app2"] == ("accepted", KEY_A)
+    tag, _, data = world.events[-1]
+    assert tag == "key/app2/refused" and "already accepted" in data["reason"]
+    assert data["action"] == "denied" and world.keys.calls == []
+    # remembered: the rogue's next attempts cost nothing
+    assert world.registry.refusal("app2", identity.fingerprint(KEY_B), NOW + 20)
