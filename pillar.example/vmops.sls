@@ -64,6 +64,10 @@ vmops:
     minion_config: {}          # extra minion settings (e.g. {hash_type: sha256})
     cloud_config: {}           # extra cloud-config (packages, runcmd...) merged into the user-data
 
+  # The admission reactor (vmops:reactor) and auto-provisioning rules
+  # (vmops:autoprovision) are read on the master by the reactor: put them in the
+  # master config, see master.d/vmops.conf beside this file.
+
   # Per VM: overrides of the defaults.  `level` is both a grain of the new VM and
   # the value the runbook's sanity check expects (salt app2 grains.get level).
   # orch.replace_vm reads `deploy` here when its pillar gives none:

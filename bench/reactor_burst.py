@@ -1,0 +1,144 @@
+"""Benchmark: a burst of servers booted outside the pack, admitted and highstated by the reactor.
+
+Starts a salt-master of its own (the demo's, see tests/harness/demo.py) with
+the pack's reactor configuration and an auto-provisioning rule, boots N
+servers on the local cloud straight through openstacksdk (as an autoscaler
+would, with the opt-in metadata and a launch template's user-data), and
+times each one from its boot request to ``vmops/provision/<id>/done``.
+Nobody touches salt-key.
+
+Usage (after `make demo` or `make test` installed things):
+    /var/tmp/vmops/venv/bin/python bench/reactor_burst.py --servers 10
+Prints first/median/last and writes $VMOPS_HOME/bench-reactor_burst.json.
+"""
+
+import argparse
+import base64
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import yaml
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests" / "harness"))
+import demo  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
+MARK = {"vmops-autoprovision": "bench"}
+
+
+def configure(ret_port, pub_port):
+    demo.write_config(ret_port, pub_port)
+    path = demo.DEMO / "etc" / "master"
+    master = yaml.safe_load(path.read_text())
+    snippet = yaml.safe_load((demo.REPO / "pillar.example" / "master.d" / "vmops.conf").read_text())
+    master["reactor"] = snippet["reactor"]
+    master["vmops"]["autoprovision"] = {
+        "bench": {"cloud": "local", "metadata": MARK, "minion_id": "burst-[0-9a-f]+",
+                  "max_age": 900, "level": "staging"}}
+    path.write_text(yaml.safe_dump(master))
+
+
+def launch_template(name, port):
+    return "#cloud-config\n" + yaml.safe_dump({
+        "salt_minion": {"conf": {"master": "127.0.0.1", "master_port": port, "id": name,
+                                 "rejected_retry": True, "acceptance_wait_time": 1},
+                        "grains": {"level": "staging"}},
+        "runcmd": ['echo "ci-info: salt-minion key fingerprint (sha256): '
+                   '$(salt-call --local --out=newline_values_only key.finger)"'],
+    })
+
+
+def watch(done, expected):
+    """Collect vmops/provision/*/done events (tag -> (master stamp, result))."""
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with
+        [str(demo.BIN / "salt-run"), "-c", str(demo.DEMO / "etc"), "--log-level=quiet",
+         "state.event", "tagmatch=vmops/provision/*/done", "count=-1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+
+    def pump():
+        for line in proc.stdout:
+            tag, _, payload = line.partition("\t")
+            try:
+                data = json.loads(payload)
+            except ValueError:
+                continue
+            done[data["minion"]] = (time.time(), data["result"])
+            if len(done) >= expected:
+                return
+
+    threading.Thread(target=pump, daemon=True).start()
+    time.sleep(2)
+    return proc
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--servers", type=int, default=10)
+    parser.add_argument("--timeout", type=int, default=600)
+    args = parser.parse_args()
+    sys.path.insert(0, str(demo.REPO / "_utils"))
+    from vmopslib import openstack as vos  # pylint: disable=import-outside-toplevel,import-error
+
+    demo.shutil.rmtree(demo.DEMO, ignore_errors=True)
+    ret_port, pub_port = demo.free_port(), demo.free_port()
+    configure(ret_port, pub_port)
+    master = demo.start_master()
+    conn = vos.connect({"name": "local", "cloud": "local-admin",
+                        "client_config_file": str(demo.HOME / "cloud" / "clouds.yaml")})
+    names = ["burst-%s" % uuid.uuid4().hex[:6] for _ in range(args.servers)]
+    booted_at, ids, done = {}, {}, {}
+    watcher = None
+    try:
+        demo.salt("salt-run", "saltutil.sync_all", quiet=True)
+        watcher = watch(done, len(names))
+        image = conn.image.find_image("fake-image")
+        flavor = conn.compute.find_flavor("m1.fake")
+        net = conn.network.find_network("private")
+        for name in names:
+            booted_at[name] = time.time()
+            ids[name] = conn.compute.create_server(
+                name=name, image_id=image.id, flavor_id=flavor.id, networks=[{"uuid": net.id}],
+                metadata=MARK,
+                user_data=base64.b64encode(launch_template(name, ret_port).encode()).decode()).id
+        deadline = time.time() + args.timeout
+        while len(done) < len(names) and time.time() < deadline:
+            time.sleep(0.5)
+    finally:
+        for server_id in ids.values():
+            conn.compute.delete_server(server_id)
+        for name in names:
+            demo.salt("salt-key", "-d", name, "-y", check=False, quiet=True)
+        if watcher:
+            demo.stop(watcher)
+        demo.stop(master)
+    took = {n: done[n][0] - booted_at[n] for n in names if n in done}
+    failed = [n for n in names if n not in done or not done[n][1]]
+    summary = {
+        "servers": len(names), "highstated": len(names) - len(failed), "failed": failed,
+        "first_s": round(min(took.values()), 2) if took else None,
+        "median_s": round(statistics.median(took.values()), 2) if took else None,
+        "last_s": round(max(took.values()), 2) if took else None,
+        "first_boot_to_last_done_s": round(max(d[0] for d in done.values()) - min(booted_at.values()), 2)
+        if done else None,
+        "per_server_s": {n: round(t, 2) for n, t in sorted(took.items(), key=lambda kv: kv[1])},
+    }
+    out = demo.HOME / "bench-reactor_burst.json"
+    out.write_text(json.dumps(summary, indent=1))
+    print("reactor burst of %d: %d highstated; boot -> highstated first %ss, median %ss, last %ss; "
+          "first boot -> last done %ss" % (summary["servers"], summary["highstated"],
+                                           summary["first_s"], summary["median_s"],
+                                           summary["last_s"], summary["first_boot_to_last_done_s"]))
+    print("written to %s" % out)
+    if failed:
+        raise SystemExit("not provisioned: %s" % ", ".join(failed))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("VMOPS_HOME", "/var/tmp/vmops")
+    main()
