@@ -24,7 +24,7 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
 import types  # pylint: disable=wrong-import-order
 
 from vmopslib import admission, config, minions, replace, saltglue
-from vmopslib.registry import NONCE_KEY, Registry
+from vmopslib.registry import NONCE_KEY, Registry, is_live
 from vmopslib.errors import InvalidInput, VmopsError
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,14 @@ def _run(fn, *args, **kwargs):
 
 def _registry():
     return Registry.for_master(__opts__)
+
+
+def _grain(minion_id, grain):
+    return saltglue.minion_grain(__opts__, minion_id, grain)
+
+
+def _wait_for_minion(minion_id, timeout):
+    return saltglue.wait_minion(__opts__, minion_id, timeout)
 
 
 def show(name, cloud=None):
@@ -162,14 +170,7 @@ def check_grain(name, grain, expected):
     """
 
     def _check():
-        try:
-            value = saltglue.minion_grain(__opts__, name, grain)
-        except KeyError:
-            raise VmopsError("minion %s did not answer grains.get %s" % (name, grain)) from None
-        if value != expected:
-            raise VmopsError(
-                "sanity check failed: grain %s of %s is %r, expected %r" % (grain, name, value, expected)
-            )
+        value = minions.check_grain(_grain, name, grain, expected)
         return {"result": True, "minion": name, "grain": grain, "value": value}
 
     return _run(_check)
@@ -241,8 +242,7 @@ def rebuild_minion(name, image=None, cloud=None, timeout=300):
     def _rebuild():
         conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
         return minions.rebuild_minion(
-            conf, prov, saltglue.MasterKeys(__opts__), name,
-            lambda minion_id, wait: saltglue.wait_minion(__opts__, minion_id, wait),
+            conf, prov, saltglue.MasterKeys(__opts__), name, _wait_for_minion,
             image=image, timeout=int(timeout), events=_events(), registry=_registry(),
         )
 
@@ -255,17 +255,7 @@ REPLACE_STEPS = ("plan", "boot", "wait", "sanity", "checked", "smoke", "flip", "
 
 def _replacement(cloud, token):
     conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
-
-    def grain(minion_id, name):
-        try:
-            return saltglue.minion_grain(__opts__, minion_id, name)
-        except KeyError:
-            raise VmopsError("minion %s did not answer grains.get %s" % (minion_id, name)) from None
-
-    ops = types.SimpleNamespace(
-        wait=lambda minion_id, timeout: saltglue.wait_minion(__opts__, minion_id, timeout),
-        grain=grain,
-    )
+    ops = types.SimpleNamespace(wait=_wait_for_minion, grain=_grain)
     journal = replace.Journal(os.path.join(__opts__["cachedir"], "vmops", "replace"))
     return replace.Replacement(conf, prov, saltglue.MasterKeys(__opts__), journal, ops,
                                events=_events(), token=token, registry=_registry())
@@ -395,11 +385,10 @@ def expected(name=None):
     def _list():
         reg = _registry()
         entries = [reg.get(name)] if name else reg.entries()
-        now = time.time()
         out = {}
         for entry in filter(None, entries):
             shown = {k: v for k, v in entry.items() if k != "nonce"}
-            shown["live"] = entry.get("state") == "expected" and now < entry.get("expires", 0)
+            shown["live"] = is_live(entry)
             out[entry["minion"]] = shown
         return {"result": True, "expected": out}
 
@@ -475,19 +464,10 @@ def provision(name, step="check", result=True):
         salt-run vmops.provision web-7f3a step=done result=True
     """
 
-    def _grain(minion_id, grain):
-        try:
-            return saltglue.minion_grain(__opts__, minion_id, grain)
-        except KeyError:
-            raise VmopsError("minion %s did not answer grains.get %s" % (minion_id, grain)) from None
-
     def _step():
         conf = saltglue.settings(__opts__, _pillar())
         if step == "check":
-            return admission.provision_check(
-                conf, _registry(), name,
-                lambda minion_id, timeout: saltglue.wait_minion(__opts__, minion_id, timeout),
-                _grain)
+            return admission.provision_check(conf, _registry(), name, _wait_for_minion, _grain)
         if step == "done":
             return admission.provision_done(_registry(), name, _bool(result), _events())
         raise InvalidInput("step must be check or done")

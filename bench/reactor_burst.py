@@ -13,7 +13,6 @@ Prints first/median/last and writes $VMOPS_HOME/bench-reactor_burst.json.
 """
 
 import argparse
-import base64
 import json
 import os
 import pathlib
@@ -28,6 +27,7 @@ import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests" / "harness"))
 import demo  # noqa: E402  pylint: disable=wrong-import-position,import-error
+import fakevm  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 MARK = {"vmops-autoprovision": "bench"}
 
@@ -42,16 +42,6 @@ def configure(ret_port, pub_port):
         "bench": {"cloud": "local", "metadata": MARK, "minion_id": "burst-[0-9a-f]+",
                   "max_age": 900, "level": "staging"}}
     path.write_text(yaml.safe_dump(master))
-
-
-def launch_template(name, port):
-    return "#cloud-config\n" + yaml.safe_dump({
-        "salt_minion": {"conf": {"master": "127.0.0.1", "master_port": port, "id": name,
-                                 "rejected_retry": True, "acceptance_wait_time": 1},
-                        "grains": {"level": "staging"}},
-        "runcmd": ['echo "ci-info: salt-minion key fingerprint (sha256): '
-                   '$(salt-call --local --out=newline_values_only key.finger)"'],
-    })
 
 
 def watch(done, expected):
@@ -105,7 +95,7 @@ def main():
             ids[name] = conn.compute.create_server(
                 name=name, image_id=image.id, flavor_id=flavor.id, networks=[{"uuid": net.id}],
                 metadata=MARK,
-                user_data=base64.b64encode(launch_template(name, ret_port).encode()).decode()).id
+                user_data=vos.encode_user_data(fakevm.launch_template(name, ret_port))).id
         deadline = time.time() + args.timeout
         while len(done) < len(names) and time.time() < deadline:
             time.sleep(0.5)

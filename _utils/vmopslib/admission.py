@@ -304,15 +304,12 @@ def provision_check(conf, registry, name, wait_minion, grain_of):
     if expected is None:
         return {"result": True, "minion": name, "comment": "%s answers (no %s expected)"
                 % (name, grain)}
-    value = grain_of(name, grain)
-    if value != expected:
-        raise VmopsError("sanity check failed: grain %s of %s is %r, expected %r"
-                         % (grain, name, value, expected))
+    value = minions.check_grain(grain_of, name, grain, expected)
     return {"result": True, "minion": name, grain: value,
             "comment": "%s answers; %s is %r" % (name, grain, value)}
 
 
-def provision_done(registry, name, result, events, comment=None, now=None):
+def provision_done(registry, name, result, events, now=None):
     """The start reaction's last step: record the outcome and fire ``vmops/provision/<id>/done``."""
     now = time.time() if now is None else now
     entry = registry.get(config.check_minion_id(name, "minion id")) or {}
@@ -320,8 +317,8 @@ def provision_done(registry, name, result, events, comment=None, now=None):
     if entry:
         registry.update(name, state=state, provisioned_at=now)
     took = round(now - entry["accepted_at"], 2) if entry.get("accepted_at") else None
-    comment = comment or ("%s is highstated" % name if result
-                          else "provisioning %s failed: see the orchestration's return" % name)
+    comment = ("%s is highstated" % name if result
+               else "provisioning %s failed: see the orchestration's return" % name)
     events("provision/%s/done" % name, comment, minion=name, result=bool(result), state=state,
            source=entry.get("source"), server_id=entry.get("server_id"),
            seconds_since_accept=took)

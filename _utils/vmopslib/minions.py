@@ -172,6 +172,15 @@ def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=Non
     return out
 
 
+def check_grain(grain_of, name, grain, expected):
+    """The runbook's sanity check: ``grain_of(name, grain)`` must equal ``expected``."""
+    value = grain_of(name, grain)
+    if value != expected:
+        raise VmopsError("sanity check failed: grain %s of %s is %r, expected %r"
+                         % (grain, name, value, expected))
+    return value
+
+
 def wait_pending(keys, name, timeout):
     """Wait until ``name`` has a pending (or accepted) key; return the key status."""
     config.check_minion_id(name, "minion id")

@@ -245,11 +245,12 @@ def minion_answers(opts, minion_id, timeout=2):
 
 
 def minion_grain(opts, minion_id, grain, timeout=10):
-    """The value of ``grain`` on ``minion_id`` (KeyError when the minion does not answer)."""
-
+    """The value of ``grain`` on ``minion_id`` (VmopsError when the minion does not answer)."""
     config.check_minion_id(minion_id, "minion id")
     with local_client(opts) as client:
         ret = client.cmd([minion_id], "grains.get", [grain], tgt_type="list", timeout=timeout)
+    if minion_id not in ret:
+        raise VmopsError("minion %s did not answer grains.get %s" % (minion_id, grain))
     return ret[minion_id]
 
 

@@ -70,6 +70,23 @@ def key_fingerprint(pub_pem):
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
+def launch_template(name, master_port, level="staging"):
+    """User-data an operator's autoscaler would give a server outside the pack:
+    cloud-init's salt_minion module (README, "Reactor: admitting new minions")."""
+    doc = {
+        "salt_minion": {
+            # rejected_retry: a minion whose key the master refuses keeps trying
+            "conf": {"master": "127.0.0.1", "master_port": master_port, "id": name,
+                     "rejected_retry": True,
+                     "acceptance_wait_time": 1, "acceptance_wait_time_max": 2},
+            "grains": {"level": level},
+        },
+        "runcmd": ['echo "%s$(salt-call --local --out=newline_values_only key.finger)"'
+                   % FINGERPRINT_PREFIX],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(doc)
+
+
 def vm_dir(server_id):
     return os.path.join(VMS_DIR, server_id)
 

@@ -20,7 +20,8 @@ from pytestshellutils.utils import ports
 
 from tests.conftest import REPO, VMOPS_HOME, record
 from tests.harness import fakevm
-from tests.integration.conftest import FILES, _never_accept, wait_until
+from tests.integration.conftest import FILES, Keys, _never_accept, wait_until
+from vmopslib.provider import encode_user_data
 
 RULE_MARK = {"vmops-autoprovision": "web"}
 
@@ -69,37 +70,7 @@ def rrun(reactor_master):
 
 @pytest.fixture(scope="module")
 def rkeys(reactor_master):
-    cli = reactor_master.salt_key_cli()
-
-    def listing():
-        ret = cli.run("-L")
-        assert ret.returncode == 0, ret
-        return ret.data
-
-    return listing
-
-
-def key_state(listing, minion_id):
-    for state in ("minions", "minions_pre", "minions_rejected", "minions_denied"):
-        if minion_id in listing.get(state, []):
-            return state
-    return None
-
-
-def launch_template(name, port, level="staging"):
-    """User-data an operator's autoscaler would use: cloud-init's salt_minion module."""
-    doc = {
-        "salt_minion": {
-            # rejected_retry: a minion whose key the master refuses keeps trying (README)
-            "conf": {"master": "127.0.0.1", "master_port": port, "id": name,
-                     "rejected_retry": True,
-                     "acceptance_wait_time": 1, "acceptance_wait_time_max": 2},
-            "grains": {"level": level},
-        },
-        "runcmd": ['echo "ci-info: salt-minion key fingerprint (sha256): '
-                   '$(salt-call --local --out=newline_values_only key.finger)"'],
-    }
-    return "#cloud-config\n" + yaml.safe_dump(doc)
+    return Keys(reactor_master.salt_key_cli())
 
 
 @pytest.fixture
@@ -119,9 +90,9 @@ def booted(os_conn, moto_cloud, reactor_master):
         ec2.terminate_instances(InstanceIds=made["ec2"])
     for guest in made["rogues"]:
         fakevm.destroy(guest)
-    cli = reactor_master.salt_key_cli()
+    keys = Keys(reactor_master.salt_key_cli())
     for name in made["keys"]:
-        cli.run("-d", name, "-y")
+        keys.delete(name)
 
 
 def boot_os(os_conn, booted, name, port, metadata=RULE_MARK, level="staging"):
@@ -130,7 +101,8 @@ def boot_os(os_conn, booted, name, port, metadata=RULE_MARK, level="staging"):
     net = os_conn.network.find_network("private")
     server = os_conn.compute.create_server(
         name=name, image_id=image.id, flavor_id=flavor.id, networks=[{"uuid": net.id}],
-        metadata=dict(metadata), user_data=_b64(launch_template(name, port, level)))
+        metadata=dict(metadata),
+        user_data=encode_user_data(fakevm.launch_template(name, port, level)))
     booted["os"].append(server.id)
     booted["keys"].append(name)
     return server.id
@@ -139,7 +111,7 @@ def boot_os(os_conn, booted, name, port, metadata=RULE_MARK, level="staging"):
 def boot_ec2(moto_cloud, ec2_image, booted, name, port):
     ret = moto_cloud.client().run_instances(
         ImageId=ec2_image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
-        UserData=launch_template(name, port),
+        UserData=fakevm.launch_template(name, port),
         TagSpecifications=[{"ResourceType": "instance", "Tags": [
             {"Key": "Name", "Value": name}] + [{"Key": k, "Value": v} for k, v in RULE_MARK.items()]}])
     instance_id = ret["Instances"][0]["InstanceId"]
@@ -152,14 +124,8 @@ def start_rogue(booted, minion_id, port):
     """A real salt-minion started outside the cloud, claiming ``minion_id``."""
     guest = "rogue-%s" % uuid.uuid4().hex[:8]
     booted["rogues"].append(guest)
-    fakevm.boot(guest, launch_template(minion_id, port), name=minion_id)
+    fakevm.boot(guest, fakevm.launch_template(minion_id, port), name=minion_id)
     return guest
-
-
-def _b64(text):
-    import base64  # pylint: disable=import-outside-toplevel
-
-    return base64.b64encode(text.encode()).decode()
 
 
 def marker(server_id):
@@ -199,7 +165,7 @@ def test_autoprovisioned_openstack_server_is_accepted_and_highstated(
     assert len(accepted) == 1, accepted
     assert "auto-provisioning rule web" in accepted[0].data["reason"], accepted[0].data
     assert "console shows this key" in accepted[0].data["reason"]
-    assert key_state(rkeys(), name) == "minions"
+    assert rkeys.state(name) == "minions"
     assert marker(server_id) == "highstate of %s at level staging" % name
     # the start reaction ran once: the orchestration, not an inline highstate
     runs = [e for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
@@ -215,7 +181,7 @@ def test_autoprovisioned_openstack_server_is_accepted_and_highstated(
                30, what="the master to deny the rogue's key")
     refused = wait_event(event_listener, reactor_master, "vmops/key/%s/refused" % name, t1, 30)
     assert "already accepted" in refused.data["reason"] and refused.data["action"] == "denied"
-    assert key_state(rkeys(), name) == "minions"
+    assert rkeys.state(name) == "minions"
     assert not events_of(event_listener, reactor_master, "vmops/key/%s/accepted" % name, t1)
     assert reactor_master.salt_cli(timeout=30).run("test.ping", minion_tgt=name).data is True
 
@@ -229,7 +195,7 @@ def test_autoprovisioned_ec2_instance_is_accepted_and_highstated(
     assert done.data["result"] is True and done.data["server_id"] == instance_id, done.data
     assert done.data["source"] == "autoprovision:web-ec2"
     record("reactor: boot -> highstated (EC2, one instance)", done.stamp.timestamp() - t0)
-    assert key_state(rkeys(), name) == "minions"
+    assert rkeys.state(name) == "minions"
     assert marker(instance_id) == "highstate of %s at level staging" % name
 
 
@@ -277,7 +243,7 @@ def test_rogue_minion_with_the_id_of_an_expected_vm_is_never_accepted(
     assert refused.data["action"] == "pending" and refused.data["transient"] is False
     # the rogue keeps retrying every second or two: no second decision, no accept
     time.sleep(8)
-    assert key_state(rkeys(), name) == "minions_pre"
+    assert rkeys.state(name) == "minions_pre"
     assert len(events_of(event_listener, reactor_master, "vmops/key/%s/*" % name, t0)) == 1
     decisions = [e for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
                  if e.data.get("fun") == "runner.vmops.admit_minion"
@@ -297,7 +263,7 @@ def test_rogue_minion_with_the_id_of_an_expected_vm_is_never_accepted(
     assert "replaces a pending key" in accepted[0].data["reason"], accepted[0].data
     assert "registration by vmops.expect" in accepted[0].data["reason"]
     assert accepted[0].data["fingerprint"] in fakevm.console(server_id)
-    assert key_state(rkeys(), name) == "minions"
+    assert rkeys.state(name) == "minions"
     assert marker(server_id) == "highstate of %s at level staging" % name
 
 
@@ -315,7 +281,7 @@ def test_rogue_minion_with_the_id_of_an_existing_vm_is_never_accepted(
     assert "is not the one server %s printed on its console" % server_id in refused.data["reason"], \
         refused.data
     time.sleep(3)
-    assert key_state(rkeys(), name) == "minions_pre"
+    assert rkeys.state(name) == "minions_pre"
     assert not events_of(event_listener, reactor_master, "vmops/key/%s/accepted" % name, t0)
 
 
@@ -326,7 +292,7 @@ def test_glob_ids_are_never_accepted_nor_widen_an_accept(
     for bystander in ("app2", "bpp2"):
         start_rogue(booted, bystander, reactor_ports["ret_port"])
         booted["keys"].append(bystander)
-    wait_until(lambda: {"app2", "bpp2"} <= set(rkeys().get("minions_pre", [])), 60,
+    wait_until(lambda: {"app2", "bpp2"} <= set(rkeys.listing().get("minions_pre", [])), 60,
                what="the bystanders' keys to be pending")
     # ...and a legitimate server admitted while the glob ids knock
     name = "ap-%s" % uuid.uuid4().hex[:6]
@@ -334,15 +300,14 @@ def test_glob_ids_are_never_accepted_nor_widen_an_accept(
     globs = ("*", "app*", "[ab]pp2")
     for glob in globs:
         start_rogue(booted, glob, reactor_ports["ret_port"])
-    wait_until(lambda: set(globs) <= set(rkeys().get("minions_pre", [])), 60,
+    wait_until(lambda: set(globs) <= set(rkeys.listing().get("minions_pre", [])), 60,
                what="the glob ids' keys to be pending")
     done = wait_event(event_listener, reactor_master, "vmops/provision/%s/done" % name, t0)
     assert done.data["result"] is True and marker(server_id)
     time.sleep(3)
-    listing = rkeys()
     for never in globs + ("app2", "bpp2"):
-        assert key_state(listing, never) == "minions_pre", (never, listing)
-    assert name in listing["minions"]
+        assert rkeys.state(never) == "minions_pre", never
+    assert rkeys.state(name) == "minions"
     audited = {e.data["minion"]: e.data for e in
                events_of(event_listener, reactor_master, "vmops/key/_invalid_/refused", t0)}
     for glob in globs:
@@ -374,7 +339,7 @@ def test_burst_of_ten_servers_all_accepted_and_highstated(
         minion = event.data["minion"]
         assert event.data["result"] is True, event.data
         took[minion] = event.stamp.timestamp() - booted_at[minion]
-    listing = rkeys()
+    listing = rkeys.listing()
     for name in names:
         assert name in listing["minions"]
         assert marker(ids[name]) == "highstate of %s at level staging" % name
