@@ -587,3 +587,120 @@ class OpenStackProvider(Provider):
         waiting.wait_for(lambda: self.conn.block_storage.get_volume(vol.id).status == "available",
                          300, "volume %s to be available" % volume)
         return {"server": server.name, "volume_id": vol.id, "detached": True}
+
+    # ------------------------------------------------------------------ evacuation primitives
+    # One cloud call each; the flow that uses them is ``evacuate.py``.
+
+    has_compute_hosts = True
+
+    @staticmethod
+    def _needs(server):
+        """What a server takes from a host in Placement's terms, from its embedded flavor."""
+        flavor = server.flavor
+        get = (lambda key: getattr(flavor, key, None) or 0) if flavor is not None else (lambda key: 0)
+        swap = get("swap")
+        swap_gb = -(-int(swap) // 1024) if swap and str(swap).isdigit() else 0
+        boot_from_volume = not getattr(server.image, "id", None) if server.image is not None else True
+        disk = (0 if boot_from_volume else int(get("disk"))) + int(get("ephemeral")) + swap_gb
+        return {"VCPU": int(get("vcpus")), "MEMORY_MB": int(get("ram")), "DISK_GB": disk}
+
+    def _state_dict(self, server):
+        return {
+            "id": server.id, "name": server.name, "status": server.status,
+            "task_state": server.task_state, "vm_state": server.vm_state,
+            "host": server.compute_host, "project_id": server.project_id,
+            "locked": bool(server.is_locked), "metadata": dict(server.metadata or {}),
+            "needs": self._needs(server), "updated": server.updated_at,
+        }
+
+    def host_server_states(self, host):
+        """Every server on ``host`` (all projects), with state, lock, metadata and needs."""
+        return [self._state_dict(s)
+                for s in self.conn.compute.servers(all_projects=True, compute_host=host)]
+
+    def server_states(self, changes_since):
+        """Servers changed since ``changes_since`` (ISO time; all projects, deleted ones too)."""
+        return [self._state_dict(s) for s in self.conn.compute.servers(
+            all_projects=True, changes_since=changes_since)]
+
+    def server_state(self, server_id):
+        server = self._get_server(server_id)
+        return self._state_dict(server) if server is not None else None
+
+    def host_migrations(self, host, changes_since):
+        """Migrations from or to ``host`` changed since ``changes_since``."""
+        return [dict(self._migration_dict(m), server_id=m.server_id)
+                for m in self.conn.compute.migrations(host=host, changes_since=changes_since)]
+
+    def migration_progress(self, server_id):
+        """The in-progress live migrations of a server, with memory and disk remaining."""
+        return [{"id": m.id, "status": m.status,
+                 "memory_total": m.memory_total_bytes, "memory_remaining": m.memory_remaining_bytes,
+                 "disk_total": m.disk_total_bytes, "disk_remaining": m.disk_remaining_bytes}
+                for m in self.conn.compute.server_migrations(server_id)]
+
+    def placement_free(self):
+        """Free capacity of every resource provider, by provider name (a compute's host name).
+
+        free = (total - reserved) * allocation_ratio - used, with ``max_unit`` (the
+        largest amount one server may take there).
+        """
+        out = {}
+        for rp in self.conn.placement.resource_providers():
+            usages = self.conn.placement.get("/resource_providers/%s/usages" % rp.id).json()["usages"]
+            res = {}
+            for inv in self.conn.placement.resource_provider_inventories(rp):
+                capacity = int((inv.total - inv.reserved) * inv.allocation_ratio)
+                res[inv.resource_class] = {"free": capacity - usages.get(inv.resource_class, 0),
+                                           "capacity": capacity, "max_unit": inv.max_unit}
+            out[rp.name] = res
+        return out
+
+    def anti_affinity_groups(self):
+        """Server groups with a hard anti-affinity policy: ``[{id, name, members}]``."""
+        out = []
+        for group in self.conn.compute.server_groups(all_projects=True):
+            policy = getattr(group, "policy", None) or ",".join(group.policies or [])
+            if policy == "anti-affinity":
+                out.append({"id": group.id, "name": group.name, "members": list(group.member_ids or [])})
+        return out
+
+    def _action(self, what, server_id, call, *args, **kwargs):
+        try:
+            return call(*args, **kwargs)
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to %s server %s: %s"
+                             % (self.name, what, server_id, exc)) from exc
+
+    def start_live_migration(self, server_id, host=None):
+        """Ask Nova to live-migrate (block migration: ``auto``); does not wait."""
+        self._action("live-migrate", server_id, self.conn.compute.live_migrate_server,
+                     server_id, host=host, block_migration="auto")
+
+    def start_cold_migration(self, server_id, host=None):
+        self._action("migrate", server_id, self.conn.compute.migrate_server, server_id, host=host)
+
+    def confirm_migration(self, server_id):
+        self._action("confirm the migration of", server_id,
+                     self.conn.compute.confirm_server_resize, server_id)
+
+    def shelve_offload(self, server_id):
+        self._action("shelve-offload", server_id, self.conn.compute.shelve_offload_server, server_id)
+
+    def resume(self, server_id):
+        self._action("resume", server_id, self.conn.compute.resume_server, server_id)
+
+    def power_off(self, server_id):
+        self._action("stop", server_id, self.conn.compute.stop_server, server_id)
+
+    def reset_server_state(self, server_id, state="active"):
+        self._action("reset the state of", server_id, self.conn.compute.reset_server_state,
+                     server_id, state)
+
+    def abort_migration_id(self, server_id, migration_id):
+        self._action("abort the migration of", server_id,
+                     self.conn.compute.abort_server_migration, migration_id, server_id)
+
+    def force_complete_migration_id(self, server_id, migration_id):
+        self._action("force-complete the migration of", server_id,
+                     self.conn.compute.force_complete_server_migration, migration_id, server_id)

@@ -49,6 +49,8 @@ class Provider:
     """Base class of the cloud drivers."""
 
     driver = None
+    #: compute hosts the pack can drain (OpenStack); EC2 has none
+    has_compute_hosts = False
 
     def __init__(self, profile):
         self.profile = profile
@@ -209,6 +211,11 @@ OPTIONAL_OPERATIONS = (
     "service_enable", "service_force_down", "host_servers", "host_capacity", "migrations",
     "live_migrate", "cold_migrate", "abort_migration", "force_complete_migration",
     "reset_state", "volumes", "attach_volume", "detach_volume",
+    # evacuation primitives (evacuate.py)
+    "host_server_states", "server_states", "server_state", "host_migrations",
+    "migration_progress", "placement_free", "anti_affinity_groups", "start_live_migration",
+    "start_cold_migration", "confirm_migration", "shelve_offload", "resume", "power_off",
+    "reset_server_state", "abort_migration_id", "force_complete_migration_id",
 )
 
 
