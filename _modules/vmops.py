@@ -21,7 +21,7 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
     sys.path.extend(os.path.join(_ROOT, sub) for sub in ("utils", "_utils"))
     import vmopslib  # pylint: disable=ungrouped-imports
 
-from vmopslib import admission, minions, saltglue
+from vmopslib import admission, evacuate, minions, saltglue
 from vmopslib.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -293,6 +293,72 @@ def host_capacity(host, cloud=None):
         salt-call vmops.host_capacity cmp2
     """
     return _call(cloud, "host_capacity", host)
+
+
+def _evacuation(cloud, options):
+    conf, prov = _provider(cloud)
+    opts = evacuate.options(conf, {k: v for k, v in options.items() if not k.startswith("__")})
+    store = evacuate.JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"),
+                                  what="evacuation")
+
+    def fire(tag, message, **data):
+        try:
+            __salt__["event.send"]("vmops/" + tag, dict(data, message=message))
+        except Exception:  # pylint: disable=broad-except
+            log.debug("vmops: could not send %s", tag)
+
+    return evacuate.Evacuation(prov, store, opts, events=fire)
+
+
+def evacuate_node(node, reason=None, test=False, cloud=None, **options):
+    """
+    Drain compute host ``node``: disable its nova-compute with ``reason``, then
+    move every server off it by what Nova allows for its state, each verified
+    (host changed, migration record completed/confirmed, state as before).
+    The same core as the runner ``vmops.evacuate_node`` (see its documentation
+    for every option: ``concurrency``, ``retries``, ``on_timeout``,
+    ``stall_seconds``, ``timeout``, ``force``, ``target``, ``zone``,
+    ``suspended``, ``on_error``, ``locked``, ``stop_on_failure``), without the
+    master-side check of the moved servers' minions.  ``test=True`` returns the
+    plan and changes nothing.  The journal lives in this minion's cachedir.
+    Raises when any server failed or was left behind (the report is in the
+    error message's first line and in ``vmops/evacuate/<node>/done``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.evacuate_node cmp1 reason='disk errors'
+        salt-call vmops.evacuate_node cmp1 test=True
+    """
+
+    def _evacuate():
+        evac = _evacuation(cloud, options)
+        if str(test).lower() in ("true", "1", "yes"):
+            return evac.plan(node)
+        report = evac.run(node, reason)
+        if not report["result"]:
+            __context__["retcode"] = 1
+        return report
+
+    return saltglue.run_module(_evacuate)
+
+
+def enable_node(node, force=False, migrate_back=False, cloud=None, **options):
+    """
+    Re-enable compute host ``node``, only when the pack disabled it (reason
+    ``vmops-evacuate ...``) unless ``force=True``; ``migrate_back=True`` moves
+    the servers its last evacuation (from this minion) moved off it back.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.enable_node cmp1
+    """
+    truthy = ("true", "1", "yes")
+    return saltglue.run_module(lambda: _evacuation(cloud, options).enable(
+        node, force=str(force).lower() in truthy, migrate_back=str(migrate_back).lower() in truthy))
 
 
 def live_migrate(name, host=None, block_migration="auto", wait=True, timeout=600, cloud=None):

@@ -23,7 +23,7 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
 
 import types  # pylint: disable=wrong-import-order
 
-from vmopslib import admission, config, minions, replace, saltglue
+from vmopslib import admission, config, evacuate, minions, replace, saltglue
 from vmopslib.registry import NONCE_KEY, Registry, is_live
 from vmopslib.errors import InvalidInput, VmopsError
 
@@ -329,6 +329,109 @@ def _bool(value):
     if isinstance(value, str):
         return value.strip().lower() not in ("false", "no", "0", "off", "")
     return bool(value)
+
+
+# ---------------------------------------------------------------------- compute hosts
+
+
+def _evacuation(cloud, options, verify=True):
+    conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
+    opts = evacuate.options(conf, {k: v for k, v in options.items() if not k.startswith("__")})
+    store = evacuate.JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"),
+                                  what="evacuation")
+    verify_minions = (lambda pairs: saltglue.minions_on_hosts(__opts__, pairs)) if verify else None
+    return evacuate.Evacuation(prov, store, opts, events=_events(), verify_minions=verify_minions)
+
+
+def _with_retcode(ret):
+    if ret.get("result") is False:
+        __context__["retcode"] = 1
+        ret["retcode"] = 1
+    return ret
+
+
+def evacuate_node(node, reason=None, cloud=None, test=False, verify_minions=True, **options):
+    """
+    Drain compute host ``node``: disable its nova-compute (reason: ``reason``,
+    stamped with the run id, who and when; a node someone else disabled keeps
+    their reason), then move every server off it by what Nova allows for its
+    state, verified one by one.  The node stays disabled; ``vmops.enable_node``
+    re-enables it.
+
+    - ``node``: exactly one nova-compute host, matched exactly (no glob, no
+      substring: ``cmp1`` never means ``cmp10``); refused when it is the only
+      enabled host.
+    - ``test=True``: the plan (each server's method, the capacity before and
+      after, what would be refused); nothing changes.
+    - Methods: ACTIVE and PAUSED: live migration (block migration: ``auto``);
+      SHUTOFF: cold migration, confirmed; VERIFY_RESIZE: confirmed first;
+      SHELVED: shelve-offloaded.  SUSPENDED, RESCUED, ERROR, locked or busy
+      servers are reported, not moved, unless ``suspended=resume_and_live_migrate``,
+      ``on_error=reset_and_cold_migrate``, ``locked=move``.  Server metadata
+      ``vmops:evacuate=skip`` leaves a server where it is; ``=stop`` stops it.
+    - Before anything changes, Placement's free vCPU, RAM and disk on the other
+      enabled hosts (same availability zone unless ``zone=any``; only ``target``
+      when given) must hold the servers; otherwise refused with the numbers,
+      unless ``force=True``.  Members of one anti-affinity group never move at once.
+    - ``concurrency`` (default 1): migrations in flight from the node at once,
+      counting ones other actors run there.  ``retries`` (2): a failed
+      migration is tried again.  A live migration that makes no progress for
+      ``stall_seconds`` (120) or passes its deadline (``timeout``, default 800 s
+      per GiB of RAM, as Nova's) is handled by ``on_timeout``: ``abort``
+      (default), ``force_complete`` or ``wait``.  ``stop_on_failure=True``
+      starts no new migration after a server failed for good.
+    - Each move is verified: the host changed, the migration record says
+      ``completed`` (live) or ``confirmed`` (cold), the state is as before, and
+      (``verify_minions``) the server's minion, when the master knows it,
+      answers and its ``compute_host`` grain, when it has one, names the new host.
+    - Resumable: a journal per node; a killed run re-run continues (migrations
+      it started are adopted, never started twice); a second run on the same
+      node is refused.  Events ``vmops/evacuate/<node>/...``.
+
+    The report lists every server (method, source, destination, attempts,
+    duration, result) and what is left on the node; ``result`` is False (and
+    the retcode 1) when any server failed or was left behind.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.evacuate_node cmp1 reason='disk errors'
+        salt-run vmops.evacuate_node cmp1 test=True
+        salt-run vmops.evacuate_node cmp1 reason='kernel update' concurrency=2 on_timeout=force_complete
+    """
+
+    def _evacuate():
+        evac = _evacuation(cloud, options, verify=_bool(verify_minions))
+        if _bool(test):
+            return evac.plan(node)
+        return _with_retcode(evac.run(node, reason))
+
+    return _run(_evacuate)
+
+
+def enable_node(node, cloud=None, force=False, migrate_back=False, **options):
+    """
+    Re-enable compute host ``node`` after an evacuation.  Only a node the pack
+    disabled (its reason starts with ``vmops-evacuate``) is enabled, unless
+    ``force=True``: someone else's maintenance is not ended by surprise.
+    ``migrate_back=True`` then moves the servers the last evacuation moved off
+    it back (live or cold, each verified).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.enable_node cmp1
+        salt-run vmops.enable_node cmp1 migrate_back=True
+    """
+
+    def _enable():
+        evac = _evacuation(cloud, options, verify=False)
+        return _with_retcode(evac.enable(node, force=_bool(force),
+                                         migrate_back=_bool(migrate_back)))
+
+    return _run(_enable)
 
 
 # ---------------------------------------------------------------------- admission

@@ -68,6 +68,27 @@ vmops:
   # (vmops:autoprovision) are read on the master by the reactor: put them in the
   # master config, see master.d/vmops.conf beside this file.
 
+  # Evacuating compute nodes (salt-run vmops.evacuate_node, orch.evacuate_node);
+  # each can also be given to the command.  Shown: the defaults.
+  evacuate:
+    concurrency: 1             # migrations in flight from the node (others' included)
+    retries: 2                 # a failed migration is tried again this often
+    on_timeout: abort          # stuck live migration: abort | force_complete | wait
+    stall_seconds: 120         # memory/disk remaining not shrinking this long: stuck
+    timeout: null              # seconds per server (default: timeout_per_gib x RAM GiB, min 2)
+    timeout_per_gib: 800       # Nova's live_migration_completion_timeout
+    stop_on_failure: false     # true: no new migration after a server failed for good
+    force: false               # true: go on when Placement says the servers will not fit
+    target: null               # one host to move everything to (default: the scheduler picks)
+    zone: same                 # same: targets in the node's availability zone | any
+    suspended: report          # report | resume_and_live_migrate
+    on_error: report           # report | reset_and_cold_migrate
+    locked: report             # report | move
+    sweeps: 2                  # extra listings of the node at the end (late arrivals)
+    settle_seconds: 30         # how long a sweep waits for servers busy with another task
+    poll_interval: 0.5         # first poll; back-off while nothing changes ...
+    max_poll_interval: 2.0     # ... up to this
+
   # Per VM: overrides of the defaults.  `level` is both a grain of the new VM and
   # the value the runbook's sanity check expects (salt app2 grains.get level).
   # orch.replace_vm reads `deploy` here when its pillar gives none:

@@ -262,3 +262,31 @@ def wait_minion(opts, minion_id, timeout):
         lambda: minion_answers(opts, minion_id), timeout,
         "minion %s to answer" % minion_id, interval=1,
     )
+
+
+def minions_on_hosts(opts, pairs, grain="compute_host", timeout=20):
+    """Check moved servers' minions: ``pairs`` of (minion id, host it should run on).
+
+    Only ids whose key the master has accepted are asked (a server's name is its
+    minion id); each must answer, and when it has ``grain`` the grain must name
+    the host.  Returns {id: None (fine) or why not}; ids the master does not
+    know are left out.
+    """
+    keys = MasterKeys(opts)
+    known = [(name, host) for name, host in pairs
+             if config.check_minion_id(name, "minion id") and keys.status(name) == "accepted"]
+    if not known:
+        return {}
+    ids = [name for name, _ in known]
+    with local_client(opts) as client:
+        client.cmd(ids, "saltutil.refresh_grains", tgt_type="list", timeout=timeout)
+        ret = client.cmd(ids, "grains.get", [grain], tgt_type="list", timeout=timeout)
+    out = {}
+    for name, host in known:
+        if name not in ret:
+            out[name] = "did not answer within %ss" % timeout
+        elif ret[name] not in ("", None) and ret[name] != host:
+            out[name] = "says (grain %s) it runs on %s, not %s" % (grain, ret[name], host)
+        else:
+            out[name] = None
+    return out
