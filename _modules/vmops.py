@@ -23,6 +23,7 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
 
 from vmopslib import admission, evacuate, minions, saltglue
 from vmopslib.registry import Registry
+from vmopslib.store import JournalStore
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,7 @@ def host_capacity(host, cloud=None):
 def _evacuation(cloud, options):
     conf, prov = _provider(cloud)
     opts = evacuate.options(conf, {k: v for k, v in options.items() if not k.startswith("__")})
-    store = evacuate.JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"),
+    store = JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"),
                                   what="evacuation")
 
     def fire(tag, message, **data):

@@ -25,6 +25,7 @@ import types  # pylint: disable=wrong-import-order
 
 from vmopslib import admission, config, evacuate, minions, replace, saltglue
 from vmopslib.registry import NONCE_KEY, Registry, is_live
+from vmopslib.store import JournalStore
 from vmopslib.errors import InvalidInput, VmopsError
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,9 @@ REPLACE_STEPS = ("plan", "boot", "wait", "sanity", "checked", "smoke", "flip", "
 
 def _replacement(cloud, token):
     conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
-    ops = types.SimpleNamespace(wait=_wait_for_minion, grain=_grain)
+    ops = types.SimpleNamespace(wait=_wait_for_minion, grain=_grain,
+                                idle=lambda minion_id, timeout: saltglue.wait_minion_idle(
+                                    __opts__, minion_id, timeout))
     journal = replace.Journal(os.path.join(__opts__["cachedir"], "vmops", "replace"))
     return replace.Replacement(conf, prov, saltglue.MasterKeys(__opts__), journal, ops,
                                events=_events(), token=token, registry=_registry())
@@ -337,7 +340,7 @@ def _bool(value):
 def _evacuation(cloud, options, verify=True):
     conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
     opts = evacuate.options(conf, {k: v for k, v in options.items() if not k.startswith("__")})
-    store = evacuate.JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"),
+    store = JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"),
                                   what="evacuation")
     verify_minions = (lambda pairs: saltglue.minions_on_hosts(__opts__, pairs)) if verify else None
     return evacuate.Evacuation(prov, store, opts, events=_events(), verify_minions=verify_minions)

@@ -33,8 +33,7 @@ import socket
 import time
 import uuid
 
-from .errors import CloudError, InvalidInput, NotFound, NotSupported, VmopsError
-from .store import JournalStore
+from .errors import InvalidInput, NotFound, NotSupported, VmopsError
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +41,34 @@ REASON_PREFIX = "vmops-evacuate"
 _HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,253}[A-Za-z0-9])?\Z")
 _RUN = re.compile(r"run=([0-9a-f]+)")
 
-MOVING_TASKS = ("migrating", "resize_prep", "resize_migrating", "resize_migrated",
-                "resize_finish", "resize_confirming", "shelving_offloading")
+MOVING_TASKS = (
+    "migrating",
+    "resize_prep",
+    "resize_migrating",
+    "resize_migrated",
+    "resize_finish",
+    "resize_confirming",
+    "shelving_offloading",
+)
 
 DEFAULTS = {
-    "concurrency": 1,          # migrations in flight from the node at once (others' included)
-    "retries": 2,              # a failed migration is tried again this many times
-    "on_timeout": "abort",     # stuck live migration: abort | force_complete | wait
-    "stall_seconds": 120,      # no progress in memory/disk remaining for this long: stuck
-    "timeout": None,           # seconds per server (default: timeout_per_gib x RAM GiB, min 2 GiB)
-    "timeout_per_gib": 800,    # Nova's own live_migration_completion_timeout
-    "poll_interval": 0.5,      # first poll, then back-off while nothing changes
+    "concurrency": 1,  # migrations in flight from the node at once (others' included)
+    "retries": 2,  # a failed migration is tried again this many times
+    "on_timeout": "abort",  # stuck live migration: abort | force_complete | wait
+    "stall_seconds": 120,  # no progress in memory/disk remaining for this long: stuck
+    "timeout": None,  # seconds per server (default: timeout_per_gib x RAM GiB, min 2 GiB)
+    "timeout_per_gib": 800,  # Nova's own live_migration_completion_timeout
+    "poll_interval": 0.5,  # first poll, then back-off while nothing changes
     "max_poll_interval": 2.0,
     "stop_on_failure": False,  # true: no new migration after a server failed for good
-    "force": False,            # true: go on when the capacity check says it will not fit
-    "target": None,            # a host to move everything to (default: the scheduler picks)
-    "zone": "same",            # same: targets in the node's availability zone; any: all
-    "suspended": "report",     # report | resume_and_live_migrate
-    "on_error": "report",      # report | reset_and_cold_migrate
-    "locked": "report",        # report | move (an admin may move a locked server)
-    "sweeps": 2,               # extra listings of the node at the end (late arrivals)
-    "settle_seconds": 30,      # how long a sweep waits for servers busy with another task
+    "force": False,  # true: go on when the capacity check says it will not fit
+    "target": None,  # a host to move everything to (default: the scheduler picks)
+    "zone": "same",  # same: targets in the node's availability zone; any: all
+    "suspended": "report",  # report | resume_and_live_migrate
+    "on_error": "report",  # report | reset_and_cold_migrate
+    "locked": "report",  # report | move (an admin may move a locked server)
+    "sweeps": 2,  # extra listings of the node at the end (late arrivals)
+    "settle_seconds": 30,  # how long a sweep waits for servers busy with another task
 }
 CHOICES = {
     "on_timeout": ("abort", "force_complete", "wait"),
@@ -93,11 +99,14 @@ def _number(value, what, minimum=0, integer=False):
         if integer and str(value).strip() != str(number):
             raise ValueError
     except (TypeError, ValueError):
-        raise InvalidInput("%s must be a%s number, not %r; nothing was changed"
-                           % (what, "n integer" if integer else "", value)) from None
+        raise InvalidInput(
+            "%s must be a%s number, not %r; nothing was changed"
+            % (what, "n integer" if integer else "", value)
+        ) from None
     if number < minimum:
-        raise InvalidInput("%s must be at least %s, not %r; nothing was changed"
-                           % (what, minimum, value))
+        raise InvalidInput(
+            "%s must be at least %s, not %r; nothing was changed" % (what, minimum, value)
+        )
     return number
 
 
@@ -108,13 +117,20 @@ def options(conf=None, overrides=None):
     out.update({k: v for k, v in (overrides or {}).items() if v is not None})
     unknown = sorted(set(out) - set(DEFAULTS))
     if unknown:
-        raise InvalidInput("unknown evacuation option(s) %s (known: %s); nothing was changed"
-                           % (", ".join(unknown), ", ".join(sorted(DEFAULTS))))
+        raise InvalidInput(
+            "unknown evacuation option(s) %s (known: %s); nothing was changed"
+            % (", ".join(unknown), ", ".join(sorted(DEFAULTS)))
+        )
     out["concurrency"] = _number(out["concurrency"], "concurrency", 1, integer=True)
     out["retries"] = _number(out["retries"], "retries", 0, integer=True)
     out["sweeps"] = _number(out["sweeps"], "sweeps", 0, integer=True)
-    for key in ("stall_seconds", "timeout_per_gib", "poll_interval", "max_poll_interval",
-                "settle_seconds"):
+    for key in (
+        "stall_seconds",
+        "timeout_per_gib",
+        "poll_interval",
+        "max_poll_interval",
+        "settle_seconds",
+    ):
         out[key] = _number(out[key], key, 0)
     if out["timeout"] not in (None, ""):
         out["timeout"] = _number(out["timeout"], "timeout", 1)
@@ -124,8 +140,10 @@ def options(conf=None, overrides=None):
         out[key] = _bool(out[key], key)
     for key, allowed in CHOICES.items():
         if out[key] not in allowed:
-            raise InvalidInput("%s must be one of %s, not %r; nothing was changed"
-                               % (key, ", ".join(allowed), out[key]))
+            raise InvalidInput(
+                "%s must be one of %s, not %r; nothing was changed"
+                % (key, ", ".join(allowed), out[key])
+            )
     if out["target"] not in (None, ""):
         check_host(out["target"], "target host")
     else:
@@ -138,7 +156,8 @@ def check_host(host, what="node"):
     if not isinstance(host, str) or not _HOST.match(host):
         raise InvalidInput(
             "%s %r is not a plain host name (letters, digits, '.', '_', '-'; no glob, list or "
-            "pattern): name exactly one compute host; nothing was changed" % (what, host))
+            "pattern): name exactly one compute host; nothing was changed" % (what, host)
+        )
     return host
 
 
@@ -153,15 +172,23 @@ def classify(server, opts):
     if opt_out == "skip":
         return "skip", "its owner opted out (metadata %s=skip)" % OPT_OUT_KEY
     if server.get("task_state"):
-        return "blocked", ("busy with task %s (another actor is working on it): wait for it "
-                           "to finish and re-run" % server["task_state"])
+        return "blocked", (
+            "busy with task %s (another actor is working on it): wait for it "
+            "to finish and re-run" % server["task_state"]
+        )
     if server.get("locked") and opts["locked"] == "report":
         return "blocked", "locked by its owner: unlock it, or re-run with locked=move"
     if opt_out == "stop":
         if status == "SHUTOFF":
-            return "skip", "its owner asked for it to be stopped (metadata %s=stop): it is" % OPT_OUT_KEY
+            return (
+                "skip",
+                "its owner asked for it to be stopped (metadata %s=stop): it is" % OPT_OUT_KEY,
+            )
         if status == "ACTIVE":
-            return "stop", "its owner asked for it to be stopped, not moved (metadata %s=stop)" % OPT_OUT_KEY
+            return (
+                "stop",
+                "its owner asked for it to be stopped, not moved (metadata %s=stop)" % OPT_OUT_KEY,
+            )
     if status in ("ACTIVE", "PAUSED"):
         return "live", "live migration (block migration decided by Nova)"
     if status == "SHUTOFF":
@@ -173,15 +200,22 @@ def classify(server, opts):
     if status == "SUSPENDED":
         if opts["suspended"] == "resume_and_live_migrate":
             return "resume_live", "resume, then live migration (suspended=resume_and_live_migrate)"
-        return "blocked", ("SUSPENDED: Nova cannot move it; resume it, or re-run with "
-                           "suspended=resume_and_live_migrate")
+        return "blocked", (
+            "SUSPENDED: Nova cannot move it; resume it, or re-run with "
+            "suspended=resume_and_live_migrate"
+        )
     if status == "RESCUED":
         return "blocked", "RESCUED: Nova cannot move it; unrescue it first"
     if status == "ERROR":
         if opts["on_error"] == "reset_and_cold_migrate":
-            return "reset_cold", "reset to active, then cold migration (on_error=reset_and_cold_migrate)"
-        return "blocked", ("ERROR: not moved; look at its fault, then reset_state it or re-run with "
-                           "on_error=reset_and_cold_migrate")
+            return (
+                "reset_cold",
+                "reset to active, then cold migration (on_error=reset_and_cold_migrate)",
+            )
+        return "blocked", (
+            "ERROR: not moved; look at its fault, then reset_state it or re-run with "
+            "on_error=reset_and_cold_migrate"
+        )
     return "blocked", "%s: Nova cannot move a server in this state; wait or act on it" % status
 
 
@@ -198,17 +232,33 @@ def fit(servers, hosts):
     """
     left = {h: {rc: dict(v) for rc, v in res.items()} for h, res in hosts.items()}
     placements, unplaced = {}, []
-    order = sorted(servers, key=lambda s: (s["needs"].get("MEMORY_MB", 0), s["needs"].get("VCPU", 0),
-                                           s["needs"].get("DISK_GB", 0)), reverse=True)
+    order = sorted(
+        servers,
+        key=lambda s: (
+            s["needs"].get("MEMORY_MB", 0),
+            s["needs"].get("VCPU", 0),
+            s["needs"].get("DISK_GB", 0),
+        ),
+        reverse=True,
+    )
     for server in order:
         best = None
         for host in sorted(left):
             res = left[host]
-            ok = all(amount <= 0 or (rc in res and res[rc]["free"] >= amount
-                                     and (res[rc].get("max_unit") or amount) >= amount)
-                     for rc, amount in server["needs"].items())
-            if ok and (best is None or res.get("MEMORY_MB", {}).get("free", 0)
-                       > left[best].get("MEMORY_MB", {}).get("free", 0)):
+            ok = all(
+                amount <= 0
+                or (
+                    rc in res
+                    and res[rc]["free"] >= amount
+                    and (res[rc].get("max_unit") or amount) >= amount
+                )
+                for rc, amount in server["needs"].items()
+            )
+            if ok and (
+                best is None
+                or res.get("MEMORY_MB", {}).get("free", 0)
+                > left[best].get("MEMORY_MB", {}).get("free", 0)
+            ):
                 best = host
         if best is None:
             unplaced.append(server)
@@ -226,16 +276,18 @@ def _free_summary(hosts):
 
 class Evacuation:
     """One node's evacuation.  ``provider`` is an OpenStack driver (``has_compute_hosts``);
-    ``store`` a :class:`JournalStore`; ``events(tag, message, **data)``;
+    ``store`` a :class:`store.JournalStore`; ``events(tag, message, **data)``;
     ``verify_minions(list of (minion id, host))`` -> {id: None (fine) or why not}, or None."""
 
-    def __init__(self, provider, store, opts, events=None, verify_minions=None, clock=time,
-                 who=None):
+    def __init__(
+        self, provider, store, opts, events=None, verify_minions=None, clock=time, who=None
+    ):
         if not getattr(provider, "has_compute_hosts", False):
             raise NotSupported(
                 "cloud %s (%s driver) has no compute hosts to evacuate: evacuate_node and "
                 "enable_node are for OpenStack clouds (on EC2, AWS moves instances off "
-                "retiring hardware itself: stop and start them)" % (provider.name, provider.driver))
+                "retiring hardware itself: stop and start them)" % (provider.name, provider.driver)
+            )
         self.provider = provider
         self.store = store
         self.opts = opts
@@ -253,40 +305,52 @@ class Evacuation:
         hosts = sorted(s["host"] for s in services)
         mine = [s for s in services if s["host"] == node]
         if not mine:
-            raise NotFound("no nova-compute service on host %r on cloud %s (hosts: %s); nothing "
-                           "was changed" % (node, self.provider.name, ", ".join(hosts) or "none"))
+            raise NotFound(
+                "no nova-compute service on host %r on cloud %s (hosts: %s); nothing "
+                "was changed" % (node, self.provider.name, ", ".join(hosts) or "none")
+            )
         if len(mine) > 1:
-            raise InvalidInput("%d nova-compute services are on host %r: nothing was changed"
-                               % (len(mine), node))
+            raise InvalidInput(
+                "%d nova-compute services are on host %r: nothing was changed" % (len(mine), node)
+            )
         return mine[0], services
 
     def _targets(self, node, service, services):
         """The hosts the servers may go to: enabled, up, not the node (same zone by default)."""
-        usable = [s for s in services if s["host"] != node and s["status"] == "enabled"
-                  and s["state"] == "up" and not s["forced_down"]]
+        usable = [
+            s
+            for s in services
+            if s["host"] != node
+            and s["status"] == "enabled"
+            and s["state"] == "up"
+            and not s["forced_down"]
+        ]
         if not usable:
             raise InvalidInput(
                 "%s is the only enabled nova-compute host that is up on cloud %s: there is "
-                "nowhere to move its servers; nothing was changed" % (node, self.provider.name))
+                "nowhere to move its servers; nothing was changed" % (node, self.provider.name)
+            )
         if self.opts["zone"] == "same":
             usable = [s for s in usable if s["zone"] == service["zone"]] or []
             if not usable:
-                raise InvalidInput("no other enabled host is up in %s's availability zone %s "
-                                   "(zone=any allows the others); nothing was changed"
-                                   % (node, service["zone"]))
+                raise InvalidInput(
+                    "no other enabled host is up in %s's availability zone %s "
+                    "(zone=any allows the others); nothing was changed" % (node, service["zone"])
+                )
         if self.opts["target"]:
             chosen = [s for s in usable if s["host"] == self.opts["target"]]
             if not chosen:
-                raise InvalidInput("target host %s is not an enabled, up compute host other than "
-                                   "%s (usable: %s); nothing was changed"
-                                   % (self.opts["target"], node,
-                                      ", ".join(s["host"] for s in usable)))
+                raise InvalidInput(
+                    "target host %s is not an enabled, up compute host other than "
+                    "%s (usable: %s); nothing was changed"
+                    % (self.opts["target"], node, ", ".join(s["host"] for s in usable))
+                )
             usable = chosen
         return sorted(s["host"] for s in usable)
 
     def _capacity(self, node, targets, items):
         """Placement's free capacity on the targets vs. what the movable servers need."""
-        free = self.provider.placement_free()
+        free = self.provider.placement_free(targets)
         hosts = {}
         for host in targets:
             for rp_name, res in free.items():
@@ -306,27 +370,44 @@ class Evacuation:
             "unplaced": [i["name"] for i in unplaced],
         }
         if unplaced:
-            largest = {rc: max((res.get(rc, {}).get("free", 0) for res in hosts.values()), default=0)
-                       for rc in ("VCPU", "MEMORY_MB", "DISK_GB")}
+            largest = {
+                rc: max((res.get(rc, {}).get("free", 0) for res in hosts.values()), default=0)
+                for rc in ("VCPU", "MEMORY_MB", "DISK_GB")
+            }
             short = []
             for item in unplaced:
-                over = ["%s %s > %s" % (rc, amount, largest.get(rc, 0))
-                        for rc, amount in sorted(item["needs"].items())
-                        if amount > 0 and amount > largest.get(rc, 0)]
-                short.append("%s (needs %s%s)" % (
-                    item["name"], ", ".join("%s %s" % kv for kv in sorted(item["needs"].items())),
-                    "; " + ", ".join(over) if over else "; no single host has all of it left"))
-            totals = {rc: sum(res.get(rc, {}).get("free", 0) for res in hosts.values())
-                      for rc in sorted(need)}
+                over = [
+                    "%s %s > %s" % (rc, amount, largest.get(rc, 0))
+                    for rc, amount in sorted(item["needs"].items())
+                    if amount > 0 and amount > largest.get(rc, 0)
+                ]
+                short.append(
+                    "%s (needs %s%s)"
+                    % (
+                        item["name"],
+                        ", ".join("%s %s" % kv for kv in sorted(item["needs"].items())),
+                        "; " + ", ".join(over) if over else "; no single host has all of it left",
+                    )
+                )
+            totals = {
+                rc: sum(res.get(rc, {}).get("free", 0) for res in hosts.values())
+                for rc in sorted(need)
+            }
             out["comment"] = (
                 "the servers on %s do not fit on %s: they need %s in all, the targets have %s "
-                "free (%s); cannot place %s" % (
-                    node, ", ".join(targets) or "no host",
+                "free (%s); cannot place %s"
+                % (
+                    node,
+                    ", ".join(targets) or "no host",
                     ", ".join("%s %s" % kv for kv in sorted(need.items())),
                     ", ".join("%s %s" % kv for kv in totals.items()),
-                    "; ".join("%s: %s" % (h, ", ".join("%s %s" % kv for kv in res.items()))
-                              for h, res in out["free_before"].items()),
-                    "; ".join(short)))
+                    "; ".join(
+                        "%s: %s" % (h, ", ".join("%s %s" % kv for kv in res.items()))
+                        for h, res in out["free_before"].items()
+                    ),
+                    "; ".join(short),
+                )
+            )
         return out
 
     def _groups(self, items, targets):
@@ -352,8 +433,9 @@ class Evacuation:
             if len(room) < len(here):
                 problems.append(
                     "anti-affinity group %s (%s): %d member(s) on the node but only %d target "
-                    "host(s) without a member (%s)" % (group["name"], group["id"], len(here),
-                                                       len(room), ", ".join(room) or "none"))
+                    "host(s) without a member (%s)"
+                    % (group["name"], group["id"], len(here), len(room), ", ".join(room) or "none")
+                )
         return problems
 
     def _items(self, node, servers, known=None):
@@ -364,14 +446,25 @@ class Evacuation:
                 continue
             self._states[server["id"]] = server
             method, comment = classify(server, self.opts)
-            items.append({
-                "id": server["id"], "name": server["name"], "project_id": server["project_id"],
-                "status": server["status"], "method": method, "plan": comment,
-                "phase": {"skip": "skipped", "blocked": "blocked"}.get(method, "pending"),
-                "source": node, "dest": None, "attempts": 0, "needs": server["needs"],
-                "comment": comment if method in ("skip", "blocked") else None,
-                "duration": None, "migration_id": None, "group": None,
-            })
+            items.append(
+                {
+                    "id": server["id"],
+                    "name": server["name"],
+                    "project_id": server["project_id"],
+                    "status": server["status"],
+                    "method": method,
+                    "plan": comment,
+                    "phase": {"skip": "skipped", "blocked": "blocked"}.get(method, "pending"),
+                    "source": node,
+                    "dest": None,
+                    "attempts": 0,
+                    "needs": server["needs"],
+                    "comment": comment if method in ("skip", "blocked") else None,
+                    "duration": None,
+                    "migration_id": None,
+                    "group": None,
+                }
+            )
         return items
 
     # ------------------------------------------------------------------ plan
@@ -386,7 +479,12 @@ class Evacuation:
         holder = self.store.is_locked(node)
         moves = [i for i in items if i["method"] in MOVE_METHODS]
         comment = "%s: %d server(s); %d to move to %s; %d left as they are" % (
-            node, len(items), len(moves), ", ".join(targets), len(items) - len(moves))
+            node,
+            len(items),
+            len(moves),
+            ", ".join(targets),
+            len(items) - len(moves),
+        )
         refused = []
         if not capacity["fits"]:
             refused.append(capacity["comment"])
@@ -395,11 +493,18 @@ class Evacuation:
             refused.append("an evacuation of %s is already running (%s)" % (node, holder))
         return {
             "result": None if not refused or self.opts["force"] else False,
-            "test": True, "node": node, "service": service, "targets": targets,
+            "test": True,
+            "node": node,
+            "service": service,
+            "targets": targets,
             "disable": (service["status"] == "enabled"),
-            "servers": [{k: i[k] for k in ("id", "name", "project_id", "status", "method", "plan",
-                                           "needs")} for i in items],
-            "capacity": capacity, "anti_affinity": groups, "refusals": refused,
+            "servers": [
+                {k: i[k] for k in ("id", "name", "project_id", "status", "method", "plan", "needs")}
+                for i in items
+            ],
+            "capacity": capacity,
+            "anti_affinity": groups,
+            "refusals": refused,
             "options": self.opts,
             "comment": comment + ("; would be refused: " + "; ".join(refused) if refused else ""),
         }
@@ -431,37 +536,61 @@ class Evacuation:
         resuming = bool(record and record.get("state") in ("running", "interrupted"))
         if resuming:
             record["resumed"] = record.get("resumed", 0) + 1
-            self._fire(record, "resume", "resuming run %s of %s (%d server(s) recorded)"
-                       % (record["run"], node, len(record["items"])))
+            self._fire(
+                record,
+                "resume",
+                "resuming run %s of %s (%d server(s) recorded)"
+                % (record["run"], node, len(record["items"])),
+            )
         else:
-            record = {"node": node, "run": uuid.uuid4().hex[:12], "reason": reason,
-                      "who": self.who, "started": time.time(), "state": "planning",
-                      "items": [], "disabled_by_us": False, "prior_reason": None,
-                      "options": self.opts}
+            record = {
+                "node": node,
+                "run": uuid.uuid4().hex[:12],
+                "reason": reason,
+                "who": self.who,
+                "started": time.time(),
+                "state": "planning",
+                "items": [],
+                "disabled_by_us": False,
+                "prior_reason": None,
+                "options": self.opts,
+            }
             # a first look, before any change: refuse what cannot work
-            items = self._items(node, self.provider.host_server_states(node))
-            self._refuse_if_bad(record, node, targets, items)
+            first = self._items(node, self.provider.host_server_states(node))
+            self._refuse_if_bad(record, node, targets, first)
         record["targets"] = targets
         self._disable(record)
-        # look again now that nothing new can land here, and check again
+        # look again now that nothing new can land here; check again when there is more to move
         known = {i["id"]: i for i in record["items"]}
         fresh = self._items(node, self.provider.host_server_states(node), known)
-        if fresh and not resuming:
-            try:
-                self._refuse_if_bad(record, node, targets, fresh)
-            except InvalidInput:
-                self._undo_disable(record)
-                raise
+        if not resuming:
+            checked = {i["id"]: i for i in first if i["method"] in MOVE_METHODS}
+            if [i for i in fresh if i["method"] in MOVE_METHODS and i["id"] not in checked]:
+                try:
+                    self._refuse_if_bad(record, node, targets, fresh)
+                except InvalidInput:
+                    self._undo_disable(record)
+                    raise
+            else:
+                for item in fresh:
+                    item["group"] = checked.get(item["id"], {}).get("group")
         elif fresh:
             self._groups(fresh, targets)
+        for item in record["items"]:
+            if item["phase"] == "verifying":
+                item["phase"] = "moving"
         for item in record["items"]:
             self._states.setdefault(item["id"], {"id": item["id"], "host": item["source"]})
         record["items"].extend(fresh)
         record["state"] = "running"
         self._save(record)
-        self._fire(record, "plan", "%s: %d server(s) to handle, concurrency %d" % (
-            node, len(record["items"]), self.opts["concurrency"]),
-            servers=[{k: i[k] for k in ("id", "name", "method")} for i in record["items"]])
+        self._fire(
+            record,
+            "plan",
+            "%s: %d server(s) to handle, concurrency %d"
+            % (node, len(record["items"]), self.opts["concurrency"]),
+            servers=[{k: i[k] for k in ("id", "name", "method")} for i in record["items"]],
+        )
         try:
             self._execute(record)
             for _ in range(int(self.opts["sweeps"])):
@@ -481,8 +610,9 @@ class Evacuation:
             problems.insert(0, capacity["comment"])
         if problems and not self.opts["force"]:
             self.events("evacuate/%s/refused" % node, "; ".join(problems), problems=problems)
-            raise InvalidInput("%s; nothing was changed (force=True goes on anyway)"
-                               % "; ".join(problems))
+            raise InvalidInput(
+                "%s; nothing was changed (force=True goes on anyway)" % "; ".join(problems)
+            )
         if problems:
             record.setdefault("warnings", []).extend(problems)
 
@@ -497,11 +627,21 @@ class Evacuation:
             # someone else's maintenance: keep their reason, never re-enable it ourselves
             if not record["disabled_by_us"]:
                 record["prior_reason"] = reason or "(no reason given)"
-            self._fire(record, "disabled", "%s was already disabled by someone else (%s): left as "
-                       "it is" % (node, reason or "no reason given"), reason=reason, ours=False)
+            self._fire(
+                record,
+                "disabled",
+                "%s was already disabled by someone else (%s): left as "
+                "it is" % (node, reason or "no reason given"),
+                reason=reason,
+                ours=False,
+            )
             return
-        text = "%s by %s at %s: %s" % (ours, self.who, time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                      time.gmtime()), record["reason"])
+        text = "%s by %s at %s: %s" % (
+            ours,
+            self.who,
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            record["reason"],
+        )
         self.provider.service_disable(node, text[:255])
         record["disabled_by_us"] = True
         record["disabled_reason"] = text[:255]
@@ -512,8 +652,11 @@ class Evacuation:
         if record["disabled_by_us"]:
             self.provider.service_enable(record["node"])
             record["disabled_by_us"] = False
-            self._fire(record, "enabled", "%s enabled again: the run was refused before anything "
-                       "moved" % record["node"])
+            self._fire(
+                record,
+                "enabled",
+                "%s enabled again: the run was refused before anything moved" % record["node"],
+            )
 
     # ------------------------------------------------------------------ execution
 
@@ -545,22 +688,33 @@ class Evacuation:
         elif method == "resume_live":
             prov.resume(sid)
         item["phase"] = "moving"
-        self._fire(record, "server/%s/started" % item["name"],
-                   "%s: %s (attempt %d)" % (item["name"], item["plan"], item["attempts"]),
-                   server=sid, method=method, attempt=item["attempts"])
+        self._fire(
+            record,
+            "server/%s/started" % item["name"],
+            "%s: %s (attempt %d)" % (item["name"], item["plan"], item["attempts"]),
+            server=sid,
+            method=method,
+            attempt=item["attempts"],
+        )
 
     def _busy_others(self, record):
         ours = {i["id"] for i in record["items"] if i["phase"] in ("moving", "confirming")}
-        return sum(1 for sid, s in self._states.items()
-                   if sid not in ours and s.get("host") == record["node"]
-                   and s.get("task_state") in MOVING_TASKS)
+        return sum(
+            1
+            for sid, s in self._states.items()
+            if sid not in ours
+            and s.get("host") == record["node"]
+            and s.get("task_state") in MOVING_TASKS
+        )
 
     def _eligible(self, record, item):
         if item["phase"] != "pending":
             return False
         if item.get("group"):
-            return not any(o["group"] == item["group"] and o["phase"] in ("moving", "confirming")
-                           for o in record["items"])
+            return not any(
+                o["group"] == item["group"] and o["phase"] in ("moving", "confirming")
+                for o in record["items"]
+            )
         return True
 
     def _execute(self, record):
@@ -572,6 +726,7 @@ class Evacuation:
         interval = opts["poll_interval"]
         stopped = False
         waiting_since = None
+        awaiting = []  # settled on another host; their migration records are read in batches
         while True:
             moving = [i for i in record["items"] if i["phase"] in ("moving", "confirming")]
             if not stopped:
@@ -588,6 +743,10 @@ class Evacuation:
                         continue
                     moving.append(item)
                 self._save(record)
+            if not moving and awaiting:
+                self._verify_records(record, awaiting)
+                awaiting = []
+                continue
             if not moving:
                 blocked = [i for i in record["items"] if self._eligible(record, i)]
                 if stopped or not blocked or not self._busy_others(record):
@@ -596,32 +755,42 @@ class Evacuation:
                 waiting_since = waiting_since or time.time()
                 if time.time() - waiting_since > (opts["timeout"] or 2 * opts["timeout_per_gib"]):
                     for item in blocked:
-                        self._failed(record, item, "not started: other actors' migrations on "
-                                     "the node did not finish")
+                        self._failed(
+                            record,
+                            item,
+                            "not started: other actors' migrations on the node did not finish",
+                        )
                     break
             else:
                 waiting_since = None
             self.clock.sleep(interval)
             listed_at = time.time()
             for state in self.provider.server_states(
-                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))):
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+            ):
                 self._states[state["id"]] = state
             since = listed_at - 30
             changed = False
-            finished = []
             for item in moving:
                 outcome = self._evaluate(record, item)
                 if outcome:
                     changed = True
                 if outcome == "verify":
-                    finished.append(item)
+                    item["phase"] = "verifying"
+                    item.setdefault("settled", time.time())
+                    awaiting.append(item)
                 elif outcome == "failed" and opts["stop_on_failure"]:
                     stopped = True
-            if finished:
-                self._verify_records(record, finished)
+            if awaiting and (
+                len(awaiting) >= opts["concurrency"]
+                or time.time() - min(i["settled"] for i in awaiting) > 5
+            ):
+                self._verify_records(record, awaiting)
+                awaiting = []
             self._save(record)
-            interval = opts["poll_interval"] if changed else min(interval * 1.5,
-                                                                  opts["max_poll_interval"])
+            interval = (
+                opts["poll_interval"] if changed else min(interval * 1.5, opts["max_poll_interval"])
+            )
 
     def _evaluate(self, record, item):
         """Look at one in-flight server in the latest listing; act; say what changed."""
@@ -642,13 +811,15 @@ class Evacuation:
                 return self._failed(record, item, "went to ERROR while it was being moved")
             if method == "stop":
                 if state["status"] == "SHUTOFF":
-                    return self._done(record, item, "stopped on the node, as its owner asked",
-                                      phase="stopped")
+                    return self._done(
+                        record, item, "stopped on the node, as its owner asked", phase="stopped"
+                    )
                 return None
             if method == "offload":
                 if state["status"] == "SHELVED_OFFLOADED":
-                    return self._done(record, item, "shelve-offloaded (no longer on any host)",
-                                      phase="offloaded")
+                    return self._done(
+                        record, item, "shelve-offloaded (no longer on any host)", phase="offloaded"
+                    )
                 return None
             if method == "resume_live":
                 if state["status"] == "ACTIVE":
@@ -659,13 +830,22 @@ class Evacuation:
             if method == "confirm":
                 if state["status"] != "VERIFY_RESIZE":
                     if state["host"] != record["node"]:
-                        return self._done(record, item, "resize confirmed; it runs on %s"
-                                          % state["host"], phase="moved", dest=state["host"])
+                        return self._done(
+                            record,
+                            item,
+                            "resize confirmed; it runs on %s" % state["host"],
+                            phase="moved",
+                            dest=state["host"],
+                        )
                     replan, comment = classify(state, self.opts)
-                    item.update(method=replan, plan="resize confirmed, then " + comment,
-                                phase="pending" if replan in MOVE_METHODS else
-                                {"skip": "skipped"}.get(replan, "blocked"),
-                                status=state["status"])
+                    item.update(
+                        method=replan,
+                        plan="resize confirmed, then " + comment,
+                        phase="pending"
+                        if replan in MOVE_METHODS
+                        else {"skip": "skipped"}.get(replan, "blocked"),
+                        status=state["status"],
+                    )
                     if item["phase"] == "blocked":
                         item["comment"] = comment
                     return "replanned"
@@ -688,8 +868,12 @@ class Evacuation:
             return self._watch(record, item, now)
         if now - item["started"] > self._deadline(item) and not item.get("timed_out"):
             item["timed_out"] = True
-            self._fire(record, "server/%s/slow" % item["name"], "%s: still %s after %ds"
-                       % (item["name"], busy, now - item["started"]), server=item["id"])
+            self._fire(
+                record,
+                "server/%s/slow" % item["name"],
+                "%s: still %s after %ds" % (item["name"], busy, now - item["started"]),
+                server=item["id"],
+            )
         return None
 
     def _watch(self, record, item, now):
@@ -714,8 +898,7 @@ class Evacuation:
                 item["samples"] = (item.get("samples") or [])[-3:] + [remaining]
                 samples = item["samples"]
                 if len(samples) >= 4 and min(samples[-3:]) >= samples[-4]:
-                    stalled = "no progress for %ds (%d bytes still to copy)" % (
-                        step * 3, remaining)
+                    stalled = "no progress for %ds (%d bytes still to copy)" % (step * 3, remaining)
         if stalled is None and elapsed > self._deadline(item):
             stalled = "not finished after %ds (its deadline)" % elapsed
         if stalled is None:
@@ -728,8 +911,12 @@ class Evacuation:
         if action == "wait" or mig_id is None:
             if not item.get("stall_reported"):
                 item["stall_reported"] = True
-                self._fire(record, "server/%s/stuck" % item["name"], "%s: %s; waiting" % (
-                    item["name"], stalled), server=item["id"])
+                self._fire(
+                    record,
+                    "server/%s/stuck" % item["name"],
+                    "%s: %s; waiting" % (item["name"], stalled),
+                    server=item["id"],
+                )
             return None
         try:
             if action == "abort":
@@ -740,80 +927,133 @@ class Evacuation:
                 item["forced"] = stalled
         except VmopsError as exc:
             item["stall_reported"] = True
-            self._fire(record, "server/%s/stuck" % item["name"], "%s: %s; %s failed: %s" % (
-                item["name"], stalled, action, exc), server=item["id"])
+            self._fire(
+                record,
+                "server/%s/stuck" % item["name"],
+                "%s: %s; %s failed: %s" % (item["name"], stalled, action, exc),
+                server=item["id"],
+            )
             return None
-        self._fire(record, "server/%s/%s" % (item["name"], "aborted" if action == "abort"
-                                              else "force_completed"),
-                   "%s: %s; %s migration %s" % (item["name"], stalled, action.replace("_", "-"),
-                                                mig_id), server=item["id"], migration=mig_id)
+        self._fire(
+            record,
+            "server/%s/%s" % (item["name"], "aborted" if action == "abort" else "force_completed"),
+            "%s: %s; %s migration %s" % (item["name"], stalled, action.replace("_", "-"), mig_id),
+            server=item["id"],
+            migration=mig_id,
+        )
         return action
 
     def _retry_or_fail(self, record, item, state):
         last = self._last_migration(record, item)
         why = "the migration did not move it (migration %s: %s)" % (
-            last.get("id") if last else "?", last.get("status") if last else "no record")
+            last.get("id") if last else "?",
+            last.get("status") if last else "no record",
+        )
         if item.get("aborted"):
-            return self._failed(record, item, "aborted: %s; it runs on %s as before" % (
-                item["aborted"], state["host"]))
+            return self._failed(
+                record,
+                item,
+                "aborted: %s; it runs on %s as before" % (item["aborted"], state["host"]),
+            )
         if item["attempts"] <= self.opts["retries"]:
             item["phase"] = "pending"
             item["comment"] = why
-            self._fire(record, "server/%s/retry" % item["name"], "%s: %s; trying again (%d of %d)"
-                       % (item["name"], why, item["attempts"] + 1, self.opts["retries"] + 1),
-                       server=item["id"])
+            self._fire(
+                record,
+                "server/%s/retry" % item["name"],
+                "%s: %s; trying again (%d of %d)"
+                % (item["name"], why, item["attempts"] + 1, self.opts["retries"] + 1),
+                server=item["id"],
+            )
             return "retry"
-        return self._failed(record, item, "%s after %d attempt(s); it stays on %s" % (
-            why, item["attempts"], state["host"]))
+        return self._failed(
+            record,
+            item,
+            "%s after %d attempt(s); it stays on %s" % (why, item["attempts"], state["host"]),
+        )
 
     def _last_migration(self, record, item):
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(item["started"] - 60))
-        migs = [m for m in self.provider.host_migrations(record["node"], since)
-                if m["server_id"] == item["id"]]
+        migs = [
+            m
+            for m in self.provider.host_migrations(record["node"], since)
+            if m["server_id"] == item["id"]
+        ]
         migs.sort(key=lambda m: (m["created"] or "", m["id"]))
         return migs[-1] if migs else None
 
     def _verify_records(self, record, items):
-        """A move is done only when Nova's migration record says so (status alone proves nothing)."""
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                              time.gmtime(min(i["started"] for i in items) - 60))
+        """A move is done only when Nova's migration record says so (status proves nothing)."""
+        since = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(i["started"] for i in items) - 60)
+        )
         migs = self.provider.host_migrations(record["node"], since)
         for item in items:
-            mine = sorted((m for m in migs if m["server_id"] == item["id"]),
-                          key=lambda m: (m["created"] or "", m["id"]))
+            mine = sorted(
+                (m for m in migs if m["server_id"] == item["id"]),
+                key=lambda m: (m["created"] or "", m["id"]),
+            )
             last = mine[-1] if mine else {}
             state = self._states[item["id"]]
             wanted = "completed" if item["method"] == "live" else "confirmed"
-            if last.get("status") == wanted and state["status"] == item["status"] or (
-                    last.get("status") == wanted and item["method"] == "reset_cold"):
+            if (
+                last.get("status") == wanted
+                and state["status"] == item["status"]
+                or (last.get("status") == wanted and item["method"] == "reset_cold")
+            ):
                 item["migration_id"] = last.get("id")
                 note = " (force-completed: %s)" % item["forced"] if item.get("forced") else ""
-                self._done(record, item, "%s migration to %s, migration %s %s%s" % (
-                    "live" if item["method"] == "live" else "cold", state["host"], last.get("id"),
-                    wanted, note), phase="moved", dest=state["host"])
+                self._done(
+                    record,
+                    item,
+                    "%s migration to %s, migration %s %s%s"
+                    % (
+                        "live" if item["method"] == "live" else "cold",
+                        state["host"],
+                        last.get("id"),
+                        wanted,
+                        note,
+                    ),
+                    phase="moved",
+                    dest=state["host"],
+                )
             elif last.get("status") in ("error", "failed", "cancelled"):
-                self._failed(record, item, "it moved to %s but migration %s says %s" % (
-                    state["host"], last.get("id"), last.get("status")))
+                self._failed(
+                    record,
+                    item,
+                    "it moved to %s but migration %s says %s"
+                    % (state["host"], last.get("id"), last.get("status")),
+                )
             else:
                 # post-migration clean-up still running on the source: look again next tick
                 item["phase"] = "moving"
+            item.pop("settled", None)
 
     def _done(self, record, item, comment, phase, dest=None):
         item["phase"] = phase
         item["dest"] = dest or item.get("dest")
         item["comment"] = comment
         item["duration"] = round(time.time() - item["started"], 2)
-        self._fire(record, "server/%s/%s" % (item["name"], phase), "%s: %s (%.1fs)" % (
-            item["name"], comment, item["duration"]), server=item["id"], dest=item["dest"],
-            duration=item["duration"])
+        self._fire(
+            record,
+            "server/%s/%s" % (item["name"], phase),
+            "%s: %s (%.1fs)" % (item["name"], comment, item["duration"]),
+            server=item["id"],
+            dest=item["dest"],
+            duration=item["duration"],
+        )
         return phase
 
     def _failed(self, record, item, comment):
         item["phase"] = "failed"
         item["comment"] = comment
         item["duration"] = round(time.time() - item.get("started", time.time()), 2)
-        self._fire(record, "server/%s/failed" % item["name"], "%s: %s" % (item["name"], comment),
-                   server=item["id"])
+        self._fire(
+            record,
+            "server/%s/failed" % item["name"],
+            "%s: %s" % (item["name"], comment),
+            server=item["id"],
+        )
         return "failed"
 
     def _sweep(self, record):
@@ -823,8 +1063,11 @@ class Evacuation:
         while True:
             servers = self.provider.host_server_states(node)
             by_item = {i["id"]: i for i in record["items"]}
-            busy = [s for s in servers if s["task_state"]
-                    and by_item.get(s["id"], {}).get("phase") in (None, "blocked")]
+            busy = [
+                s
+                for s in servers
+                if s["task_state"] and by_item.get(s["id"], {}).get("phase") in (None, "blocked")
+            ]
             if not busy or time.time() >= deadline:
                 break
             self.clock.sleep(min(2.0, max(deadline - time.time(), 0)))
@@ -835,16 +1078,23 @@ class Evacuation:
             if item is None:
                 new = self._items(node, [server])
                 record["items"].extend(new)
-                self._fire(record, "server/%s/arrived" % server["name"],
-                           "%s arrived on %s during the run: %s" % (server["name"], node,
-                                                                     new[0]["plan"]),
-                           server=server["id"])
+                self._fire(
+                    record,
+                    "server/%s/arrived" % server["name"],
+                    "%s arrived on %s during the run: %s" % (server["name"], node, new[0]["plan"]),
+                    server=server["id"],
+                )
                 more = more or new[0]["phase"] == "pending"
             elif item["phase"] == "blocked" and item["plan"].startswith("busy"):
                 method, comment = classify(server, self.opts)
                 if method in MOVE_METHODS or method in ("offload", "stop"):
-                    item.update(method=method, plan=comment, phase="pending", comment=None,
-                                status=server["status"])
+                    item.update(
+                        method=method,
+                        plan=comment,
+                        phase="pending",
+                        comment=None,
+                        status=server["status"],
+                    )
                     more = True
                 else:
                     item["comment"] = comment
@@ -853,11 +1103,20 @@ class Evacuation:
 
     def _interrupted(self, record):
         record["state"] = "interrupted"
-        moving = [i["name"] for i in record["items"] if i["phase"] in ("moving", "confirming")]
+        moving = [
+            i["name"]
+            for i in record["items"]
+            if i["phase"] in ("moving", "confirming", "verifying")
+        ]
         self._save(record)
-        self._fire(record, "interrupted", "interrupted: %d migration(s) in flight are left to Nova "
-                   "(%s); %s stays disabled; re-run to resume" % (
-                       len(moving), ", ".join(moving) or "none", record["node"]), moving=moving)
+        self._fire(
+            record,
+            "interrupted",
+            "interrupted: %d migration(s) in flight are left to Nova "
+            "(%s); %s stays disabled; re-run to resume"
+            % (len(moving), ", ".join(moving) or "none", record["node"]),
+            moving=moving,
+        )
 
     # ------------------------------------------------------------------ report
 
@@ -865,8 +1124,13 @@ class Evacuation:
         node = record["node"]
         moved = [i for i in record["items"] if i["phase"] == "moved"]
         if self.verify_minions and moved:
-            checks = self.verify_minions([(i["name"], i["dest"]) for i in moved
-                                          if self._states.get(i["id"], {}).get("status") == "ACTIVE"])
+            checks = self.verify_minions(
+                [
+                    (i["name"], i["dest"])
+                    for i in moved
+                    if self._states.get(i["id"], {}).get("status") == "ACTIVE"
+                ]
+            )
             for item in moved:
                 if item["name"] in (checks or {}):
                     why = checks[item["name"]]
@@ -882,33 +1146,77 @@ class Evacuation:
         for item in record["items"]:
             counts[item["phase"]] = counts.get(item["phase"], 0) + 1
         bad = [i for i in record["items"] if i["phase"] in ("failed", "blocked", "pending")]
-        left = [s for s in remaining
-                if not any(i["id"] == s["id"] and i["phase"] in ("skipped", "stopped")
-                           for i in record["items"])]
+        left = [
+            s
+            for s in remaining
+            if not any(
+                i["id"] == s["id"] and i["phase"] in ("skipped", "stopped") for i in record["items"]
+            )
+        ]
         service = self.provider.service_show(node)
         record.update(state="done" if not bad and not left else "failed", finished=time.time())
         result = not bad and not left
         took = round(record["finished"] - record["started"], 2)
         comment = "%s: %s in %.1fs; %d server(s) left on it%s; %s %s" % (
-            node, ", ".join("%d %s" % (n, p) for p, n in sorted(counts.items())) or "no servers",
-            took, len(remaining),
-            " (%s)" % ", ".join("%s: %s" % (s["name"], next(
-                (i["comment"] for i in record["items"] if i["id"] == s["id"]), "arrived late"))
-                for s in remaining) if remaining else "",
-            node, "stays disabled (%s)" % service["disabled_reason"]
-            if service["status"] == "disabled" else "is ENABLED (someone re-enabled it)")
+            node,
+            ", ".join("%d %s" % (n, p) for p, n in sorted(counts.items())) or "no servers",
+            took,
+            len(remaining),
+            " (%s)"
+            % ", ".join(
+                "%s: %s"
+                % (
+                    s["name"],
+                    next(
+                        (i["comment"] for i in record["items"] if i["id"] == s["id"]),
+                        "arrived late",
+                    ),
+                )
+                for s in remaining
+            )
+            if remaining
+            else "",
+            node,
+            "stays disabled (%s)" % service["disabled_reason"]
+            if service["status"] == "disabled"
+            else "is ENABLED (someone re-enabled it)",
+        )
         self._save(record)
         self._fire(record, "done", comment, result=result, counts=counts)
         report = {
-            "result": result, "node": node, "run": record["run"], "comment": comment,
-            "duration": took, "counts": counts, "service": service,
-            "disabled_by_us": record["disabled_by_us"], "prior_reason": record["prior_reason"],
-            "servers": [{k: i.get(k) for k in ("id", "name", "project_id", "status", "method",
-                                               "phase", "source", "dest", "attempts", "duration",
-                                               "migration_id", "comment", "minion")}
-                        for i in record["items"]],
-            "remaining": [{"id": s["id"], "name": s["name"], "status": s["status"]}
-                          for s in remaining],
+            "result": result,
+            "node": node,
+            "run": record["run"],
+            "comment": comment,
+            "duration": took,
+            "counts": counts,
+            "service": service,
+            "disabled_by_us": record["disabled_by_us"],
+            "prior_reason": record["prior_reason"],
+            "servers": [
+                {
+                    k: i.get(k)
+                    for k in (
+                        "id",
+                        "name",
+                        "project_id",
+                        "status",
+                        "method",
+                        "phase",
+                        "source",
+                        "dest",
+                        "attempts",
+                        "duration",
+                        "migration_id",
+                        "comment",
+                        "minion",
+                    )
+                }
+                for i in record["items"]
+            ],
+            "remaining": [
+                {"id": s["id"], "name": s["name"], "status": s["status"]} for s in remaining
+            ],
             "warnings": record.get("warnings", []),
         }
         if not result:
@@ -923,8 +1231,10 @@ class Evacuation:
         service, _ = self._services(node)
         holder = self.store.is_locked(node)
         if holder:
-            raise InvalidInput("an evacuation of %s is running (%s): let it finish (or stop it) "
-                               "first; nothing was changed" % (node, holder))
+            raise InvalidInput(
+                "an evacuation of %s is running (%s): let it finish (or stop it) "
+                "first; nothing was changed" % (node, holder)
+            )
         reason = service.get("disabled_reason") or ""
         out = {"result": True, "node": node, "prior_reason": reason or None}
         if service["status"] == "enabled":
@@ -933,7 +1243,8 @@ class Evacuation:
             raise InvalidInput(
                 "%s was disabled by someone else (reason: %s): the pack re-enables only nodes "
                 "it disabled; force=True enables it anyway; nothing was changed"
-                % (node, reason or "none given"))
+                % (node, reason or "none given")
+            )
         else:
             out["service"] = self.provider.service_enable(node)
             out.update(changed=True, comment="%s enabled (was disabled: %s)" % (node, reason))
@@ -948,15 +1259,25 @@ class Evacuation:
     def _migrate_back(self, node):
         last = self.store.load(node)
         if not last:
-            return {"result": True, "comment": "no evacuation of %s is recorded" % node,
-                    "servers": []}
+            return {
+                "result": True,
+                "comment": "no evacuation of %s is recorded" % node,
+                "servers": [],
+            }
         lock = self.store.lock(node)
         try:
             wanted = [i for i in last["items"] if i["phase"] == "moved"]
-            record = {"node": node, "key": node + ".back", "run": last["run"] + "-back",
-                      "started": time.time(),
-                      "items": [], "state": "running", "reason": "migrate back",
-                      "disabled_by_us": False, "prior_reason": None}
+            record = {
+                "node": node,
+                "key": node + ".back",
+                "run": last["run"] + "-back",
+                "started": time.time(),
+                "items": [],
+                "state": "running",
+                "reason": "migrate back",
+                "disabled_by_us": False,
+                "prior_reason": None,
+            }
             for old in wanted:
                 state = self.provider.server_state(old["id"])
                 if state is None or state["host"] in (None, node):
@@ -965,19 +1286,49 @@ class Evacuation:
                 if method not in ("live", "cold"):
                     continue
                 self._states[state["id"]] = state
-                record["items"].append({
-                    "id": state["id"], "name": state["name"], "project_id": state["project_id"],
-                    "status": state["status"], "method": method, "plan": comment + " back to " + node,
-                    "phase": "pending", "source": state["host"], "dest": None, "attempts": 0,
-                    "needs": state["needs"], "comment": None, "duration": None,
-                    "migration_id": None, "group": None, "target": node})
+                record["items"].append(
+                    {
+                        "id": state["id"],
+                        "name": state["name"],
+                        "project_id": state["project_id"],
+                        "status": state["status"],
+                        "method": method,
+                        "plan": comment + " back to " + node,
+                        "phase": "pending",
+                        "source": state["host"],
+                        "dest": None,
+                        "attempts": 0,
+                        "needs": state["needs"],
+                        "comment": None,
+                        "duration": None,
+                        "migration_id": None,
+                        "group": None,
+                        "target": node,
+                    }
+                )
             self._execute_back(record)
             failed = [i for i in record["items"] if i["phase"] != "moved"]
-            return {"result": not failed, "servers": [
-                {k: i.get(k) for k in ("id", "name", "method", "phase", "source", "dest",
-                                       "duration", "comment")} for i in record["items"]],
-                "comment": "%d of %d server(s) moved back to %s" % (
-                    len(record["items"]) - len(failed), len(record["items"]), node)}
+            return {
+                "result": not failed,
+                "servers": [
+                    {
+                        k: i.get(k)
+                        for k in (
+                            "id",
+                            "name",
+                            "method",
+                            "phase",
+                            "source",
+                            "dest",
+                            "duration",
+                            "comment",
+                        )
+                    }
+                    for i in record["items"]
+                ],
+                "comment": "%d of %d server(s) moved back to %s"
+                % (len(record["items"]) - len(failed), len(record["items"]), node),
+            }
         finally:
             lock.release()
 

@@ -382,7 +382,16 @@ class OpenStackProvider(Provider):
         if not reason:
             raise InvalidInput("say why the service is disabled (reason=...); nothing was changed")
         svc = self._service(host, binary)
-        self.conn.compute.disable_service(svc, host=host, binary=binary, disabled_reason=reason)
+        # one explicit PUT (microversion 2.53): openstacksdk's disable_service sends only the
+        # fields that changed, so giving a disabled service a new reason would send no status
+        # and Nova refuses it ("No updates were requested")
+        resp = self.conn.compute.put("/os-services/%s" % svc.id, microversion="2.53",
+                                     json={"status": "disabled", "disabled_reason": reason})
+        try:
+            openstack.exceptions.raise_from_response(resp)
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to disable %s on %s: %s"
+                             % (self.name, binary, host, exc)) from exc
         return self.service_show(host, binary)
 
     def service_enable(self, host, binary="nova-compute"):
@@ -639,14 +648,17 @@ class OpenStackProvider(Provider):
                  "disk_total": m.disk_total_bytes, "disk_remaining": m.disk_remaining_bytes}
                 for m in self.conn.compute.server_migrations(server_id)]
 
-    def placement_free(self):
-        """Free capacity of every resource provider, by provider name (a compute's host name).
+    def placement_free(self, hosts=None):
+        """Free capacity of resource providers, by provider name (a compute's host name):
+        those of ``hosts`` (short or fully qualified names), or all.
 
         free = (total - reserved) * allocation_ratio - used, with ``max_unit`` (the
         largest amount one server may take there).
         """
         out = {}
         for rp in self.conn.placement.resource_providers():
+            if hosts is not None and rp.name not in hosts and rp.name.split(".")[0] not in hosts:
+                continue
             usages = self.conn.placement.get("/resource_providers/%s/usages" % rp.id).json()["usages"]
             res = {}
             for inv in self.conn.placement.resource_provider_inventories(rp):

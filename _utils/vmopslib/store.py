@@ -41,7 +41,9 @@ class RunLock:
                 return holder or "another process"
             raise
         os.ftruncate(fd, 0)
-        os.write(fd, ("pid %d since %s" % (os.getpid(), time.strftime("%Y-%m-%d %H:%M:%S"))).encode())
+        os.write(
+            fd, ("pid %d since %s" % (os.getpid(), time.strftime("%Y-%m-%d %H:%M:%S"))).encode()
+        )
         self._fd = fd
         return None
 
@@ -78,7 +80,8 @@ class JournalStore:
         except ValueError as exc:
             raise InvalidInput(
                 "the journal of the %s of %s (%s) is not valid JSON (%s): move it aside to "
-                "start over; nothing was changed" % (self.what, key, path, exc)) from None
+                "start over; nothing was changed" % (self.what, key, path, exc)
+            ) from None
         if not isinstance(record, dict):
             raise InvalidInput("the journal %s does not hold a record; move it aside" % path)
         return record
@@ -96,8 +99,9 @@ class JournalStore:
         lock = RunLock(self._path(key, "lock"))
         holder = lock.acquire()
         if holder is not None:
-            raise Locked("a %s of %s is already running (%s); nothing was changed"
-                         % (self.what, key, holder))
+            raise Locked(
+                "a %s of %s is already running (%s); nothing was changed" % (self.what, key, holder)
+            )
         return lock
 
     def is_locked(self, key):

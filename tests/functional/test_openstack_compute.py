@@ -95,3 +95,9 @@ def test_force_down_marks_a_dead_host_down_and_back(prov):
     assert back["forced_down"] is False
     with pytest.raises(NotFound, match="cmp9"):
         prov.service_force_down("cmp9")
+
+
+def test_a_disabled_service_gets_a_new_reason(prov, restore_services):
+    prov.service_disable("cmp2", "first reason")
+    again = prov.service_disable("cmp2", "second reason")
+    assert again["status"] == "disabled" and again["disabled_reason"] == "second reason"

@@ -13,9 +13,17 @@ directory (with ``fakevm.py``) on nova-compute's PYTHONPATH.
 * console output: what cloud-init printed, with the minion key's fingerprint.
 * metadata ``fakevm: broken-image``: the guest boots but no minion ever starts
   (a test switch for "the new minion never shows up").
+* metadata ``fakevm:migrate`` (test switches for live migration, read when it starts):
+  ``fail``: every live migration fails (Nova rolls it back to the source);
+  ``fail-once``: the first one fails, the next succeeds;
+  ``hang``: it runs until aborted or force-completed (at most 10 minutes), reporting
+  the same memory remaining at every poll (no progress);
+  ``slow:<seconds>``: it takes that long.
 * a restarted nova-compute re-adopts the guests whose directories it finds,
   as a hypervisor still has its domains after the compute service restarts.
 """
+
+import time
 
 import fakevm  # pylint: disable=import-error
 from nova.compute import power_state
@@ -28,6 +36,59 @@ LOG = logging.getLogger(__name__)
 
 
 class SaltMinionDriver(fake.FakeDriver):
+    def __init__(self, virtapi, read_only=False):
+        super().__init__(virtapi, read_only)
+        self._held = {}          # server id -> None (running), "abort" or "complete"
+        self._failed_once = set()
+
+    def live_migration(self, context, instance, dest, post_method, recover_method,
+                       block_migration=False, migrate_data=None):
+        mode = str((instance.metadata or {}).get("fakevm:migrate", ""))
+        if mode == "fail" or (mode == "fail-once" and instance.uuid not in self._failed_once):
+            self._failed_once.add(instance.uuid)
+            LOG.info("fakevm: live migration fails on request (%s)", mode, instance=instance)
+            recover_method(context, instance, dest, migrate_data)
+            return
+        if mode == "hang":
+            self._hold(context, instance, dest, post_method, recover_method, block_migration,
+                       migrate_data)
+            return
+        if mode.startswith("slow:"):
+            time.sleep(float(mode.split(":", 1)[1]))
+        super().live_migration(context, instance, dest, post_method, recover_method,
+                               block_migration=block_migration, migrate_data=migrate_data)
+
+    def _hold(self, context, instance, dest, post_method, recover_method, block_migration,
+              migrate_data):
+        self._held[instance.uuid] = None
+        migration = getattr(migrate_data, "migration", None)
+        deadline = time.time() + 600
+        reported = False
+        while time.time() < deadline and self._held.get(instance.uuid) is None:
+            if migration is not None and not reported:
+                # a guest dirtying memory as fast as it is copied: the remainder never shrinks
+                migration.memory_total = 1 << 30
+                migration.memory_processed = 1 << 29
+                migration.memory_remaining = 1 << 29
+                migration.disk_total = migration.disk_processed = migration.disk_remaining = 0
+                migration.save()
+                reported = True
+            time.sleep(0.2)
+        action = self._held.pop(instance.uuid, None)
+        LOG.info("fakevm: held live migration ends: %s", action or "deadline", instance=instance)
+        if action == "complete":
+            post_method(context, instance, dest, block_migration, migrate_data)
+        else:
+            recover_method(context, instance, dest, migrate_data, migration_status="cancelled")
+
+    def live_migration_abort(self, instance):
+        if instance.uuid in self._held:
+            self._held[instance.uuid] = "abort"
+
+    def live_migration_force_complete(self, instance):
+        if instance.uuid in self._held:
+            self._held[instance.uuid] = "complete"
+
     def _adopt(self, instance):
         if instance.uuid not in self.instances and fakevm.exists(instance.uuid):
             state = (

@@ -28,9 +28,19 @@ class FakeCloud:
     has_compute_hosts = True
 
     def __init__(self, free_ram=100000):
-        self.svc = {h: {"host": h, "binary": "nova-compute", "status": "enabled", "state": "up",
-                        "forced_down": False, "disabled_reason": None, "zone": "nova",
-                        "updated_at": None} for h in HOSTS}
+        self.svc = {
+            h: {
+                "host": h,
+                "binary": "nova-compute",
+                "status": "enabled",
+                "state": "up",
+                "forced_down": False,
+                "disabled_reason": None,
+                "zone": "nova",
+                "updated_at": None,
+            }
+            for h in HOSTS
+        }
         self.servers = {}
         self.migs = []
         self.free_ram = {h: free_ram for h in HOSTS}
@@ -42,10 +52,22 @@ class FakeCloud:
     # --- test set-up
     def add(self, name, host="cmp1", status="ACTIVE", ram=512, **extra):
         sid = "srv-%s" % name
-        self.servers[sid] = dict({"id": sid, "name": name, "status": status, "task_state": None,
-                                  "vm_state": status.lower(), "host": host, "project_id": "p",
-                                  "locked": False, "metadata": {}, "updated": None,
-                                  "needs": {"VCPU": 1, "MEMORY_MB": ram, "DISK_GB": 1}}, **extra)
+        self.servers[sid] = dict(
+            {
+                "id": sid,
+                "name": name,
+                "status": status,
+                "task_state": None,
+                "vm_state": status.lower(),
+                "host": host,
+                "project_id": "p",
+                "locked": False,
+                "metadata": {},
+                "updated": None,
+                "needs": {"VCPU": 1, "MEMORY_MB": ram, "DISK_GB": 1},
+            },
+            **extra,
+        )
         return sid
 
     def _tick(self):
@@ -83,8 +105,11 @@ class FakeCloud:
                 srv["status"] = "SHUTOFF"
             elif job["kind"] == "resume":
                 srv["status"] = "ACTIVE"
-        on_node = sum(1 for s in self.servers.values()
-                      if s.get("_job") and s["_job"]["kind"] in ("live", "cold", "hang"))
+        on_node = sum(
+            1
+            for s in self.servers.values()
+            if s.get("_job") and s["_job"]["kind"] in ("live", "cold", "hang")
+        )
         self.inflight_max = max(self.inflight_max, on_node)
         del busy
 
@@ -101,10 +126,16 @@ class FakeCloud:
         job = {"kind": kind, "ticks": ticks}
         if kind in ("live", "cold"):
             job["dest"] = self._dest(srv, host)
-            job["mig"] = {"id": next(self.ids), "server_id": sid, "status": "running",
-                          "type": "live-migration" if kind == "live" else "migration",
-                          "source": srv["host"], "dest": job["dest"], "created": str(len(self.migs)),
-                          "updated": None}
+            job["mig"] = {
+                "id": next(self.ids),
+                "server_id": sid,
+                "status": "running",
+                "type": "live-migration" if kind == "live" else "migration",
+                "source": srv["host"],
+                "dest": job["dest"],
+                "created": str(len(self.migs)),
+                "updated": None,
+            }
             self.migs.append(job["mig"])
             if mode == "fail" or (mode == "fail-once" and not srv.get("_failed")):
                 srv["_failed"] = True
@@ -120,8 +151,11 @@ class FakeCloud:
         self._tick_count_inflight()
 
     def _tick_count_inflight(self):
-        on_node = sum(1 for s in self.servers.values()
-                      if s.get("_job") and s["_job"]["kind"] in ("live", "cold", "hang", "fail"))
+        on_node = sum(
+            1
+            for s in self.servers.values()
+            if s.get("_job") and s["_job"]["kind"] in ("live", "cold", "hang", "fail")
+        )
         self.inflight_max = max(self.inflight_max, on_node)
 
     @staticmethod
@@ -160,14 +194,27 @@ class FakeCloud:
     def migration_progress(self, sid):
         job = self.servers[sid].get("_job") or {}
         if job.get("kind") == "hang":
-            return [{"id": job["mig"]["id"], "status": "running", "memory_total": 100,
-                     "memory_remaining": 50, "disk_total": 0, "disk_remaining": 0}]
+            return [
+                {
+                    "id": job["mig"]["id"],
+                    "status": "running",
+                    "memory_total": 100,
+                    "memory_remaining": 50,
+                    "disk_total": 0,
+                    "disk_remaining": 0,
+                }
+            ]
         return []
 
-    def placement_free(self):
-        return {h: {"VCPU": {"free": 100, "max_unit": 100},
-                    "MEMORY_MB": {"free": self.free_ram[h], "max_unit": 100000},
-                    "DISK_GB": {"free": 100, "max_unit": 100}} for h in HOSTS}
+    def placement_free(self, hosts=None):  # pylint: disable=unused-argument
+        return {
+            h: {
+                "VCPU": {"free": 100, "max_unit": 100},
+                "MEMORY_MB": {"free": self.free_ram[h], "max_unit": 100000},
+                "DISK_GB": {"free": 100, "max_unit": 100},
+            }
+            for h in HOSTS
+        }
 
     def anti_affinity_groups(self):
         return self.groups
@@ -179,8 +226,9 @@ class FakeCloud:
         self._start(sid, "cold", host)
 
     def confirm_migration(self, sid):
-        self.servers[sid]["_before"] = "SHUTOFF" if self.servers[sid]["vm_state"] == "stopped" \
-            else "ACTIVE"
+        self.servers[sid]["_before"] = (
+            "SHUTOFF" if self.servers[sid]["vm_state"] == "stopped" else "ACTIVE"
+        )
         self._start(sid, "confirm")
 
     def shelve_offload(self, sid):
@@ -218,13 +266,14 @@ def store(tmp_path):
 
 
 def make(cloud, store, events=None, **opts):
-    return evacuate.Evacuation(cloud, store, evacuate.options({}, dict({"poll_interval": 0,
-                                                                       "settle_seconds": 0}, **opts)),
-                               events=events, clock=Clock(), who="tester@test")
-
-
-def mutations(cloud):
-    return [c for c in cloud.calls if c[0] not in ()]
+    return evacuate.Evacuation(
+        cloud,
+        store,
+        evacuate.options({}, dict({"poll_interval": 0, "settle_seconds": 0}, **opts)),
+        events=events,
+        clock=Clock(),
+        who="tester@test",
+    )
 
 
 # ---------------------------------------------------------------- input
@@ -238,19 +287,24 @@ def test_node_names_that_are_not_one_host_are_refused(cloud, store, node):
 
 
 def test_unknown_node_lists_the_hosts_and_changes_nothing(cloud, store):
-    with pytest.raises(NotFound, match=r"no nova-compute service on host 'cmp10'.*cmp1, cmp2, cmp3"):
+    with pytest.raises(
+        NotFound, match=r"no nova-compute service on host 'cmp10'.*cmp1, cmp2, cmp3"
+    ):
         make(cloud, store).run("cmp10", "x")
     assert cloud.calls == []
 
 
-@pytest.mark.parametrize("opts, match", [
-    ({"concurrency": "abc"}, "concurrency must be an integer"),
-    ({"concurrency": 0}, "concurrency must be at least 1"),
-    ({"force": "maybe"}, "force must be true or false"),
-    ({"on_timeout": "panic"}, "on_timeout must be one of"),
-    ({"bogus": 1}, "unknown evacuation option"),
-    ({"target": "cmp*"}, "not a plain host name"),
-])
+@pytest.mark.parametrize(
+    "opts, match",
+    [
+        ({"concurrency": "abc"}, "concurrency must be an integer"),
+        ({"concurrency": 0}, "concurrency must be at least 1"),
+        ({"force": "maybe"}, "force must be true or false"),
+        ({"on_timeout": "panic"}, "on_timeout must be one of"),
+        ({"bogus": 1}, "unknown evacuation option"),
+        ({"target": "cmp*"}, "not a plain host name"),
+    ],
+)
 def test_bad_options_are_refused(opts, match):
     with pytest.raises(InvalidInput, match=match):
         evacuate.options({}, opts)
@@ -280,19 +334,39 @@ def test_ec2_says_it_has_no_compute_hosts(store):
 def test_classify_by_state():
     opts = evacuate.options({}, {})
     base = {"task_state": None, "locked": False, "metadata": {}}
-    want = {"ACTIVE": "live", "PAUSED": "live", "SHUTOFF": "cold", "VERIFY_RESIZE": "confirm",
-            "SHELVED": "offload", "SUSPENDED": "blocked", "RESCUED": "blocked", "ERROR": "blocked",
-            "BUILD": "blocked"}
+    want = {
+        "ACTIVE": "live",
+        "PAUSED": "live",
+        "SHUTOFF": "cold",
+        "VERIFY_RESIZE": "confirm",
+        "SHELVED": "offload",
+        "SUSPENDED": "blocked",
+        "RESCUED": "blocked",
+        "ERROR": "blocked",
+        "BUILD": "blocked",
+    }
     for status, method in want.items():
         assert evacuate.classify(dict(base, status=status), opts)[0] == method, status
-    assert evacuate.classify(dict(base, status="ACTIVE", task_state="migrating"), opts)[0] == "blocked"
+    assert (
+        evacuate.classify(dict(base, status="ACTIVE", task_state="migrating"), opts)[0] == "blocked"
+    )
     assert evacuate.classify(dict(base, status="ACTIVE", locked=True), opts)[0] == "blocked"
-    assert evacuate.classify(dict(base, status="ACTIVE", metadata={"vmops:evacuate": "skip"}),
-                             opts)[0] == "skip"
-    assert evacuate.classify(dict(base, status="ACTIVE", metadata={"vmops:evacuate": "stop"}),
-                             opts)[0] == "stop"
-    opted = evacuate.options({}, {"suspended": "resume_and_live_migrate",
-                                  "on_error": "reset_and_cold_migrate", "locked": "move"})
+    assert (
+        evacuate.classify(dict(base, status="ACTIVE", metadata={"vmops:evacuate": "skip"}), opts)[0]
+        == "skip"
+    )
+    assert (
+        evacuate.classify(dict(base, status="ACTIVE", metadata={"vmops:evacuate": "stop"}), opts)[0]
+        == "stop"
+    )
+    opted = evacuate.options(
+        {},
+        {
+            "suspended": "resume_and_live_migrate",
+            "on_error": "reset_and_cold_migrate",
+            "locked": "move",
+        },
+    )
     assert evacuate.classify(dict(base, status="SUSPENDED"), opted)[0] == "resume_live"
     assert evacuate.classify(dict(base, status="ERROR"), opted)[0] == "reset_cold"
     assert evacuate.classify(dict(base, status="ACTIVE", locked=True), opted)[0] == "live"
@@ -305,8 +379,11 @@ def test_plan_changes_nothing_and_shows_capacity(cloud, store):
     plan = make(cloud, store).plan("cmp1")
     assert cloud.calls == []
     assert plan["result"] is None and plan["targets"] == ["cmp2", "cmp3"]
-    assert {s["name"]: s["method"] for s in plan["servers"]} == {"a": "live", "b": "cold",
-                                                               "c": "blocked"}
+    assert {s["name"]: s["method"] for s in plan["servers"]} == {
+        "a": "live",
+        "b": "cold",
+        "c": "blocked",
+    }
     assert plan["capacity"]["need"]["MEMORY_MB"] == 1024  # the suspended one is not moved
     assert plan["capacity"]["free_after"]["cmp2"]["MEMORY_MB"] < 100000
 
@@ -353,17 +430,26 @@ def test_mixed_node_is_drained_within_the_concurrency_bound(cloud, store):
     cloud.add("err", status="ERROR")
     cloud.add("optout", metadata={"vmops:evacuate": "skip"})
     seen = []
-    report = make(cloud, store, events=lambda tag, msg, **d: seen.append(tag),
-                  concurrency=2).run("cmp1", "disk errors")
+    report = make(cloud, store, events=lambda tag, msg, **d: seen.append(tag), concurrency=2).run(
+        "cmp1", "disk errors"
+    )
     phases = {s["name"]: s["phase"] for s in report["servers"]}
-    assert phases == dict({"act%d" % i: "moved" for i in range(5)}, paused="moved", off="moved",
-                          shelved="offloaded", susp="blocked", err="blocked", optout="skipped")
+    assert phases == dict(
+        {"act%d" % i: "moved" for i in range(5)},
+        paused="moved",
+        off="moved",
+        shelved="offloaded",
+        susp="blocked",
+        err="blocked",
+        optout="skipped",
+    )
     assert cloud.inflight_max <= 2
     assert report["result"] is False and report["retcode"] == 1  # two servers left behind
     assert {s["name"] for s in report["remaining"]} == {"susp", "err", "optout"}
     assert cloud.svc["cmp1"]["status"] == "disabled"
     assert cloud.svc["cmp1"]["disabled_reason"].startswith(
-        "vmops-evacuate run=%s by tester@test" % report["run"])
+        "vmops-evacuate run=%s by tester@test" % report["run"]
+    )
     assert cloud.servers["srv-off"]["status"] == "SHUTOFF"  # cold-migrated and confirmed
     assert cloud.servers["srv-paused"]["status"] == "PAUSED"
     assert "evacuate/cmp1/disabled" in seen and "evacuate/cmp1/done" in seen
