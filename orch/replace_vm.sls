@@ -80,6 +80,7 @@ highstate:
     - tgt: {{ vm | json }}
     - tgt_type: list
     - highstate: True
+    - queue: True    # wait behind a state run still going, never fail on it
     - require:
       - salt: sanity
 
@@ -90,6 +91,7 @@ deploy:
     - tgt: {{ vm | json }}
     - tgt_type: list
     - sls: {{ deploy['sls'] | json }}
+    - queue: True
 {%- elif deploy.get('cmd') %}
   salt.function:
     - name: cmd.run

@@ -305,8 +305,17 @@ class Replacement:
         if STATES.index(record["state"]) < STATES.index("booted"):
             raise InvalidInput("the new %s is not booted yet (state %s)" % (name, record["state"]))
         self.minion.wait(name, timeout)
+        comment = "the new minion %s answers" % name
+        # A run interrupted after this point may have left its highstate or deploy running
+        # on the new minion; a second one would be refused ("The function state.highstate
+        # is running as PID ..."), or a deploy would run twice at once: wait for them first.
+        idle = getattr(self.minion, "idle", None)
+        if idle is not None:
+            waited = idle(name, max(timeout - (time.monotonic() - started), 1))
+            if waited:
+                comment += "; waited for %s left running by an interrupted run" % ", ".join(waited)
         state = record["state"] if STATES.index(record["state"]) > STATES.index("answering") else "answering"
-        return self._step(record, "wait", started, "the new minion %s answers" % name, state=state)
+        return self._step(record, "wait", started, comment, state=state)
 
     def sanity(self, name):
         record = self._load(name)

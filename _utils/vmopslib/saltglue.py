@@ -290,3 +290,32 @@ def minions_on_hosts(opts, pairs, grain="compute_host", timeout=20):
         else:
             out[name] = None
     return out
+
+
+def minion_jobs(opts, minion_id, timeout=10):
+    """The jobs running on ``minion_id`` now, as ``fun (jid)`` strings; None when it did not answer."""
+    config.check_minion_id(minion_id, "minion id")
+    with local_client(opts) as client:
+        ret = client.cmd([minion_id], "saltutil.running", tgt_type="list", timeout=timeout)
+    if minion_id not in ret or not isinstance(ret[minion_id], list):
+        return None
+    return ["%s (%s)" % (job.get("fun"), job.get("jid")) for job in ret[minion_id]]
+
+
+def wait_minion_idle(opts, minion_id, timeout):
+    """Wait until ``minion_id`` runs no job; return the jobs seen running (empty: none)."""
+    from . import waiting  # pylint: disable=import-outside-toplevel
+
+    seen = []
+
+    def idle():
+        jobs = minion_jobs(opts, minion_id)
+        if jobs is None:
+            return False
+        for job in jobs:
+            if job not in seen:
+                seen.append(job)
+        return not jobs
+
+    waiting.wait_for(idle, timeout, "the jobs running on %s to finish" % minion_id, interval=1)
+    return seen

@@ -107,8 +107,10 @@ def pillar_tree(tmp_path_factory, vmops_config):
     """Pillar: the pack's configuration for every minion (the test VMs hold credentials)."""
     tree = tmp_path_factory.mktemp("pillar")
     (tree / "top.sls").write_text(
-        "base:\n  '*':\n    - vmops\n  'it-hsfail-*':\n    - fail_highstate\n")
+        "base:\n  '*':\n    - vmops\n  'it-hsfail-*':\n    - fail_highstate\n"
+        "  'it-slowhs-*':\n    - slow_highstate\n")
     (tree / "fail_highstate.sls").write_text("vmops_test_fail_highstate: true\n")
+    (tree / "slow_highstate.sls").write_text("vmops_test_slow_highstate: 8\n")
     (tree / "vmops.sls").write_text(yaml.safe_dump({"vmops": vmops_config}))
     return tree
 

@@ -207,13 +207,25 @@ def test_a_concurrent_run_is_refused(salt_run_cli, os_conn, old_vm, salt_master)
     assert _journal_state(salt_run_cli, old_vm["name"]) == "done"
 
 
+@pytest.mark.parametrize("old_vm", ["it-slowhs"], indirect=True)  # an 8 s highstate
 def test_killed_run_resumes_with_exactly_one_vm(salt_run_cli, salt_cli, os_conn, old_vm,
                                                  salt_master):
-    first = _background_replace(salt_run_cli, old_vm["name"], SLOW_DEPLOY)
-    wait_until(lambda: _journal_file_state(salt_master, old_vm["name"]) == "sane",
-               120, interval=0.1, what="the first run to boot the new VM and reach its deploy")
-    first.kill()  # the whole salt-run, mid-way (in the deploy step)
-    first.wait()
+    """Killed while its highstate runs on the new minion: the re-run waits for that
+    highstate (never fails on "state.highstate is running") and adopts the booted VM."""
+    first = _background_replace(salt_run_cli, old_vm["name"])
+
+    def highstate_running():
+        if _journal_file_state(salt_master, old_vm["name"]) != "sane":
+            return False
+        jobs = salt_cli.run("saltutil.running", minion_tgt=old_vm["name"]).data
+        return isinstance(jobs, list) and any(j.get("fun") == "state.highstate" for j in jobs)
+
+    try:
+        wait_until(highstate_running, 120, interval=0.2,
+                   what="the first run's highstate to run on the new VM")
+    finally:
+        first.kill()  # the whole salt-run, mid-way (its highstate still runs on the minion)
+        first.wait()
     servers = _servers(os_conn, old_vm["name"])
     assert len(servers) == 2  # old + new, nothing cleaned up
     (booted,) = [s.id for s in servers if s.id != old_vm["id"]]
@@ -226,4 +238,6 @@ def test_killed_run_resumes_with_exactly_one_vm(salt_run_cli, salt_cli, os_conn,
     status = salt_run_cli.run("vmops.replace_vm", old_vm["name"], "step=status").data
     assert status["state"] == "done" and status["new"] == booted, status
     assert [s[0] for s in status["steps"]].count("boot") == 1, status["steps"]
+    waits = [s for s in status["steps"] if s[0] == "wait"]
+    assert "waited for state.highstate" in json.dumps(waits), waits  # it met the collision
     assert salt_cli.run("test.ping", minion_tgt=old_vm["name"]).data is True

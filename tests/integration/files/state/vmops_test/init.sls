@@ -11,3 +11,10 @@ vmops_test_broken_config:
   test.fail_without_changes:
     - name: the new configuration does not apply
 {%- endif %}
+
+{%- if pillar.get('vmops_test_slow_highstate') %}
+# test switch (pillar of it-slowhs-* minions): a highstate that takes a while
+vmops_test_slow_config:
+  cmd.run:
+    - name: sleep {{ pillar['vmops_test_slow_highstate'] }}
+{%- endif %}
