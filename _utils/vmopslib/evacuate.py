@@ -726,7 +726,9 @@ class Evacuation:
         interval = opts["poll_interval"]
         stopped = False
         waiting_since = None
-        awaiting = []  # settled on another host; their migration records are read in batches
+        # settled on another host: their migration records are read in batches (at least 4, or
+        # every 10 s): the next migration does not wait for it, its slot is free once settled
+        awaiting = []
         while True:
             moving = [i for i in record["items"] if i["phase"] in ("moving", "confirming")]
             if not stopped:
@@ -782,8 +784,8 @@ class Evacuation:
                 elif outcome == "failed" and opts["stop_on_failure"]:
                     stopped = True
             if awaiting and (
-                len(awaiting) >= opts["concurrency"]
-                or time.time() - min(i["settled"] for i in awaiting) > 5
+                len(awaiting) >= max(opts["concurrency"], 4)
+                or time.time() - min(i["settled"] for i in awaiting) > 10
             ):
                 self._verify_records(record, awaiting)
                 awaiting = []
