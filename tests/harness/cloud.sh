@@ -1,7 +1,8 @@
 #!/bin/bash
 # cloud.sh -- the project's local OpenStack (Zed, Debian 12 packages) on 127.0.0.1.
 #
-#   keystone + placement (uwsgi), glance-api (file store), neutron-server (ML2 with the
+#   keystone + placement (uwsgi), glance-api (file store), cinder (api, scheduler, volume
+#   with Cinder's FakeLoggingVolumeDriver: volumes are API objects, no disks), neutron-server (ML2 with the
 #   agentless "fakebind" driver, L3 router plugin), nova api/conductor/scheduler and
 #   N x nova-compute running SaltMinionDriver (Nova's FakeDriver whose guests run real
 #   salt-minions from their user-data), on MariaDB + RabbitMQ.
@@ -44,6 +45,7 @@ down() {
     VMOPS_FAKEVM_DIR=$VMS PYTHONPATH=$HERE $PY -c 'import fakevm; fakevm.stop_all()' || true
   fi
   for f in "$RUN"/nova-compute-*.pid "$RUN"/nova-api.pid "$RUN"/nova-scheduler.pid \
+           "$RUN"/cinder-volume.pid "$RUN"/cinder-scheduler.pid "$RUN"/cinder-api.pid \
            "$RUN"/nova-conductor.pid "$RUN"/neutron-server.pid "$RUN"/glance-api.pid \
            "$RUN"/placement.pid "$RUN"/keystone.pid; do
     [ -f "$f" ] || continue; p=$(cat "$f")
@@ -126,6 +128,119 @@ resources() {
     || { tail -20 "$LOG/bootstrap-resources.log"; die "base resources failed"; }
 }
 
+mkshim() { # name module  (console-script shims: the Debian service packages pull in qemu/libvirt)
+  printf '#!/usr/bin/python3\nimport sys\nfrom %s import main\nsys.exit(main())\n' "$2" > "$BIN/$1"
+  chmod 755 "$BIN/$1"
+}
+authtoken() { # username
+cat <<EOF
+[keystone_authtoken]
+www_authenticate_uri = $KS
+auth_url = $KS
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = $1
+password = $PW
+EOF
+}
+
+# Cinder: api, scheduler and volume (FakeLoggingVolumeDriver), set up and started when not
+# running; idempotent, so a cloud started before Cinder was part of it gains it on reuse.
+CINDER_PKGS="cinder-common python3-cinder"
+cinder_up() {
+  alive cinder-api && alive cinder-scheduler && alive cinder-volume && return 0
+  local t0; t0=$(date +%s.%N)
+  if ! dpkg -s $CINDER_PKGS >/dev/null 2>&1; then
+    say "apt: installing cinder"
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
+    fi
+    for q in configure_db configure_rabbit configure_ksat; do echo "cinder-common cinder/$q boolean false"; done \
+      | debconf-set-selections
+    [ -f "$LOG/apt-update.log" ] || apt-get update -q >"$LOG/apt-update.log" 2>&1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+       -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $CINDER_PKGS \
+       >"$LOG/apt-install-cinder.log" 2>&1 || { tail -30 "$LOG/apt-install-cinder.log"; die "apt (cinder) failed"; }
+  fi
+  mkdir -p "$ETC/cinder" "$DATA/cinder/lock"
+  mkshim cinder-api cinder.cmd.api
+  mkshim cinder-scheduler cinder.cmd.scheduler
+  mkshim cinder-volume cinder.cmd.volume
+  cat > "$ETC/cinder/cinder.conf" <<EOF
+[DEFAULT]
+transport_url = $RABBIT
+auth_strategy = keystone
+my_ip = 127.0.0.1
+host = vmops-cinder
+state_path = $DATA/cinder
+osapi_volume_listen = 127.0.0.1
+osapi_volume_listen_port = 8776
+osapi_volume_workers = 1
+api_paste_config = /usr/share/cinder-common/api-paste.ini
+glance_api_servers = http://127.0.0.1:9292
+enabled_backends = fake
+report_interval = 5
+service_down_time = 30
+[database]
+connection = $DB/cinder
+$(authtoken cinder)
+# Nova detaches with a service token (nova.conf [service_user]); since CVE-2023-2088 Cinder
+# refuses to delete an in-use attachment without one.  Our service users have the admin role.
+service_token_roles = admin
+service_token_roles_required = true
+[oslo_concurrency]
+lock_path = $DATA/cinder/lock
+[oslo_messaging_notifications]
+driver = noop
+[nova]
+region_name = RegionOne
+auth_url = $KS
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = nova
+password = $PW
+[fake]
+# volumes are API objects only: create, attach, detach, delete log instead of touching disks
+volume_driver = cinder.tests.fake_driver.FakeLoggingVolumeDriver
+volume_backend_name = fake
+EOF
+  echo "CREATE DATABASE IF NOT EXISTS cinder;" | mariadb --defaults-file="$ETC/my.cnf"
+  cinder-manage --config-file "$ETC/cinder/cinder.conf" db sync >"$LOG/sync-cinder.log" 2>&1 \
+    || { tail -20 "$LOG/sync-cinder.log"; die "cinder db sync failed"; }
+  $PY "$HERE/keystone_catalog.py" "$PW" cinder 'cinderv3:volumev3:http://127.0.0.1:8776/v3/%(project_id)s' \
+    >"$LOG/keystone-catalog-cinder.log" 2>&1 || die "cinder catalog failed, see logs/keystone-catalog-cinder.log"
+  local CC="--config-file $ETC/cinder/cinder.conf"
+  alive cinder-api || start cinder-api "$BIN/cinder-api" $CC --log-file "$LOG/cinder-api.log"
+  alive cinder-scheduler || start cinder-scheduler "$BIN/cinder-scheduler" $CC --log-file "$LOG/cinder-scheduler.log"
+  alive cinder-volume || start cinder-volume "$BIN/cinder-volume" $CC --log-file "$LOG/cinder-volume.log"
+  wait_http http://127.0.0.1:8776/ 120
+  cinder_ready || die "cinder-volume did not come up"
+  say "cinder: up in $(echo "$(date +%s.%N) $t0" | awk '{printf "%.1f", $1-$2}')s"
+}
+cinder_ready() {
+$PY - "$PW" <<'PYEOF'
+import sys, time
+from keystoneauth1.identity import v3
+from keystoneauth1 import session
+s = session.Session(auth=v3.Password(auth_url='http://127.0.0.1:5000/v3', username='admin',
+    password=sys.argv[1], project_name='admin', user_domain_id='default', project_domain_id='default'))
+deadline = time.time() + 120
+while time.time() < deadline:
+    try:
+        svcs = s.get('/os-services', endpoint_filter={'service_type': 'volumev3'}).json()['services']
+    except Exception:  # the API is still starting
+        svcs = []
+    if any(x['binary'] == 'cinder-volume' and x['state'] == 'up' for x in svcs):
+        sys.exit(0)
+    time.sleep(1)
+sys.exit('cinder-volume is not up')
+PYEOF
+}
+
 case "${1:-up}" in
   down) down; exit 0 ;;
   status)
@@ -151,6 +266,7 @@ if alive mysqld && curl -s -o /dev/null -m 2 $KS/v3; then
     for h in $COMPUTES; do start_compute "$h"; done
   fi
   for h in $COMPUTES; do alive "nova-compute-$h" || start_compute "$h"; done
+  cinder_up
   computes_ready || die "computes did not come up"
   resources
   say "READY (clouds.yaml: $BASE/clouds.yaml)"
@@ -189,10 +305,6 @@ chmod 755 "$VMOPS_HOME" "$BASE"
 chown mysql:mysql "$DATA/mysql" "$LOG/mysql" "$RUN"
 chown -R rabbitmq:rabbitmq "$DATA/rabbitmq" "$LOG/rabbitmq"
 install_pylib || true
-mkshim() { # name module  (console-script shims: the Debian service packages pull in qemu/libvirt)
-  printf '#!/usr/bin/python3\nimport sys\nfrom %s import main\nsys.exit(main())\n' "$2" > "$BIN/$1"
-  chmod 755 "$BIN/$1"
-}
 mkshim nova-api nova.cmd.api
 mkshim nova-conductor nova.cmd.conductor
 mkshim nova-scheduler nova.cmd.scheduler
@@ -245,19 +357,6 @@ EOF
 echo "[]." > "$ETC/rabbitmq-enabled-plugins"
 chmod 644 "$ETC"/rabbitmq* "$ETC/my.cnf"
 
-authtoken() { # username
-cat <<EOF
-[keystone_authtoken]
-www_authenticate_uri = $KS
-auth_url = $KS
-auth_type = password
-project_domain_name = Default
-user_domain_name = Default
-project_name = service
-username = $1
-password = $PW
-EOF
-}
 
 cat > "$ETC/keystone/keystone.conf" <<EOF
 [DEFAULT]
@@ -554,37 +653,10 @@ start keystone $UWSGI --procname-prefix keystone- --http-socket 127.0.0.1:5000 -
       --wsgi-file /usr/bin/keystone-wsgi-public --env OS_KEYSTONE_CONFIG_FILES="$ETC/keystone/keystone.conf"
 wait_http $KS/v3 120
 say "keystone: up"
-$PY - "$PW" >"$LOG/keystone-catalog.log" 2>&1 <<'PYEOF' || die "catalog bootstrap failed, see logs/keystone-catalog.log"
-import sys
-from keystoneauth1.identity import v3
-from keystoneauth1 import session
-from keystoneclient.v3 import client
-pw = sys.argv[1]
-ks = client.Client(session=session.Session(auth=v3.Password(
-    auth_url='http://127.0.0.1:5000/v3', username='admin', password=pw, project_name='admin',
-    user_domain_id='default', project_domain_id='default')))
-def one(mgr, name, **kw):
-    found = [x for x in mgr.list(**kw) if x.name == name]
-    return found[0] if found else None
-admin_role = one(ks.roles, 'admin'); member_role = one(ks.roles, 'member')
-service = one(ks.projects, 'service') or ks.projects.create('service', 'default')
-demo = one(ks.projects, 'demo') or ks.projects.create('demo', 'default')
-du = one(ks.users, 'demo') or ks.users.create('demo', domain='default', password=pw)
-ks.roles.grant(member_role, user=du, project=demo)
-for u in ('nova', 'placement', 'neutron', 'glance'):
-    usr = one(ks.users, u) or ks.users.create(u, domain='default', password=pw)
-    ks.roles.grant(admin_role, user=usr, project=service)
-for name, typ, url in [('nova', 'compute', 'http://127.0.0.1:8774/v2.1'),
-                       ('placement', 'placement', 'http://127.0.0.1:8778'),
-                       ('neutron', 'network', 'http://127.0.0.1:9696'),
-                       ('glance', 'image', 'http://127.0.0.1:9292')]:
-    svc = one(ks.services, name) or ks.services.create(name, type=typ)
-    have = {e.interface for e in ks.endpoints.list(service=svc)}
-    for iface in ('public', 'internal', 'admin'):
-        if iface not in have:
-            ks.endpoints.create(svc, url, interface=iface, region='RegionOne')
-print('catalog ok')
-PYEOF
+$PY "$HERE/keystone_catalog.py" "$PW" nova,placement,neutron,glance \
+    nova:compute:http://127.0.0.1:8774/v2.1 placement:placement:http://127.0.0.1:8778 \
+    neutron:network:http://127.0.0.1:9696 glance:image:http://127.0.0.1:9292 \
+    >"$LOG/keystone-catalog.log" 2>&1 || die "catalog bootstrap failed, see logs/keystone-catalog.log"
 say "keystone: catalog done"
 
 # --------------------------------------------------------------------------- 7. placement, glance, neutron
@@ -611,6 +683,7 @@ wait_http http://127.0.0.1:9292/ 120
 wait_http http://127.0.0.1:9696/ 180
 wait_http http://127.0.0.1:8774/ 180
 say "apis: all answering"
+cinder_up
 
 # --------------------------------------------------------------------------- 9. readiness
 # all computes up in os-services, and have a resource provider in placement
