@@ -445,7 +445,9 @@ def reset_state(name, state="active", cloud=None):
 
 def volumes(name, cloud=None):
     """
-    The volumes attached to server ``name`` (needs a volume service).
+    The volumes attached to server ``name``: volume id and name, device, size
+    (GiB), type, status, bootable, root disk, multi-attach, encrypted.
+    OpenStack: Cinder; EC2: EBS.
 
     CLI Example:
 
@@ -456,23 +458,62 @@ def volumes(name, cloud=None):
     return _call(cloud, "volumes", name)
 
 
-def volume_attach(name, volume, device=None, cloud=None):
+def volume_show(volume, cloud=None):
     """
-    Attach ``volume`` to server ``name``; a volume that is not ``available``
-    (attached elsewhere) is refused.
+    Describe ``volume`` (name or id): size, type, status, bootable,
+    multi-attach, encrypted, availability zone, and where it is attached.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.volume_show data-app2
+    """
+    return _call(cloud, "volume_show", volume)
+
+
+def volume_create(name, size, volume_type=None, availability_zone=None, wait=True, timeout=300,
+                  cloud=None):
+    """
+    Create an empty volume ``name`` of ``size`` GiB (``volume_type``,
+    ``availability_zone`` optional; EC2 default: the profile's
+    ``availability_zone``, else the region's first) and wait until it is
+    ``available``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.volume_create data-app2 size=50 volume_type=ssd
+    """
+    return _call(cloud, "volume_create", name, size, volume_type=volume_type,
+                 availability_zone=availability_zone, wait=wait, timeout=int(timeout))
+
+
+def volume_attach(name, volume, device=None, timeout=300, test=False, cloud=None):
+    """
+    Attach ``volume`` to server ``name`` (at ``device``, else where the cloud
+    says) and wait until it is ``in-use`` there.  A volume attached elsewhere
+    (and not multi-attach) is refused before any change, naming the server it
+    is attached to; one already attached to ``name`` is a no-op.
+    ``test=True`` says what would happen.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-call vmops.volume_attach app2 data-app2
+        salt-call vmops.volume_attach app2 data-app2 device=/dev/vdc
     """
-    return _call(cloud, "attach_volume", name, volume, device=device)
+    return _call(cloud, "attach_volume", name, volume, device=device, timeout=int(timeout),
+                 test=test)
 
 
-def volume_detach(name, volume, cloud=None):
+def volume_detach(name, volume, timeout=300, test=False, cloud=None):
     """
-    Detach ``volume`` from server ``name`` and wait until it is available.
+    Detach ``volume`` from server ``name`` and wait until it is ``available``
+    (a no-op when it is not attached there).  One still ``detaching`` after
+    ``timeout`` seconds is a clear error; a server's root disk is refused.
 
     CLI Example:
 
@@ -480,7 +521,21 @@ def volume_detach(name, volume, cloud=None):
 
         salt-call vmops.volume_detach app2 data-app2
     """
-    return _call(cloud, "detach_volume", name, volume)
+    return _call(cloud, "detach_volume", name, volume, timeout=int(timeout), test=test)
+
+
+def volume_delete(volume, wait=True, timeout=300, cloud=None):
+    """
+    Delete ``volume`` (name or id); one still attached is refused (detach it
+    first).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.volume_delete data-app2-old
+    """
+    return _call(cloud, "volume_delete", volume, wait=wait, timeout=int(timeout))
 
 
 def reactor_gate(tag, data):

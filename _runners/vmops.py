@@ -26,7 +26,7 @@ import types  # pylint: disable=wrong-import-order
 from vmopslib import admission, config, evacuate, minions, replace, saltglue
 from vmopslib.registry import NONCE_KEY, Registry, is_live
 from vmopslib.store import JournalStore
-from vmopslib.errors import InvalidInput, VmopsError
+from vmopslib.errors import InvalidInput, NotSupported, VmopsError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def _wait_for_minion(minion_id, timeout):
 def show(name, cloud=None):
     """
     Describe the server ``name`` (or id): status, host, flavor, image, key pair,
-    security groups, networks and fixed IPs, floating IPs, volumes, metadata.
+    security groups, networks and fixed IPs, floating IPs, metadata, and its
+    volumes (``volume_details``: device, size, type, bootable/root, multi-attach).
 
     CLI Example:
 
@@ -76,7 +77,12 @@ def show(name, cloud=None):
 
     def _show():
         _, prov = saltglue.provider(__opts__, _pillar(), cloud)
-        return prov.describe(name)
+        desc = prov.describe(name)
+        try:
+            desc["volume_details"] = prov.volumes(desc["id"])
+        except NotSupported as exc:  # e.g. a cloud without a volume service
+            desc["volume_details"] = str(exc)
+        return desc
 
     return _run(_show)
 

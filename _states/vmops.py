@@ -19,6 +19,11 @@ orchestration they run on the master, which needs the pack synced
     cmp1:
       vmops.compute_service_disabled:
         - reason: disk replacement, T1234
+
+    data-app2:
+      vmops.volume_attached:
+        - server: app2
+        - device: /dev/vdb
 """
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -38,6 +43,23 @@ def _ret(name):
 
 def _fail(ret, exc):
     ret.update(result=False, comment=str(exc), changes={})
+    return ret
+
+
+def _converge(ret, fn, changes, *args, **kwargs):
+    """Ask ``fn(..., test=True)`` what would change; under ``test=True`` say so, else do it.
+
+    ``changes(plan_or_done)`` gives the state's changes from the function's answer.
+    """
+    plan = fn(*args, test=True, **kwargs)
+    if not plan["changed"]:
+        ret["comment"] = plan["comment"]
+        return ret
+    if __opts__["test"]:
+        ret.update(result=None, comment=plan["comment"], changes=changes(plan))
+        return ret
+    done = fn(*args, **kwargs)
+    ret.update(comment=done["comment"], changes=changes(done))
     return ret
 
 
@@ -113,20 +135,41 @@ def floating_ip_associated(name, server, fixed_ip=None, cloud=None):
             ret.update(result=None, comment="%s would be moved to %s, which does not exist yet"
                        % (name, server), changes={"new": {"server": server}})
             return ret
-        plan = __salt__["vmops.flip_floating_ip"](name, server, fixed_ip=fixed_ip, test=True,
-                                                 cloud=cloud)
-        if not plan["changed"]:
-            ret["comment"] = plan["comment"]
-            return ret
-        if __opts__["test"]:
-            ret.update(result=None, comment=plan["comment"],
-                       changes={"old": plan["old"], "new": plan["new"]})
-            return ret
-        done = __salt__["vmops.flip_floating_ip"](name, server, fixed_ip=fixed_ip, cloud=cloud)
+        return _converge(ret, __salt__["vmops.flip_floating_ip"],
+                         lambda out: {"old": out["old"], "new": out["new"]},
+                         name, server, fixed_ip=fixed_ip, cloud=cloud)
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
-    ret.update(comment=done["comment"], changes={"old": done["old"], "new": done["new"]})
-    return ret
+
+
+def volume_attached(name, server, device=None, timeout=300, cloud=None):
+    """
+    Volume ``name`` (name or id) is attached to ``server``.  A volume attached
+    elsewhere fails before any change, naming where it is (a volume is never
+    attached twice); waits until it is in-use there.
+    """
+    ret = _ret(name)
+    try:
+        return _converge(ret, __salt__["vmops.volume_attach"],
+                         lambda out: {"attached": {"server": out["server"],
+                                                   "device": out.get("device")}},
+                         server, name, device=device, timeout=timeout, cloud=cloud)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
+
+
+def volume_detached(name, server, timeout=300, cloud=None):
+    """
+    Volume ``name`` (name or id) is not attached to ``server``; detaches it and
+    waits until it is available.
+    """
+    ret = _ret(name)
+    try:
+        return _converge(ret, __salt__["vmops.volume_detach"],
+                         lambda out: {"detached": {"server": out["server"]}},
+                         server, name, timeout=timeout, cloud=cloud)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        return _fail(ret, exc)
 
 
 def _service_state(name, cloud, want, reason=None):

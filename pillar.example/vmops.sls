@@ -42,6 +42,7 @@ vmops:
       driver: ec2
       region_name: us-east-1
       termination_protection: true   # new instances get DisableApiTermination
+      # availability_zone: us-east-1a  # where new EBS volumes are made (default: the region's first)
       # endpoint_url: http://127.0.0.1:5000   # e.g. a moto server
       defaults:
         image: ami-0123456789abcdef0
@@ -63,6 +64,9 @@ vmops:
     grains: {}                 # extra grains for every new VM
     minion_config: {}          # extra minion settings (e.g. {hash_type: sha256})
     cloud_config: {}           # extra cloud-config (packages, runcmd...) merged into the user-data
+    # volumes: [{size: 50, device: /dev/vdb, type: ssd}]   # extra volumes made at boot; they
+    #                                                      # outlive the server unless
+    #                                                      # delete_on_termination: true
 
   # The admission reactor (vmops:reactor) and auto-provisioning rules
   # (vmops:autoprovision) are read on the master by the reactor: put them in the

@@ -64,6 +64,23 @@ def os_conn(local_cloud):
                         "client_config_file": local_cloud["clouds_yaml"]})
 
 
+@pytest.fixture(scope="session")
+def moto_cloud():
+    """moto in server mode on 127.0.0.1, with the test hypervisor for its instances."""
+    from tests.harness.ec2_hypervisor import MotoCloud  # pylint: disable=import-outside-toplevel
+
+    with MotoCloud(str(VMOPS_HOME / "vms"), str(VMOPS_HOME / "bin" / "salt-minion")) as cloud:
+        yield cloud
+
+
+@pytest.fixture(scope="session")
+def ec2_image(moto_cloud):
+    images = moto_cloud.client().describe_images(
+        Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}]
+    )["Images"]
+    return images[0]["ImageId"]
+
+
 def pytest_terminal_summary(terminalreporter):
     if TIMINGS:
         terminalreporter.section("vmops timings (s)")

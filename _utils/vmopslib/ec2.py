@@ -12,7 +12,7 @@ import datetime
 import logging
 import re
 
-from .errors import CloudError, InvalidInput, NotFound, NotSupported
+from .errors import Ambiguous, CloudError, InvalidInput, NotFound, NotSupported
 from .provider import Provider
 
 try:
@@ -26,6 +26,8 @@ except ImportError:  # pragma: no cover - reported by the loader modules' __virt
 log = logging.getLogger(__name__)
 
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+_VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8,17}$")
+_DEVICES = ["/dev/sd%s" % c for c in "fghijklmnop"]
 _STATUS = {
     "pending": "BUILD",
     "running": "ACTIVE",
@@ -180,6 +182,14 @@ class EC2Provider(Provider):
             kwargs["Placement"] = {"AvailabilityZone": spec["availability_zone"]}
         if spec.get("user_data"):
             kwargs["UserData"] = spec["user_data"].decode()  # boto3 base64-encodes it
+        if spec.get("volumes"):
+            free = iter(d for d in _DEVICES if d not in {v.get("device") for v in spec["volumes"]})
+            kwargs["BlockDeviceMappings"] = [
+                {"DeviceName": vol.get("device") or next(free),
+                 "Ebs": dict({"VolumeSize": vol["size"],
+                              "DeleteOnTermination": vol["delete_on_termination"]},
+                             **({"VolumeType": vol["type"]} if vol.get("type") else {}))}
+                for vol in spec["volumes"]]
         try:
             return self.ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"]
         except botocore.exceptions.ClientError as exc:
@@ -252,3 +262,102 @@ class EC2Provider(Provider):
             )
         result.update(changed=True, comment="%s now points at %s" % (address, target["name"]))
         return result
+
+    # ------------------------------------------------------------------ volumes (EBS)
+
+    def _call(self, what, fn, **kwargs):
+        try:
+            return fn(**kwargs)
+        except botocore.exceptions.ClientError as exc:
+            raise CloudError("EC2 refused to %s: %s" % (what, exc)) from exc
+
+    @staticmethod
+    def _volume_dict(vol):
+        tags = {t["Key"]: t["Value"] for t in vol.get("Tags") or []}
+        return {
+            "id": vol["VolumeId"], "name": tags.get("Name"), "size": vol["Size"],
+            "type": vol.get("VolumeType"), "status": vol["State"], "bootable": False,
+            "multiattach": bool(vol.get("MultiAttachEnabled")),
+            "encrypted": bool(vol.get("Encrypted")),
+            "availability_zone": vol.get("AvailabilityZone"),
+            "attachments": [{"server_id": a["InstanceId"], "device": a.get("Device")}
+                            for a in vol.get("Attachments") or []
+                            if a.get("State") in ("attaching", "attached", "busy", "detaching")],
+        }
+
+    def _volumes(self, **kwargs):
+        out = []
+        for page in self.ec2.get_paginator("describe_volumes").paginate(**kwargs):
+            out.extend(page["Volumes"])
+        return out
+
+    def _volume_get(self, volume_id):
+        try:
+            found = self._volumes(VolumeIds=[volume_id])
+        except botocore.exceptions.ClientError as exc:
+            if _error_code(exc).startswith("InvalidVolume"):
+                return None
+            raise CloudError("EC2 describe_volumes failed: %s" % exc) from exc
+        return self._volume_dict(found[0]) if found else None
+
+    def _volume_find(self, name_or_id):
+        if _VOLUME_ID.match(name_or_id):
+            return self._volume_get(name_or_id)
+        found = self._volumes(Filters=[{"Name": "tag:Name", "Values": [name_or_id]}])
+        found = [v for v in found if v["State"] not in ("deleting", "deleted")]
+        if len(found) > 1:
+            raise Ambiguous("%d volumes are named %r in EC2 region %s (%s): give the id"
+                            % (len(found), name_or_id, self.name,
+                               ", ".join(v["VolumeId"] for v in found)))
+        return self._volume_dict(found[0]) if found else None
+
+    def _server_volumes(self, server_id):
+        server = self._get_server(server_id) or {}
+        root = server.get("RootDeviceName")
+        out = []
+        for vol in self._volumes(Filters=[{"Name": "attachment.instance-id",
+                                           "Values": [server_id]}]):
+            desc = self._volume_dict(vol)
+            dev = next((a["device"] for a in desc["attachments"] if a["server_id"] == server_id),
+                       None)
+            desc["root"] = desc["bootable"] = bool(root) and dev == root
+            out.append(desc)
+        return out
+
+    def _volume_create(self, name, size, volume_type=None, availability_zone=None):
+        zone = availability_zone or self.profile.get("availability_zone")
+        if not zone:
+            zones = self.ec2.describe_availability_zones()["AvailabilityZones"]
+            zone = sorted(z["ZoneName"] for z in zones)[0]
+        kwargs = {"Size": size, "AvailabilityZone": zone,
+                  "TagSpecifications": [{"ResourceType": "volume",
+                                         "Tags": [{"Key": "Name", "Value": name}]}]}
+        if volume_type:
+            kwargs["VolumeType"] = volume_type
+        return self._call("create volume %s" % name, self.ec2.create_volume, **kwargs)["VolumeId"]
+
+    def _volume_zone_ok(self, server, volume):
+        zone = (server.get("Placement") or {}).get("AvailabilityZone")
+        if zone and volume["availability_zone"] and zone != volume["availability_zone"]:
+            return ("volume %s is in availability zone %s and instance %s in %s: EBS volumes "
+                    "attach only within their zone" % (volume["id"], volume["availability_zone"],
+                                                       server["InstanceId"], zone))
+        return None
+
+    def _volume_attach(self, server_id, volume_id, device=None):
+        if not device:
+            server = self._get_server(server_id) or {}
+            used = {m.get("DeviceName") for m in server.get("BlockDeviceMappings") or []}
+            device = next((d for d in _DEVICES if d not in used), None)
+            if device is None:
+                raise InvalidInput("instance %s has no free device name left; give device="
+                                   % server_id)
+        self._call("attach volume %s to %s" % (volume_id, server_id), self.ec2.attach_volume,
+                   VolumeId=volume_id, InstanceId=server_id, Device=device)
+
+    def _volume_detach(self, server_id, volume_id):
+        self._call("detach volume %s from %s" % (volume_id, server_id), self.ec2.detach_volume,
+                   VolumeId=volume_id, InstanceId=server_id)
+
+    def _volume_delete(self, volume_id):
+        self._call("delete volume %s" % volume_id, self.ec2.delete_volume, VolumeId=volume_id)

@@ -34,6 +34,7 @@ def vm_spec(conf, name, overrides=None, keypair=None, profile=None):
         "networks": settings.get("networks"),
         "metadata": settings.get("metadata"),
         "availability_zone": settings.get("availability_zone"),
+        "volumes": settings.get("volumes"),
         "user_data": text,
     }
     return spec, settings

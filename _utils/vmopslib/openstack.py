@@ -4,7 +4,7 @@ import logging
 import re
 
 from . import waiting
-from .errors import CloudError, InvalidInput, NotFound, NotSupported
+from .errors import Ambiguous, CloudError, InvalidInput, NotFound, NotSupported
 from .provider import Provider, encode_user_data
 
 try:
@@ -181,6 +181,17 @@ class OpenStackProvider(Provider):
             kwargs["availability_zone"] = spec["availability_zone"]
         if spec.get("user_data"):
             kwargs["user_data"] = encode_user_data(spec["user_data"])
+        if spec.get("volumes"):
+            # the image as the root disk, then each extra volume, created empty by Nova
+            kwargs["block_device_mapping"] = [
+                {"boot_index": 0, "uuid": spec["_image_id"], "source_type": "image",
+                 "destination_type": "local", "delete_on_termination": True}
+            ] + [dict({"boot_index": -1, "source_type": "blank", "destination_type": "volume",
+                       "volume_size": vol["size"],
+                       "delete_on_termination": vol["delete_on_termination"]},
+                      **({"device_name": vol["device"]} if vol.get("device") else {}),
+                      **({"volume_type": vol["type"]} if vol.get("type") else {}))
+                 for vol in spec["volumes"]]
         try:
             return self.conn.compute.create_server(**kwargs).id
         except openstack.exceptions.HttpException as exc:
@@ -552,7 +563,7 @@ class OpenStackProvider(Provider):
         self.conn.compute.reset_server_state(server, state)
         return self.describe(server.id)
 
-    # ------------------------------------------------------------------ volumes
+    # ------------------------------------------------------------------ volumes (Cinder)
 
     def _volume_service(self):
         if not any(self.conn.has_service(t) for t in ("block-storage", "volumev3", "volume")):
@@ -561,41 +572,85 @@ class OpenStackProvider(Provider):
                 "volumes cannot be listed, attached or detached there" % self.name
             )
 
-    def volumes(self, name_or_id):
-        self._volume_service()
-        server = self.find_server(name_or_id)
-        return [
-            {"volume_id": a.volume_id, "device": a.device, "id": a.id}
-            for a in self.conn.compute.volume_attachments(server)
-        ]
+    @staticmethod
+    def _volume_dict(vol):
+        return {
+            "id": vol.id, "name": vol.name, "size": vol.size, "type": vol.volume_type,
+            "status": vol.status, "bootable": bool(vol.is_bootable),
+            "multiattach": bool(vol.is_multiattach), "encrypted": bool(vol.is_encrypted),
+            "availability_zone": vol.availability_zone,
+            "attachments": [{"server_id": a.get("server_id"), "device": a.get("device")}
+                            for a in vol.attachments or []],
+        }
 
-    def attach_volume(self, name_or_id, volume, device=None):
-        """Attach a volume that is ``available`` (never one attached elsewhere)."""
+    def _volume_find(self, name_or_id):
         self._volume_service()
-        server = self.find_server(name_or_id)
-        vol = self.conn.block_storage.find_volume(volume)
-        if vol is None:
-            raise NotFound("volume %r does not exist on cloud %s" % (volume, self.name))
-        if vol.status != "available":
-            raise InvalidInput(
-                "volume %s is %s (attachments: %s): detach it first; nothing was changed"
-                % (volume, vol.status, [a.get("server_id") for a in vol.attachments or []])
-            )
-        self.conn.compute.create_volume_attachment(server, volume_id=vol.id, device=device)
-        waiting.wait_for(lambda: self.conn.block_storage.get_volume(vol.id).status == "in-use",
-                         300, "volume %s to be in-use" % volume)
-        return {"server": server.name, "volume_id": vol.id, "attached": True}
+        if _UUID.match(name_or_id):
+            found = self._volume_get(name_or_id)
+            if found is not None:
+                return found
+        vols = [v for v in self.conn.block_storage.volumes(all_projects=self.all_projects,
+                                                           name=name_or_id)
+                if v.name == name_or_id]
+        if len(vols) > 1:
+            raise Ambiguous("%d volumes are named %r on cloud %s (%s): give the id"
+                            % (len(vols), name_or_id, self.name, ", ".join(v.id for v in vols)))
+        return self._volume_dict(vols[0]) if vols else None
 
-    def detach_volume(self, name_or_id, volume):
+    def _volume_get(self, volume_id):
+        try:
+            return self._volume_dict(self.conn.block_storage.get_volume(volume_id))
+        except openstack.exceptions.NotFoundException:
+            return None
+
+    def _server_volumes(self, server_id):
         self._volume_service()
-        server = self.find_server(name_or_id)
-        vol = self.conn.block_storage.find_volume(volume)
-        if vol is None:
-            raise NotFound("volume %r does not exist on cloud %s" % (volume, self.name))
-        self.conn.compute.delete_volume_attachment(server, vol.id)
-        waiting.wait_for(lambda: self.conn.block_storage.get_volume(vol.id).status == "available",
-                         300, "volume %s to be available" % volume)
-        return {"server": server.name, "volume_id": vol.id, "detached": True}
+        server = self._get_server(server_id)
+        root = server.root_device_name if server is not None else None
+        out = []
+        for att in self.conn.compute.volume_attachments(server_id):
+            vol = self._volume_get(att.volume_id)
+            if vol is not None:
+                vol["root"] = bool(root) and att.device == root
+                out.append(vol)
+        return out
+
+    def _volume_create(self, name, size, volume_type=None, availability_zone=None):
+        self._volume_service()
+        kwargs = {"name": name, "size": size}
+        if volume_type:
+            kwargs["volume_type"] = volume_type
+        if availability_zone:
+            kwargs["availability_zone"] = availability_zone
+        try:
+            return self.conn.block_storage.create_volume(**kwargs).id
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to create volume %s: %s"
+                             % (self.name, name, exc)) from exc
+
+    def _volume_attach(self, server_id, volume_id, device=None):
+        kwargs = {"volume_id": volume_id}
+        if device:
+            kwargs["device"] = device
+        try:
+            self.conn.compute.create_volume_attachment(server_id, **kwargs)
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to attach volume %s to %s: %s"
+                             % (self.name, volume_id, server_id, exc)) from exc
+
+    def _volume_detach(self, server_id, volume_id):
+        try:
+            self.conn.compute.delete_volume_attachment(server_id, volume_id, ignore_missing=False)
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to detach volume %s from %s: %s"
+                             % (self.name, volume_id, server_id, exc)) from exc
+
+    def _volume_delete(self, volume_id):
+        try:
+            self.conn.block_storage.delete_volume(volume_id, ignore_missing=True)
+        except openstack.exceptions.HttpException as exc:
+            raise CloudError("cloud %s refused to delete volume %s: %s"
+                             % (self.name, volume_id, exc)) from exc
 
     # ------------------------------------------------------------------ evacuation primitives
     # One cloud call each; the flow that uses them is ``evacuate.py``.

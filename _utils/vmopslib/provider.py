@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 SPEC_KEYS = (
     "name", "image", "flavor", "key_name", "security_groups", "networks",
-    "metadata", "availability_zone", "user_data",
+    "metadata", "availability_zone", "user_data", "volumes",
 )
 
 
@@ -114,6 +114,194 @@ class Provider:
     def flip_ip(self, address, server, fixed_ip=None, test=False):
         raise NotSupported("%s: floating IPs are not supported" % self.driver)
 
+    # ------------------------------------------------------------------ volume primitives
+    # Volumes are described as plain dicts:
+    #   {"id", "name", "size" (GiB), "type", "status" (available, in-use, creating,
+    #    attaching, detaching, deleting, error...), "bootable", "multiattach", "encrypted",
+    #    "availability_zone", "attachments": [{"server_id", "device"}]}
+
+    def _volume_find(self, name_or_id):
+        """The volume dict of ``name_or_id``, or None (Ambiguous when a name is not unique)."""
+        raise NotSupported("%s: volumes are not supported" % self.driver)
+
+    def _volume_get(self, volume_id):
+        """The volume dict by id, or None when it is gone."""
+        raise NotSupported("%s: volumes are not supported" % self.driver)
+
+    def _server_volumes(self, server_id):
+        """Volume dicts of the volumes attached to a server (root included)."""
+        raise NotSupported("%s: volumes are not supported" % self.driver)
+
+    def _volume_create(self, name, size, volume_type=None, availability_zone=None):
+        raise NotSupported("%s: volumes are not supported" % self.driver)
+
+    def _volume_attach(self, server_id, volume_id, device=None):
+        raise NotSupported("%s: volumes are not supported" % self.driver)
+
+    def _volume_detach(self, server_id, volume_id):
+        raise NotSupported("%s: volumes are not supported" % self.driver)
+
+    def _volume_delete(self, volume_id):
+        raise NotSupported("%s: volumes are not supported" % self.driver)
+
+    def _volume_zone_ok(self, server, volume):  # pylint: disable=unused-argument
+        """None, or why ``volume`` cannot be attached to the native ``server`` (e.g. its zone)."""
+        return None
+
+    # ------------------------------------------------------------------ volumes (shared logic)
+
+    def _volume(self, name_or_id):
+        if not name_or_id or not isinstance(name_or_id, str):
+            raise InvalidInput("a volume name or id is required; nothing was changed")
+        vol = self._volume_find(name_or_id)
+        if vol is None:
+            raise NotFound("no volume %r on cloud %s" % (name_or_id, self.name))
+        return vol
+
+    def _server_names(self, server_ids):
+        names = []
+        for server_id in server_ids:
+            server = self._get_server(server_id)
+            names.append("%s (%s)" % (self._describe(server)["name"], server_id)
+                         if server is not None else server_id)
+        return names
+
+    def _wait_volume(self, volume_id, want, timeout, what):
+        last = {}
+
+        def probe():
+            vol = self._volume_get(volume_id)
+            last["vol"] = vol
+            if want == "gone":
+                return vol is None or vol["status"] == "deleted"
+            if vol is None:
+                raise NotFound("volume %s disappeared while waiting for it to be %s" % (volume_id, want))
+            if vol["status"].startswith("error"):
+                raise CloudError("volume %s went to %s while %s" % (volume_id, vol["status"], what))
+            return vol if want(vol) else None
+
+        from .errors import Timeout  # pylint: disable=import-outside-toplevel
+
+        try:
+            return waiting.wait_for(probe, timeout, "volume %s %s" % (volume_id, what))
+        except Timeout:
+            status = (last.get("vol") or {}).get("status")
+            raise Timeout(
+                "volume %s is still %s after %ss %s: the cloud did not finish it (look at the "
+                "volume service; reset its state only once the backend agrees)"
+                % (volume_id, status, timeout, what)) from None
+
+    def volume_show(self, name_or_id):
+        """Describe a volume: size, type, status, bootable, multi-attach, attachments."""
+        return self._volume(name_or_id)
+
+    def volumes(self, name_or_id):
+        """The volumes attached to a server: device, size, type, bootable/root, multi-attach."""
+        server = self.describe(self.find_server(name_or_id))
+        out = []
+        for vol in self._server_volumes(server["id"]):
+            device = next((a["device"] for a in vol["attachments"] if a["server_id"] == server["id"]),
+                          None)
+            out.append({"volume_id": vol["id"], "name": vol["name"], "device": device,
+                        "size": vol["size"], "type": vol["type"], "status": vol["status"],
+                        "bootable": vol["bootable"], "root": bool(vol.get("root")),
+                        "multiattach": vol["multiattach"], "encrypted": vol["encrypted"]})
+        return sorted(out, key=lambda v: (v["device"] or "", v["volume_id"]))
+
+    def volume_create(self, name, size, volume_type=None, availability_zone=None, wait=True,
+                      timeout=300):
+        """Create an empty volume of ``size`` GiB and (by default) wait until it is available."""
+        check_minion_id(name, "volume name")
+        try:
+            size = int(str(size).strip())
+            if size < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise InvalidInput("size must be a whole number of GiB (at least 1), not %r; "
+                               "nothing was changed" % (size,)) from None
+        volume_id = self._volume_create(name, size, volume_type, availability_zone)
+        log.info("vmops: %s asked to create volume %s (%s)", self.name, name, volume_id)
+        if not wait:
+            return self._volume_get(volume_id)
+        return self._wait_volume(volume_id, lambda v: v["status"] == "available", timeout,
+                                 "to become available")
+
+    def attach_volume(self, name_or_id, volume, device=None, timeout=300, test=False):
+        """Attach a volume to a server and wait until it is in-use there.
+
+        A volume attached elsewhere (and not multi-attach) is refused before any
+        change, naming where it is attached; one already attached here is a no-op.
+        """
+        server = self.find_server(name_or_id)
+        desc = self._describe(server)
+        vol = self._volume(volume)
+        where = [a["server_id"] for a in vol["attachments"]]
+        result = {"server": desc["name"], "server_id": desc["id"], "volume_id": vol["id"],
+                  "volume": vol["name"]}
+        if desc["id"] in where:
+            dev = next(a["device"] for a in vol["attachments"] if a["server_id"] == desc["id"])
+            return dict(result, changed=False, device=dev,
+                        comment="volume %s is already attached to %s at %s"
+                        % (volume, desc["name"], dev))
+        if where and not vol["multiattach"]:
+            raise InvalidInput(
+                "volume %s is attached to %s: detach it there first (a volume is never attached "
+                "twice); nothing was changed" % (volume, ", ".join(self._server_names(where))))
+        if vol["status"] not in ("available", "in-use"):
+            raise InvalidInput("volume %s is %s, not available; nothing was changed"
+                               % (volume, vol["status"]))
+        why = self._volume_zone_ok(server, vol)
+        if why:
+            raise InvalidInput("%s; nothing was changed" % why)
+        if test:
+            return dict(result, changed=True, device=device,
+                        comment="volume %s would be attached to %s" % (volume, desc["name"]))
+        self._volume_attach(desc["id"], vol["id"], device)
+        done = self._wait_volume(
+            vol["id"], lambda v: v["status"] == "in-use"
+            and any(a["server_id"] == desc["id"] for a in v["attachments"]),
+            timeout, "to be attached to %s" % desc["name"])
+        dev = next(a["device"] for a in done["attachments"] if a["server_id"] == desc["id"])
+        return dict(result, changed=True, device=dev, attached=True,
+                    comment="volume %s attached to %s at %s" % (volume, desc["name"], dev))
+
+    def detach_volume(self, name_or_id, volume, timeout=300, test=False):
+        """Detach a volume from a server and wait until it is available; a no-op when it is
+        not attached there.  A volume stuck in ``detaching`` past ``timeout`` is an error."""
+        server = self.find_server(name_or_id)
+        desc = self._describe(server)
+        vol = self._volume(volume)
+        result = {"server": desc["name"], "server_id": desc["id"], "volume_id": vol["id"],
+                  "volume": vol["name"]}
+        if not any(a["server_id"] == desc["id"] for a in vol["attachments"]):
+            return dict(result, changed=False,
+                        comment="volume %s is not attached to %s" % (volume, desc["name"]))
+        if vol.get("root") and desc["id"] in [a["server_id"] for a in vol["attachments"]]:
+            raise InvalidInput("volume %s is the root disk of %s: it cannot be detached; "
+                               "nothing was changed" % (volume, desc["name"]))
+        if test:
+            return dict(result, changed=True,
+                        comment="volume %s would be detached from %s" % (volume, desc["name"]))
+        self._volume_detach(desc["id"], vol["id"])
+        self._wait_volume(
+            vol["id"], lambda v: not any(a["server_id"] == desc["id"] for a in v["attachments"])
+            and v["status"] in ("available", "in-use"), timeout,
+            "to be detached from %s" % desc["name"])
+        return dict(result, changed=True, detached=True,
+                    comment="volume %s detached from %s" % (volume, desc["name"]))
+
+    def volume_delete(self, name_or_id, wait=True, timeout=300):
+        """Delete a volume; one still attached is refused (detach it first)."""
+        vol = self._volume(name_or_id)
+        if vol["attachments"]:
+            raise InvalidInput("volume %s is attached to %s: detach it first; nothing was changed"
+                               % (name_or_id, ", ".join(self._server_names(
+                                   [a["server_id"] for a in vol["attachments"]]))))
+        self._volume_delete(vol["id"])
+        if wait:
+            self._wait_volume(vol["id"], "gone", timeout, "to be deleted")
+        return {"volume_id": vol["id"], "volume": vol["name"], "deleted": True}
+
     # ------------------------------------------------------------------ shared logic
 
     def find_server(self, name_or_id):
@@ -164,6 +352,8 @@ class Provider:
             if not spec.get(key):
                 raise InvalidInput("cannot boot a server without %s; nothing was changed" % key)
         check_minion_id(spec["name"], "server name")
+        if spec.get("volumes"):
+            spec["volumes"] = check_boot_volumes(spec["volumes"])
         self._check_spec(spec)
         if spec.get("user_data") is not None and not isinstance(spec["user_data"], bytes):
             spec["user_data"] = spec["user_data"].encode()
@@ -210,7 +400,7 @@ OPTIONAL_OPERATIONS = (
     "allocate_ip", "release_ip", "rebuild", "service_show", "services", "service_disable",
     "service_enable", "service_force_down", "host_servers", "host_capacity", "migrations",
     "live_migrate", "cold_migrate", "abort_migration", "force_complete_migration",
-    "reset_state", "volumes", "attach_volume", "detach_volume",
+    "reset_state",
     # evacuation primitives (evacuate.py)
     "host_server_states", "server_states", "server_state", "host_migrations",
     "migration_progress", "placement_free", "anti_affinity_groups", "start_live_migration",
@@ -238,3 +428,33 @@ def encode_user_data(user_data):
     if isinstance(user_data, str):
         user_data = user_data.encode()
     return base64.b64encode(user_data).decode()
+
+
+def check_boot_volumes(volumes):
+    """Extra volumes for a new server: ``[{size: 10, device: /dev/vdb, type: ...,
+    delete_on_termination: false}]``, checked before anything changes.  Data volumes
+    outlive their server by default (nothing is lost when it is deleted)."""
+    if not isinstance(volumes, list):
+        raise InvalidInput("volumes must be a list of {size: <GiB>, device, type, "
+                           "delete_on_termination}; nothing was changed")
+    out = []
+    for vol in volumes:
+        if not isinstance(vol, dict):
+            raise InvalidInput("each volume must be a mapping with a size; nothing was changed")
+        unknown = set(vol) - {"size", "device", "type", "delete_on_termination"}
+        if unknown:
+            raise InvalidInput("unknown volume setting(s) %s; nothing was changed"
+                               % ", ".join(sorted(unknown)))
+        try:
+            size = int(str(vol.get("size")).strip())
+            if size < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise InvalidInput("volume size must be a whole number of GiB, not %r; nothing was "
+                               "changed" % (vol.get("size"),)) from None
+        delete = vol.get("delete_on_termination", False)
+        if not isinstance(delete, bool):
+            raise InvalidInput("delete_on_termination must be true or false, not %r; nothing "
+                               "was changed" % (delete,))
+        out.append(dict(vol, size=size, delete_on_termination=delete))
+    return out

@@ -15,8 +15,7 @@ import pytest
 import yaml
 from pytestshellutils.utils import ports
 
-from tests.conftest import REPO, VMOPS_HOME, record
-from tests.harness.ec2_hypervisor import MotoCloud
+from tests.conftest import REPO, record
 
 FILES = REPO / "tests" / "integration" / "files"
 
@@ -48,20 +47,6 @@ def pytest_sessionstart(session):
 
 def _never_accept(master_factory, event_data):  # pylint: disable=unused-argument
     """salt-factories accepts every pending key unless told otherwise; we tell it otherwise."""
-
-
-@pytest.fixture(scope="session")
-def moto_cloud():
-    with MotoCloud(str(VMOPS_HOME / "vms"), str(VMOPS_HOME / "bin" / "salt-minion")) as cloud:
-        yield cloud
-
-
-@pytest.fixture(scope="session")
-def ec2_image(moto_cloud):
-    images = moto_cloud.client().describe_images(
-        Filters=[{"Name": "name", "Values": ["amzn2-ami-hvm-*"]}]
-    )["Images"]
-    return images[0]["ImageId"]
 
 
 @pytest.fixture(scope="session")
@@ -226,8 +211,10 @@ def cleanup(os_conn, moto_cloud, keys):
 
 
 @pytest.fixture
-def vm_minion(salt_run_cli, salt_cli, keys, vm_name, cleanup, event_listener, salt_master):
+def vm_minion(synced, salt_run_cli, salt_cli, keys, vm_name, cleanup, event_listener,
+              salt_master):
     """A VM on the local cloud whose minion the pack accepted, with the pack synced to it."""
+    del synced  # the master's runners first (a test file run alone has not synced them)
     cleanup.append(vm_name)
     ret = salt_run_cli.run("vmops.create", vm_name)
     assert ret.returncode == 0, ret

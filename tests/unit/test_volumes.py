@@ -1,0 +1,68 @@
+"""The shared volume logic's edge cases (the real proof: tests/functional/test_volumes.py)."""
+
+import pytest
+
+from vmopslib import provider as provider_mod
+from vmopslib.errors import InvalidInput, Timeout
+
+
+class Stuck(provider_mod.Provider):
+    """A cloud whose detach never finishes (the volume stays ``detaching``)."""
+
+    driver = "stuck"
+
+    def __init__(self):
+        super().__init__({"name": "stuck"})
+        self.vol = {"id": "v1", "name": "data", "size": 1, "type": None, "status": "in-use",
+                    "bootable": False, "multiattach": False, "encrypted": False,
+                    "availability_zone": None,
+                    "attachments": [{"server_id": "s1", "device": "/dev/vdb"}]}
+        self.calls = []
+
+    def _looks_like_id(self, value):
+        return value == "s1"
+
+    def _get_server(self, server_id):
+        return {"id": server_id} if server_id == "s1" else None
+
+    def _describe(self, server):
+        return {"id": server["id"], "name": "app2"}
+
+    def _volume_find(self, name_or_id):
+        return dict(self.vol) if name_or_id in ("v1", "data") else None
+
+    def _volume_get(self, volume_id):
+        return dict(self.vol)
+
+    def _volume_detach(self, server_id, volume_id):
+        self.calls.append(("detach", server_id, volume_id))
+        self.vol["status"] = "detaching"
+
+
+def test_a_detach_that_sticks_is_a_clear_timeout():
+    cloud = Stuck()
+    with pytest.raises(Timeout, match="volume v1 is still detaching after 1s.*volume service"):
+        cloud.detach_volume("s1", "data", timeout=1)
+    assert cloud.calls == [("detach", "s1", "v1")]
+
+
+def test_test_mode_changes_nothing():
+    cloud = Stuck()
+    out = cloud.detach_volume("s1", "data", test=True)
+    assert out["changed"] and "would be detached" in out["comment"] and cloud.calls == []
+
+
+@pytest.mark.parametrize("volumes, match", [
+    ("big", "must be a list"),
+    ([{"size": 0}], "whole number of GiB"),
+    ([{"size": 1, "delete_on_termination": "yes"}], "true or false"),
+    ([{"size": 1, "colour": "red"}], "unknown volume setting"),
+])
+def test_boot_volumes_are_checked_first(volumes, match):
+    with pytest.raises(InvalidInput, match=match):
+        provider_mod.check_boot_volumes(volumes)
+
+
+def test_boot_volumes_outlive_their_server_by_default():
+    assert provider_mod.check_boot_volumes([{"size": "2"}]) == [
+        {"size": 2, "delete_on_termination": False}]
