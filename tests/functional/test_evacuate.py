@@ -204,3 +204,38 @@ def test_bad_node_names_change_nothing(prov, store):
             evac(prov, store).run(bad, "x")
         assert "nothing was changed" in str(err.value)
     assert prov.service_show(NODE)["status"] == "enabled"
+
+
+def test_a_server_with_a_volume_keeps_it_and_an_invalid_token_is_survived(
+    prov, os_conn, on_node, name, store, restore_services
+):
+    """A data volume stays attached through the live migration, and the run outlives its
+    keystone token: mid-run the token the run holds stops being valid (Nova answers 401, as
+    for an expired token) and keystoneauth re-authenticates and retries."""
+    with_volume = on_node(name + "-vol")
+    plain = on_node(name + "-plain")
+    vol = prov.volume_create(name + "-data", 1)
+    try:
+        prov.attach_volume(with_volume["id"], vol["id"])
+        state = {}
+
+        def spoil_token_once(tag, message, **data):  # pylint: disable=unused-argument
+            if tag.endswith("/started") and not state:
+                auth_ref = os_conn.session.auth.get_auth_ref(os_conn.session)
+                state["token"] = auth_ref.auth_token
+                auth_ref._auth_token = "gAAAA-no-longer-valid"  # pylint: disable=protected-access
+
+        ev = evac(prov, store, concurrency=2)
+        ev.events = spoil_token_once
+        report = ev.run(NODE, "functional: volume and token")
+        assert state["token"]
+        assert os_conn.session.get_token() not in (state["token"], "gAAAA-no-longer-valid")
+        mine = _mine(report, {with_volume["name"], plain["name"]})
+        assert all(item["phase"] == "moved" for item in mine.values()), mine
+        assert prov.describe(with_volume["id"])["host"] != NODE
+        attached = prov.volume_show(vol["id"])
+        assert attached["status"] == "in-use"
+        assert attached["attachments"][0]["server_id"] == with_volume["id"]
+    finally:
+        prov.detach_volume(with_volume["id"], vol["id"])
+        prov.volume_delete(vol["id"])
