@@ -707,9 +707,28 @@ class Evacuation:
             and s.get("task_state") in MOVING_TASKS
         )
 
-    def _eligible(self, record, item):
-        if item["phase"] != "pending":
+    def _elsewhere(self, record, item):
+        """Another actor moved (or deleted) a server before we started it: noticed, not fought."""
+        state = self._states.get(item["id"]) or {}
+        if "status" not in state or item["phase"] != "pending" or item["attempts"]:
             return False
+        if state["status"] in ("DELETED", "SOFT_DELETED"):
+            item.update(phase="gone", comment="deleted by someone else before it was moved")
+        elif state.get("host") != record["node"]:
+            item.update(phase="elsewhere", dest=state.get("host"),
+                        comment="moved off the node by someone else (now on %s)"
+                        % (state.get("host") or "no host"))
+        else:
+            return False
+        self._fire(record, "server/%s/%s" % (item["name"], item["phase"]), item["comment"],
+                   server=item["id"])
+        return True
+
+    def _eligible(self, record, item):
+        if item["phase"] != "pending" or self._elsewhere(record, item):
+            return False
+        if (self._states.get(item["id"]) or {}).get("task_state") and not item["attempts"]:
+            return False  # another actor is busy with it: wait until it settles
         if item.get("group"):
             return not any(
                 o["group"] == item["group"] and o["phase"] in ("moving", "confirming")
@@ -1141,7 +1160,11 @@ class Evacuation:
                         item["phase"] = "failed"
                         item["comment"] += "; but its minion %s" % why
         for item in record["items"]:
-            if item["phase"] == "pending" and not item.get("comment"):
+            busy = (self._states.get(item["id"]) or {}).get("task_state")
+            if item["phase"] == "pending" and busy:
+                item["comment"] = ("not started: another actor is busy with it (task %s); "
+                                   "re-run when it is done" % busy)
+            elif item["phase"] == "pending" and not item.get("comment"):
                 item["comment"] = "not started (stop_on_failure: an earlier server failed)"
         remaining = self.provider.host_server_states(node)
         counts = {}

@@ -597,3 +597,22 @@ def test_corrupt_journal_is_a_clear_error(cloud, store, tmp_path):
     (tmp_path / "evacuate" / "cmp1.json").write_text("{not json")
     with pytest.raises(InvalidInput, match="not valid JSON.*move it aside"):
         make(cloud, store).run("cmp1", "x")
+
+
+def test_a_server_moved_by_someone_else_is_noticed_not_fought(cloud, store):
+    cloud.add("a")
+    theirs = cloud.add("b")
+    orig = cloud.server_states
+
+    def states(since):
+        out = orig(since)
+        if cloud.servers[theirs]["host"] == "cmp1":  # an operator moved it by hand meanwhile
+            cloud.servers[theirs]["host"] = "cmp3"
+        return orig(since) if out else out
+
+    cloud.server_states = states
+    report = make(cloud, store, concurrency=1).run("cmp1", "x")
+    by = {s["name"]: s for s in report["servers"]}
+    assert by["b"]["phase"] == "elsewhere" and "by someone else (now on cmp3)" in by["b"]["comment"]
+    assert ("live", theirs) not in cloud.calls
+    assert report["result"] is True
