@@ -304,23 +304,23 @@ def replace_vm(name, step="plan", cloud=None, token=None, test=False, keep_old="
         salt-run vmops.replace_vm app2 step=status
     """
     overrides = {k: v for k, v in overrides.items() if not k.startswith("__")}
-    timeout = int(timeout)
 
     def _step():
         if step not in REPLACE_STEPS:
             raise InvalidInput("step must be one of %s" % ", ".join(REPLACE_STEPS))
+        timeout_s = config.strict_int(timeout, "timeout")
         rep = _replacement(cloud, token)
         calls = {
             "plan": lambda: rep.plan(name, overrides, {"keep_old": keep_old,
                                                       "keep_failed": keep_failed}, test=test),
-            "boot": lambda: rep.boot(name, timeout=max(timeout, 600)),
-            "wait": lambda: rep.wait(name, timeout=timeout),
+            "boot": lambda: rep.boot(name, timeout=max(timeout_s, 600)),
+            "wait": lambda: rep.wait(name, timeout=timeout_s),
             "sanity": lambda: rep.sanity(name),
             "checked": lambda: rep.checked(name),
             "smoke": lambda: rep.smoke(name, network),
             "flip": lambda: rep.flip(name),
             "retire": lambda: rep.retire(name),
-            "rollback": lambda: rep.rollback(name, timeout=timeout),
+            "rollback": lambda: rep.rollback(name, timeout=timeout_s),
             "status": lambda: dict(rep.summary(rep.journal.load(name) or {}), result=True)
             if rep.journal.load(name) else {"result": True, "vm": name, "state": None},
         }

@@ -14,7 +14,9 @@ DRIVERS = ("openstack", "ec2")
 
 # A minion id the pack will act on: a plain host-like name.  No glob (* ? [ ]),
 # no list or compound matcher syntax (, @ : space), nothing a key.accept could widen.
-_MINION_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
+# \Z, not $: "$" also matches before a trailing newline ("app2\n").  At most 240 characters,
+# so "<id>-failed.json" and the like still fit a file name (255 bytes).
+_MINION_ID = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,238}[A-Za-z0-9])?\Z")
 
 SECRET_WORDS = ("password", "secret", "token", "private_key", "credential", "priv")
 
@@ -128,8 +130,9 @@ def check_minion_id(name, what="VM name"):
     """Refuse anything that is not a plain minion id (globs, lists, compound matchers)."""
     if not isinstance(name, str) or not _MINION_ID.match(name):
         raise InvalidInput(
-            "%s %r is not a plain minion id: use letters, digits, '.', '_' and '-' only "
-            "(no glob, list or compound-matcher characters); nothing was changed" % (what, name)
+            "%s %r is not a plain minion id: use letters, digits, '.', '_' and '-' only, at "
+            "most 240 characters (no glob, list or compound-matcher characters); nothing was "
+            "changed" % (what, name)
         )
     return name
 
@@ -193,3 +196,30 @@ def redact(data):
     if isinstance(data, (list, tuple)):
         return [redact(v) for v in data]
     return data
+
+
+def strict_bool(value, what):
+    """A setting that must be true or false: ``"false"`` is false (not a truthy string), and
+    anything else that is not a boolean is refused before any change."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0", ""):
+        return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise InvalidInput("%s must be true or false, not %r; nothing was changed" % (what, value))
+
+
+def strict_int(value, what, minimum=1):
+    """A whole number setting (seconds, counts), refused with a clear error otherwise."""
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise InvalidInput("%s must be a whole number, not %r; nothing was changed"
+                           % (what, value)) from None
+    if number < minimum:
+        raise InvalidInput("%s must be at least %d, not %r; nothing was changed"
+                           % (what, minimum, value))
+    return number

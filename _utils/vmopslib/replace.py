@@ -179,7 +179,7 @@ class Replacement:
         plan = {
             "vm": name, "cloud": self.provider.name, "old": old, "spec": spec,
             "floating_ips": old["floating_ips"], "keep_old": keep_old,
-            "keep_failed": bool(options.get("keep_failed", False)),
+            "keep_failed": config.strict_bool(options.get("keep_failed", False), "keep_failed"),
             "level": level,
             "overrides": overrides,
             "steps": ["plan", "boot", "wait", "sanity", "highstate", "deploy", "checked",

@@ -66,3 +66,26 @@ def test_redact_hides_secrets_at_any_depth():
     assert "s3cret" not in repr(red) and "-----BEGIN" not in repr(red)
     assert red["auth"]["username"] == "ops" and red["name"] == "app2"
     assert red["list"][0]["token"] == "********"
+
+
+def test_minion_ids_with_a_trailing_newline_or_too_long_are_refused():
+    from vmopslib.config import check_minion_id
+    from vmopslib.errors import InvalidInput
+
+    for bad in ("app2\n", "app2\n\n", "a" * 241):
+        with pytest.raises(InvalidInput, match="not a plain minion id"):
+            check_minion_id(bad)
+    assert check_minion_id("a" * 240) == "a" * 240
+
+
+def test_strict_types_refuse_truthy_strings_and_junk():
+    from vmopslib.config import strict_bool, strict_int
+    from vmopslib.errors import InvalidInput
+
+    assert strict_bool("false", "keep_failed") is False and strict_bool("True", "x") is True
+    with pytest.raises(InvalidInput, match="keep_failed must be true or false"):
+        strict_bool("maybe", "keep_failed")
+    assert strict_int("30", "timeout") == 30
+    for bad in ("abc", "1.5", 0, None):
+        with pytest.raises(InvalidInput, match="timeout must be"):
+            strict_int(bad, "timeout")
