@@ -78,11 +78,3 @@ def test_reset_state(prov, boot, name):
     assert prov.reset_state(name, "active")["status"] == "ACTIVE"
     with pytest.raises(InvalidInput, match="state must be 'active' or 'error'"):
         prov.reset_state(name, "stopped")
-
-
-def test_volumes_say_clearly_that_the_cloud_has_no_volume_service(prov, boot, name):
-    boot(name)
-    for call in (lambda: prov.volumes(name), lambda: prov.attach_volume(name, "v1"),
-                 lambda: prov.detach_volume(name, "v1")):
-        with pytest.raises(Exception, match="has no volume service"):
-            call()

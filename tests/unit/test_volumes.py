@@ -66,3 +66,20 @@ def test_boot_volumes_are_checked_first(volumes, match):
 def test_boot_volumes_outlive_their_server_by_default():
     assert provider_mod.check_boot_volumes([{"size": "2"}]) == [
         {"size": 2, "delete_on_termination": False}]
+
+
+def test_an_openstack_cloud_without_a_volume_service_says_so():
+    """The local cloud has Cinder now; a cloud whose catalog lacks it must still answer clearly."""
+    from vmopslib.errors import NotSupported
+    from vmopslib.openstack import OpenStackProvider
+
+    class Conn:
+        @staticmethod
+        def has_service(service_type):  # pylint: disable=unused-argument
+            return False
+
+    prov = OpenStackProvider({"name": "novol", "driver": "openstack"}, conn=Conn())
+    for call in (lambda: prov.volume_show("v1"), lambda: prov.volume_create("v1", 1),
+                 lambda: prov._server_volumes("s1")):  # pylint: disable=protected-access
+        with pytest.raises(NotSupported, match="cloud novol has no volume service"):
+            call()
