@@ -24,7 +24,6 @@ the owner (process id and start time: a dead owner's run may be resumed),
 the old spec, and every step with its duration.
 """
 
-import json
 import logging
 import os
 import time
@@ -33,6 +32,7 @@ import uuid
 from . import config, identity, userdata
 from .errors import InvalidInput, VmopsError
 from .registry import NONCE_KEY
+from .store import JournalStore
 
 log = logging.getLogger(__name__)
 
@@ -63,27 +63,41 @@ def owner_alive(owner):
 
 
 class Journal:
-    """One JSON file per VM under ``directory``; written atomically."""
+    """One JSON record per VM under ``directory`` (``<vm>.json``), written atomically with a
+    unique temporary name, and a real lock per VM (``<vm>.lock``, an ``flock``).
+
+    The lock is taken by ``plan`` and held by the process that runs the replacement (the
+    ``salt-run`` of the orchestration) until the run ends (done or rolled back) or the
+    process dies; any step run from another process takes it too, so two processes never
+    act on one VM at once.  A killed run's lock goes with its process: a re-run resumes.
+    """
+
+    _held = {}  # (directory, vm) -> RunLock, for this process
 
     def __init__(self, directory):
         self.directory = directory
+        self.store = JournalStore(directory, what="replacement")
 
     def path(self, name):
         return os.path.join(self.directory, "%s.json" % config.check_minion_id(name))
 
     def load(self, name):
-        try:
-            with open(self.path(name), encoding="utf-8") as fh:
-                return json.load(fh)
-        except FileNotFoundError:
-            return None
+        return self.store.load(config.check_minion_id(name))
 
     def save(self, record):
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        tmp = self.path(record["vm"]) + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=1, sort_keys=True)
-        os.replace(tmp, self.path(record["vm"]))
+        self.store.save(config.check_minion_id(record["vm"]), record)
+
+    def lock(self, name):
+        """Hold the VM's lock in this process (refused when another process holds it)."""
+        key = (self.directory, config.check_minion_id(name))
+        if key not in self._held:
+            self._held[key] = self.store.lock(name)
+        return self._held[key]
+
+    def unlock(self, name):
+        held = self._held.pop((self.directory, name), None)
+        if held is not None:
+            held.release()
 
 
 class Replacement:
@@ -107,6 +121,7 @@ class Replacement:
         record = self.journal.load(name)
         if record is None or record["state"] in TERMINAL:
             raise InvalidInput("no replacement of %s is in progress: run the plan step first" % name)
+        self.journal.lock(name)  # no other process acts on this VM while this step runs
         if need_owner and self.token and record["owner"].get("token") != self.token:
             raise InvalidInput(
                 "the replacement of %s belongs to another run (pid %s); nothing was changed"
@@ -121,6 +136,8 @@ class Replacement:
         record["steps"].append({"step": step, "result": True, "duration": took,
                                 "comment": comment, "at": time.time()})
         self.journal.save(record)
+        if record["state"] in TERMINAL:
+            self.journal.unlock(record["vm"])
         self.events("replace/%s/%s" % (record["vm"], step), "%s: %s" % (step, comment),
                     step=step, duration=took, state=record["state"])
         return {"result": True, "vm": record["vm"], "step": step, "state": record["state"],
@@ -154,6 +171,9 @@ class Replacement:
         keep_old = options.get("keep_old", "delete")
         if keep_old not in KEEP_OLD:
             raise InvalidInput("keep_old must be one of %s, not %r" % (", ".join(KEEP_OLD), keep_old))
+        if not test:
+            # the real lock first: from here no other process can plan or step this VM
+            self.journal.lock(name)
         record = self.journal.load(name)
         if record is not None and record["state"] not in TERMINAL:
             if owner_alive(record["owner"]) and record["owner"].get("token") != self.token:
@@ -363,10 +383,25 @@ class Replacement:
                                "(state %s)" % (name, record["state"]))
         if STATES.index(record["state"]) >= STATES.index("flipped"):
             return self._skip(record, "flip", "already flipped")
-        moved = [self.provider.flip_ip(addr, record["new"]["id"])["address"]
-                 for addr in record["floating_ips"]]
-        return self._step(record, "flip", started, "%s now point at the new %s"
-                          % (", ".join(moved) or "no floating IP", name), state="flipped")
+        old_id, new_id = record["old"]["id"], record["new"]["id"]
+        # what the old server holds now (an address added since the plan moves too), and
+        # what the plan captured (unless someone has moved it to a third server meanwhile)
+        try:
+            now = self.provider.describe(old_id)["floating_ips"]
+        except VmopsError:
+            now = []
+        moved, left = [], []
+        for addr in list(dict.fromkeys(list(record["floating_ips"]) + list(now))):
+            where = self.provider.flip_ip(addr, new_id, test=True)["old"].get("server_id")
+            if where not in (None, old_id, new_id):
+                left.append("%s (moved to %s by someone else; left there)" % (addr, where))
+                continue
+            moved.append(self.provider.flip_ip(addr, new_id)["address"])
+        record["floating_ips"] = moved
+        comment = "%s now point at the new %s" % (", ".join(moved) or "no floating IP", name)
+        if left:
+            comment += "; not taken: %s" % ", ".join(left)
+        return self._step(record, "flip", started, comment, state="flipped")
 
     def retire(self, name):
         record = self._load(name)
@@ -375,6 +410,7 @@ class Replacement:
             raise InvalidInput("the old %s is retired only after the flip (state %s)"
                                % (name, record["state"]))
         old_id, how = record["old"]["id"], record["keep_old"]
+        self._new_serves(record)
         if self.provider._get_server(old_id) is None:  # pylint: disable=protected-access
             comment = "the old server %s is already gone" % old_id
         elif how == "delete":
@@ -390,6 +426,22 @@ class Replacement:
         result = self._step(record, "retire", started, comment, state="done")
         result["summary"] = self.summary(record)
         return result
+
+    def _new_serves(self, record):
+        """The old server goes only when the new one exists, is ACTIVE and holds the IPs."""
+        name = record["vm"]
+        try:
+            new = self.provider.describe(record["new"]["id"])
+        except VmopsError as exc:
+            raise InvalidInput("the new %s (%s) cannot be seen (%s): the old server is kept; "
+                               "nothing was changed" % (name, record["new"]["id"], exc)) from exc
+        missing = sorted(set(record["floating_ips"]) - set(new["floating_ips"]))
+        if new["status"] != "ACTIVE" or missing:
+            raise InvalidInput(
+                "the new %s (%s) is %s%s: the old server %s is kept until it serves; nothing "
+                "was changed" % (name, new["id"], new["status"],
+                                 " and does not hold %s" % ", ".join(missing) if missing else "",
+                                 record["old"]["id"]))
 
     # ------------------------------------------------------------------ rollback
 

@@ -1,0 +1,104 @@
+"""replace_vm's lock and cut-over checks, with a fake cloud (the real proofs are the
+integration tests in test_replace_vm.py)."""
+
+import multiprocessing
+import time
+
+import pytest
+
+from vmopslib import replace
+from vmopslib.errors import InvalidInput
+from vmopslib.store import Locked
+
+
+class Cloud:
+    name, driver = "fake", "openstack"
+
+    def __init__(self, new_status="ACTIVE", new_ips=("203.0.113.7",), ip_owner=None):
+        self.new_status, self.new_ips, self.ip_owner = new_status, list(new_ips), ip_owner
+        self.calls = []
+
+    def describe(self, server_id):
+        if server_id == "new":
+            return {"id": "new", "status": self.new_status, "floating_ips": self.new_ips}
+        return {"id": server_id, "status": "ACTIVE", "floating_ips": []}
+
+    def _get_server(self, server_id):
+        return {"id": server_id}
+
+    def delete(self, server_id):
+        self.calls.append(("delete", server_id))
+
+    def flip_ip(self, address, server, test=False):
+        if not test:
+            self.calls.append(("flip", address, server))
+            self.new_ips.append(address)
+        return {"address": address, "old": {"server_id": self.ip_owner.get(address, "old")
+                                            if self.ip_owner else "old"}}
+
+
+def _replacement(tmp_path, cloud, state, ips=("203.0.113.7",)):
+    journal = replace.Journal(str(tmp_path))
+    journal.save({"vm": "app2", "state": state, "old": {"id": "old"}, "new": {"id": "new"},
+                  "floating_ips": list(ips), "keep_old": "delete", "steps": [],
+                  "owner": replace.current_owner("tok")})
+    return replace.Replacement({}, cloud, None, journal, None, token="tok")
+
+
+@pytest.mark.parametrize("status, ips, why", [
+    ("BUILD", ["203.0.113.7"], "is BUILD"),
+    ("ACTIVE", [], "does not hold 203.0.113.7"),
+])
+def test_retire_keeps_the_old_server_until_the_new_one_serves(tmp_path, status, ips, why):
+    cloud = Cloud(new_status=status, new_ips=ips)
+    rep = _replacement(tmp_path, cloud, "flipped")
+    with pytest.raises(InvalidInput, match="%s.*old server old is kept" % why):
+        rep.retire("app2")
+    assert cloud.calls == []
+    assert rep.journal.load("app2")["state"] == "flipped"
+
+
+def test_retire_deletes_the_old_server_once_the_new_one_serves(tmp_path):
+    cloud = Cloud()
+    rep = _replacement(tmp_path, cloud, "flipped")
+    assert rep.retire("app2")["state"] == "done"
+    assert cloud.calls == [("delete", "old")]
+
+
+def test_flip_never_takes_an_ip_someone_moved_elsewhere(tmp_path):
+    cloud = Cloud(new_ips=[], ip_owner={"203.0.113.8": "third-server"})
+    rep = _replacement(tmp_path, cloud, "checked", ips=("203.0.113.7", "203.0.113.8"))
+    out = rep.flip("app2")
+    assert cloud.calls == [("flip", "203.0.113.7", "new")]
+    assert "203.0.113.8 (moved to third-server by someone else; left there)" in out["comment"]
+    assert rep.journal.load("app2")["floating_ips"] == ["203.0.113.7"]
+
+
+def _hold(directory, ready, release):
+    journal = replace.Journal(directory)
+    journal.lock("app2")
+    ready.set()
+    release.wait(10)
+
+
+def test_the_lock_is_real_across_processes_and_dies_with_its_holder(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(Locked, match="replacement of app2 is already running \\(pid %d"
+                           % holder.pid):
+            replace.Journal(str(tmp_path)).store.lock("app2")
+    finally:
+        holder.kill()
+        holder.join()
+    time.sleep(0.1)
+    replace.Journal(str(tmp_path)).store.lock("app2").release()  # free once its holder died
+
+
+def test_a_corrupt_journal_is_a_clear_error(tmp_path):
+    (tmp_path / "app2.json").write_text('{"vm": "app2", "sta')
+    with pytest.raises(InvalidInput, match="not valid JSON.*move it aside"):
+        replace.Journal(str(tmp_path)).load("app2")
