@@ -104,7 +104,12 @@ def autoprovision_rules(conf):
         if not isinstance(metadata, dict) or not metadata:
             raise InvalidInput("%s: metadata (the opt-in marker a server must carry) is required"
                                % where)
-        pattern = rule.get("minion_id", ".+")
+        pattern = rule.get("minion_id")
+        if not isinstance(pattern, str) or not pattern.strip() or pattern.strip() in (".*", ".+"):
+            # a rule must say which ids it is for: without one, any server carrying the
+            # opt-in marker could claim any id (the master's own, another role's...)
+            raise InvalidInput("%s: minion_id (a regular expression the ids it admits must "
+                               "match in full, e.g. 'web-[0-9a-z]+') is required" % where)
         try:
             compiled = re.compile(pattern)
         except (re.error, TypeError) as exc:

@@ -192,7 +192,8 @@ def _rules(world):
     world.conf["autoprovision"] = {
         "web": {"cloud": "local", "metadata": {"vmops-autoprovision": "web"},
                 "minion_id": "web-[0-9a-f]+", "max_age": 600, "level": "staging"},
-        "ec2web": {"cloud": "aws", "metadata": {"vmops-autoprovision": "web"}, "max_age": 600},
+        "ec2web": {"cloud": "aws", "metadata": {"vmops-autoprovision": "web"},
+                   "minion_id": "ec2web-[0-9a-f]+", "max_age": 600},
     }
 
 
@@ -232,7 +233,7 @@ def test_auto_provisioning_refusals(world, case, reason):
 
 def test_auto_provisioning_on_two_clouds_at_once_is_ambiguous(world):
     _rules(world)
-    world.conf["autoprovision"]["web"]["minion_id"] = ".+"
+    world.conf["autoprovision"]["ec2web"]["minion_id"] = "web-[0-9a-z]+"  # both rules match
     world.cloud.add("web-3c", metadata={"vmops-autoprovision": "web"}, console_key=KEY_A)
     world.aws.add("web-3c", metadata={"vmops-autoprovision": "web"}, console_key=KEY_A)
     world.keys.keys["web-3c"] = ("pending", KEY_A)

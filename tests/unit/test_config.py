@@ -89,3 +89,12 @@ def test_strict_types_refuse_truthy_strings_and_junk():
     for bad in ("abc", "1.5", 0, None):
         with pytest.raises(InvalidInput, match="timeout must be"):
             strict_int(bad, "timeout")
+
+
+@pytest.mark.parametrize("pattern", [None, "", ".*", ".+"])
+def test_an_autoprovision_rule_must_say_which_ids_it_admits(pattern):
+    rule = {"metadata": {"vmops-autoprovision": "web"}}
+    if pattern is not None:
+        rule["minion_id"] = pattern
+    with pytest.raises(InvalidInput, match="vmops:autoprovision:web: minion_id .* is required"):
+        config.autoprovision_rules({"autoprovision": {"web": rule}})
