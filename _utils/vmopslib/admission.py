@@ -32,12 +32,17 @@ log = logging.getLogger(__name__)
 
 
 class Throttle:
-    """At most one decision per id per ``interval``, and ``per_minute`` decisions overall."""
+    """At most one decision per id per ``interval``, and ``per_minute`` decisions overall.
 
-    def __init__(self):
-        self.last = {}
+    Bounded: the per-id table keeps the ``max_ids`` most recent ids (a flood of new ids
+    evicts the oldest, it does not grow the table).
+    """
+
+    def __init__(self, max_ids=4096):
+        self.last = collections.OrderedDict()
         self.recent = collections.deque()
         self.warned = 0.0
+        self.max_ids = max_ids
 
     def allow(self, key, interval, per_minute, now=None):
         now = time.monotonic() if now is None else now
@@ -53,14 +58,30 @@ class Throttle:
                             per_minute)
             return False
         self.last[key] = now
-        self.recent.append(now)
-        if len(self.last) > 10000:  # forget ids not seen for a while
-            self.last = {k: v for k, v in self.last.items() if now - v < 3600}
+        self.last.move_to_end(key)
+        while len(self.last) > self.max_ids:
+            self.last.popitem(last=False)
+        if per_minute:
+            self.recent.append(now)  # only budgeted calls use up the budget
         return True
 
 
-# One per process: the reactor renders its SLS files in a single process.
+# One per process: the reactor renders its SLS files in a single process.  Decisions and
+# audit events have separate throttles: junk never uses up the decision budget.
 THROTTLE = Throttle()
+AUDIT = Throttle(max_ids=256)
+AUDITS_PER_MINUTE = 10  # refusal audits for ids no decision is made for: each id once a minute
+
+
+def _may_be_admitted(conf, registry, minion_id):
+    """Could a decision admit this id at all?  Cheap: the registry and the rules' patterns.
+
+    Without a registry entry and with no auto-provisioning rule whose ``minion_id`` matches,
+    :func:`decide` can only refuse ("not expected"): the gate drops such ids without one.
+    """
+    if registry.get(minion_id):
+        return True
+    return any(rule["minion_id"].fullmatch(minion_id) for rule in config.autoprovision_rules(conf))
 
 
 def _event_id(tag, data):
@@ -69,7 +90,7 @@ def _event_id(tag, data):
     return minion_id if isinstance(minion_id, str) else None
 
 
-def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None):
+def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=AUDIT):
     """Should the reactor act on this event?  Cheap: no cloud call.
 
     ``salt/auth`` with ``act: pend`` (or ``denied``: a second key for a pending
@@ -87,17 +108,28 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None):
         try:
             config.check_minion_id(minion_id, "minion id")
         except InvalidInput as exc:
-            # audited (at most once per retry interval), never handed on: any key
-            # call with it could match other keys
-            if throttle.allow("invalid:" + repr(minion_id), max(settings["retry_interval"], 60), 0):
+            # audited (each id once a minute, AUDITS_PER_MINUTE in all, whatever the flood),
+            # never handed on: any key call with it could match other keys
+            if audit.allow("invalid:" + repr(minion_id), 60, AUDITS_PER_MINUTE):
                 events("key/_invalid_/refused", "not accepting %r: %s" % (minion_id, exc),
                        minion=minion_id, reason=str(exc), action="pending", transient=False)
+            return False
+        if not _may_be_admitted(conf, registry, minion_id):
+            # nothing could admit it: no decision, no cloud call, no budget used
+            if audit.allow("unexpected:" + minion_id, 60, AUDITS_PER_MINUTE):
+                events("key/%s/refused" % minion_id,
+                       "%s is not expected: no registration, and no auto-provisioning rule "
+                       "matches that id: no decision made" % minion_id, minion=minion_id,
+                       action="pending", transient=False, reason="not expected")
             return False
         pub = data.get("pub")
         if pub and registry.refusal(minion_id, identity.fingerprint(pub), now):
             return False
-        return throttle.allow(minion_id, settings["retry_interval"],
-                              int(settings["max_decisions_per_minute"]))
+        entry = registry.get(minion_id) or {}
+        # a VM the pack registered does not queue behind a flood of ids that merely match a
+        # rule's pattern: only the per-id interval applies to it
+        budget = 0 if entry.get("state") == "expected" else int(settings["max_decisions_per_minute"])
+        return throttle.allow(minion_id, settings["retry_interval"], budget)
     if tag.startswith("salt/minion/") and tag.endswith("/start"):
         if minion_id is None or tag != "salt/minion/%s/start" % minion_id:
             return False
@@ -298,7 +330,18 @@ def provision_check(conf, registry, name, wait_minion, grain_of):
     if not entry or entry.get("state") != "provisioning":
         raise InvalidInput("%s is not being provisioned by the reactor (state %s)"
                            % (name, (entry or {}).get("state")))
-    wait_minion(name, settings["minion_timeout"])
+    try:
+        wait_minion(name, settings["minion_timeout"])
+    except VmopsError:
+        # a start event for a minion that does not answer: early, or forged (any minion can
+        # fire salt/minion/<id>/start): re-arm for its real start, a few times at most
+        rearms = entry.get("rearmed", 0) + 1
+        if rearms <= REARM_LIMIT:
+            registry.update(name, state="accepted", rearmed=rearms)
+            raise VmopsError("%s did not answer after its start event (an early or forged "
+                             "start): provisioning waits for its real start (%d of %d)"
+                             % (name, rearms, REARM_LIMIT)) from None
+        raise
     grain = settings["sanity_grain"]
     expected = entry.get("level")
     if expected is None:
@@ -309,10 +352,20 @@ def provision_check(conf, registry, name, wait_minion, grain_of):
             "comment": "%s answers; %s is %r" % (name, grain, value)}
 
 
+REARM_LIMIT = 3
+
+
 def provision_done(registry, name, result, events, now=None):
     """The start reaction's last step: record the outcome and fire ``vmops/provision/<id>/done``."""
     now = time.time() if now is None else now
     entry = registry.get(config.check_minion_id(name, "minion id")) or {}
+    if not result and entry.get("state") == "accepted" and entry.get("rearmed"):
+        comment = ("%s did not answer after a start event: provisioning is re-armed for its "
+                   "real start" % name)
+        events("provision/%s/rearmed" % name, comment, minion=name, state="accepted",
+               rearmed=entry["rearmed"])
+        return {"result": True, "minion": name, "provisioned": False, "state": "accepted",
+                "comment": comment}
     state = "provisioned" if result else "failed"
     if entry:
         registry.update(name, state=state, provisioned_at=now)

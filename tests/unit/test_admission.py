@@ -9,6 +9,7 @@ import datetime
 import pytest
 
 from vmopslib import admission, config, identity
+from vmopslib.errors import VmopsError
 from vmopslib.registry import NONCE_KEY, Registry
 
 NOW = 1_800_000_000.0
@@ -243,13 +244,14 @@ def test_auto_provisioning_on_two_clouds_at_once_is_ambiguous(world):
 
 @pytest.mark.parametrize("bad", ["*", "app*", "[ab]pp2", "app?", "a,b", "L@app2", "app 2"])
 def test_gate_drops_and_audits_ids_with_matcher_characters(world, bad):
-    throttle = admission.Throttle()
+    throttle, audit = admission.Throttle(), admission.Throttle()
     data = {"act": "pend", "id": bad, "pub": KEY_A}
     assert admission.gate(world.conf, world.registry, "salt/auth", data, world.events,
-                          throttle=throttle, now=NOW) is False
+                          throttle=throttle, now=NOW, audit=audit) is False
     assert world.events[-1][0] == "key/_invalid_/refused" and world.events[-1][2]["minion"] == bad
     # audited once, not on every retry
-    admission.gate(world.conf, world.registry, "salt/auth", data, world.events, throttle=throttle)
+    admission.gate(world.conf, world.registry, "salt/auth", data, world.events, throttle=throttle,
+                   audit=audit)
     assert len(world.events) == 1
     with pytest.raises(Exception):
         world.decide(bad)
@@ -271,12 +273,15 @@ def test_gate_only_lets_pending_auth_and_admitted_starts_through(world):
                                             throttle=admission.Throttle())
     assert not gate("salt/auth", {"act": "accept", "id": "app2"})
     assert not gate("salt/auth", {"act": "reject", "id": "app2"})
+    # an id nothing could admit (no registration, no rule) gets no decision at all
+    assert not gate("salt/auth", {"act": "pend", "id": "app2", "pub": KEY_A})
+    _register(world, "app2")
+    _register(world, "app3")
     assert gate("salt/auth", {"act": "pend", "id": "app2", "pub": KEY_A})
     # a key Salt denied because another one holds the id pending: a decision too
     assert gate("salt/auth", {"act": "denied", "id": "app3", "pub": KEY_B})
     # start: only a minion admitted with provisioning, only once, only its own start tag
     assert not gate("salt/minion/app2/start", {"id": "app2"})
-    _register(world, "app2")
     world.registry.update("app2", state="accepted")
     assert not gate("salt/minion/app3/start", {"id": "app2"})
     assert gate("salt/minion/app2/start", {"id": "app2"})
@@ -351,3 +356,52 @@ def test_a_denied_key_never_replaces_an_accepted_one(world):
     assert data["action"] == "denied" and world.keys.calls == []
     # remembered: the rogue's next attempts cost nothing
     assert world.registry.refusal("app2", identity.fingerprint(KEY_B), NOW + 20)
+
+
+def test_a_flood_of_junk_costs_nothing_and_a_registered_vm_still_gets_its_decision(world):
+    """500 auth events for ids nothing could admit, then 200 for ids that merely match a rule:
+    the decision budget goes to the rule-matching ones only, the audit stays capped,
+    the per-id table stays bounded, and a VM the pack registered is decided at once."""
+    _rules(world)
+    world.conf["reactor"] = {"max_decisions_per_minute": 50}
+    throttle, audit = admission.Throttle(max_ids=128), admission.Throttle()
+
+    def gate(minion_id, now):
+        return admission.gate(world.conf, world.registry, "salt/auth",
+                              {"act": "pend", "id": minion_id, "pub": KEY_A}, world.events,
+                              throttle=throttle, now=now, audit=audit)
+
+    assert not any(gate("junk-%04d" % i, NOW) for i in range(500))
+    assert not any(gate(bad, NOW) for bad in ("*", "app*", "[x]y") * 100)
+    # no decision budget used; the audit is capped too
+    assert len(world.events) <= admission.AUDITS_PER_MINUTE and not throttle.recent
+    passed = sum(gate("web-%04x" % i, NOW) for i in range(200))
+    assert passed == 50  # the budget caps what merely matches a rule's pattern...
+    assert len(throttle.last) <= 128  # ...and the table stays bounded
+    _register(world, "app9")
+    assert gate("app9", NOW)  # ...but a registered VM is not starved by it
+
+
+def test_a_start_before_the_minion_answers_rearms_provisioning(world):
+    """Any minion can fire salt/minion/<id>/start: an early or forged start must not use up
+    the admission's provisioning."""
+    _register(world, "app2", level="staging")
+    world.registry.update("app2", state="provisioning")
+
+    def silent(name, timeout):
+        raise VmopsError("minion %s did not answer" % name)
+
+    with pytest.raises(VmopsError, match="early or forged start"):
+        admission.provision_check(world.conf, world.registry, "app2", silent, None)
+    assert world.registry.get("app2")["state"] == "accepted"
+    out = admission.provision_done(world.registry, "app2", False, world.events)
+    assert out["state"] == "accepted" and world.events[-1][0] == "provision/app2/rearmed"
+    # the real start later provisions it
+    assert admission.gate(world.conf, world.registry, "salt/minion/app2/start", {"id": "app2"},
+                          world.events, throttle=admission.Throttle())
+    assert world.registry.get("app2")["state"] == "provisioning"
+    # re-armed a few times at most, then it counts as failed
+    world.registry.update("app2", rearmed=admission.REARM_LIMIT)
+    with pytest.raises(VmopsError):
+        admission.provision_check(world.conf, world.registry, "app2", silent, None)
+    assert admission.provision_done(world.registry, "app2", False, world.events)["state"] == "failed"
