@@ -9,7 +9,12 @@ import re
 
 # The line the pack's user-data makes cloud-init print on the console (see userdata.py).
 FINGERPRINT_LINE = "ci-info: salt-minion key fingerprint (sha256): "
-_FINGERPRINT_RE = re.compile(re.escape(FINGERPRINT_LINE) + r"((?:[0-9a-f]{2}:){31}[0-9a-f]{2})")
+# Whole lines only (optionally behind the kernel's timestamp and cloud-init's journal tag):
+# a fingerprint that some program echoed inside another line (a web log of a request,
+# say) is not cloud-init's.
+_FINGERPRINT_RE = re.compile(
+    r"^(?:\[\s*\d+\.\d+\]\s*)?(?:cloud-init\[\d+\]:\s*)?" + re.escape(FINGERPRINT_LINE)
+    + r"((?:[0-9a-f]{2}:){31}[0-9a-f]{2})[ \t\r]*$", re.MULTILINE)
 
 
 def fingerprint(pub_pem):
@@ -22,7 +27,7 @@ def fingerprint(pub_pem):
 
 
 def console_fingerprints(console_text):
-    """Every minion-key fingerprint the console printed, oldest first."""
+    """Every minion-key fingerprint line the console printed, oldest first (whole lines only)."""
     return _FINGERPRINT_RE.findall(console_text or "")
 
 

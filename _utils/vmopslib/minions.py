@@ -127,8 +127,8 @@ def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=Non
     vouches when exactly one server has that name, it is ACTIVE, it fits
     ``basis`` (a registration: carries its nonce and was created after it; an
     auto-provisioning rule: carries the rule's metadata and is younger than its
-    max_age), and the last minion-key fingerprint its console printed equals
-    the key's.  ``transient``: the answer may change by itself (the server is
+    max_age), and the first minion-key fingerprint line its console printed
+    (cloud-init's, at first boot) equals the key's.  ``transient``: the answer may change by itself (the server is
     still building, its console shows no fingerprint yet).
     """
     now = time.time() if now is None else now
@@ -161,10 +161,12 @@ def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=Non
             out["reason"] = "server %s printed no minion key fingerprint on its console" % name
             out["transient"] = True
             return out
-    elif printed[-1] != finger:
+    elif printed[0] != finger:
+        # the first fingerprint cloud-init printed at the server's first boot: a line printed
+        # later (by a workload that echoes input to the console) does not override it
         out["reason"] = (
             "the pending key of %s (%s) is not the one server %s printed on its console (%s)"
-            % (name, finger, server["id"], printed[-1])
+            % (name, finger, server["id"], printed[0])
         )
         return out
     out["ok"] = True
@@ -201,23 +203,31 @@ def accept_minion(provider, keys, name, events=None, require_fingerprint=True, w
                   registry=None):
     """Accept the pending key of ``name`` when the cloud vouches for it (exact id only).
 
-    ``wait``: seconds to wait for the key to arrive first.  When ``registry``
+    ``wait``: seconds to wait for the key to arrive, and for the cloud's evidence (the
+    server ACTIVE, its console showing the key's fingerprint) when it lags.  When ``registry``
     holds a live registration of ``name``, the server must also carry its nonce
     and be younger than it; the registration is used up.
     """
     config.check_minion_id(name, "minion id")
+    deadline = time.monotonic() + max(float(wait or 0), 0)
     if wait:
         wait_pending(keys, name, wait)
-    status = keys.status(name)
-    if status == "accepted":
-        return {"result": True, "accepted": False, "comment": "%s is already accepted" % name}
-    pub = keys.pending_pub(name)
-    if pub is None:
-        raise InvalidInput("no pending key for minion %s (key status: %s)" % (name, status))
     entry = registry.get(name) if registry is not None else None
     live = is_live(entry) and entry.get("cloud") == provider.name
-    verdict = vouch(provider, name, pub, require_fingerprint=require_fingerprint,
-                    basis=registration_basis(entry) if live else None)
+    while True:
+        status = keys.status(name)
+        if status == "accepted":
+            return {"result": True, "accepted": False, "comment": "%s is already accepted" % name}
+        pub = keys.pending_pub(name)
+        if pub is None:
+            raise InvalidInput("no pending key for minion %s (key status: %s)" % (name, status))
+        verdict = vouch(provider, name, pub, require_fingerprint=require_fingerprint,
+                        basis=registration_basis(entry) if live else None)
+        # the evidence may lag behind the key (a server still building, a console that has
+        # not shown the fingerprint yet: EC2's lags by minutes): look again until ``wait`` ends
+        if verdict["ok"] or not verdict["transient"] or time.monotonic() >= deadline:
+            break
+        time.sleep(min(2.0, max(deadline - time.monotonic(), 0.1)))
     base = {"minion": name, "fingerprint": verdict["fingerprint"],
             "server_id": (verdict["server"] or {}).get("id")}
     if not verdict["ok"]:

@@ -63,3 +63,56 @@ def test_the_test_hypervisor_reads_what_the_pack_writes():
         cfg = fakevm.parse_cloud_config(encoded)
         assert cfg["salt_minion"]["conf"]["id"] == "app2"
     assert fakevm.parse_cloud_config("#!/bin/sh\necho hi") is None
+
+
+def test_console_fingerprints_are_whole_lines_only():
+    from vmopslib import identity
+
+    fp = "ab:" * 31 + "cd"
+    other = "12:" * 31 + "34"
+    console = "\n".join([
+        "[   12.345] cloud-init[812]: " + identity.FINGERPRINT_LINE + fp,
+        "GET /?q=" + identity.FINGERPRINT_LINE + other + " HTTP/1.1",   # echoed by a workload
+        identity.FINGERPRINT_LINE + other + " trailing words",
+        identity.FINGERPRINT_LINE + other,                               # printed later
+    ])
+    assert identity.console_fingerprints(console) == [fp, other]
+
+
+def test_accept_minion_waits_for_a_console_that_lags(monkeypatch):
+    from vmopslib import identity, minions
+
+    pub, _ = identity.generate_keypair(bits=1024)
+
+    class Keys:
+        accepted = False
+
+        def status(self, name):
+            return "accepted" if self.accepted else "pending"
+
+        def pending_pub(self, name):
+            return pub
+
+        def accept(self, name):
+            self.accepted = True
+
+    class Cloud:
+        name = "lagging"
+        looks = 0
+
+        def servers_named(self, name):
+            return [{"id": "s1", "name": name, "status": "ACTIVE", "metadata": {}}]
+
+        def console_output(self, server_id):
+            self.looks += 1  # the fingerprint shows up on the third look
+            return identity.FINGERPRINT_LINE + identity.fingerprint(pub) if self.looks >= 3 else ""
+
+    monkeypatch.setattr(minions.time, "sleep", lambda seconds: None)
+    cloud, keys = Cloud(), Keys()
+    out = minions.accept_minion(cloud, keys, "app5", wait=30)
+    assert out["accepted"] and keys.accepted and cloud.looks == 3
+    # without a wait budget it looks once and refuses (nothing accepted)
+    cloud, keys = Cloud(), Keys()
+    with pytest.raises(Exception, match="printed no minion key fingerprint"):
+        minions.accept_minion(cloud, keys, "app5")
+    assert not keys.accepted
