@@ -51,6 +51,19 @@ def _client(profile):
     return boto3.client("ec2", **kwargs)
 
 
+def _created(server):
+    """When the instance was made.  ``LaunchTime`` is reset by every stop/start, so an old
+    instance restarted would look new: the primary network interface's attach time is set
+    at launch and kept across stops (falls back to ``LaunchTime``)."""
+    primary = [eni.get("Attachment", {}).get("AttachTime")
+               for eni in server.get("NetworkInterfaces") or []
+               if eni.get("Attachment", {}).get("DeviceIndex", 0) == 0]
+    when = next((t for t in primary if t), None) or server.get("LaunchTime")
+    if isinstance(when, datetime.datetime):
+        when = when.isoformat()
+    return when
+
+
 def _error_code(exc):
     return exc.response.get("Error", {}).get("Code", "")
 
@@ -114,9 +127,7 @@ class EC2Provider(Provider):
         if not fixed and server.get("PrivateIpAddress"):
             fixed.append(server["PrivateIpAddress"])
             networks[server.get("SubnetId")] = [server["PrivateIpAddress"]]
-        launched = server.get("LaunchTime")
-        if isinstance(launched, datetime.datetime):
-            launched = launched.isoformat()
+        launched = _created(server)
         status, fault = self._status(server)
         return {
             "id": server["InstanceId"],

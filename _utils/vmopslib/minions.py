@@ -142,6 +142,11 @@ def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=Non
         out["reason"] = "%d servers are named %s on cloud %s" % (len(servers), name, provider.name)
         return out
     server = out["server"] = servers[0]
+    foreign = getattr(provider, "foreign_project", None)
+    problem = foreign(server) if foreign is not None else None
+    if problem:
+        out["reason"] = problem
+        return out
     if server["status"] != "ACTIVE":
         out["reason"] = "server %s (%s) is %s, not ACTIVE" % (name, server["id"], server["status"])
         out["transient"] = server["status"] == "BUILD"

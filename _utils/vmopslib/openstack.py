@@ -206,6 +206,17 @@ class OpenStackProvider(Provider):
     def _rename_server(self, server_id, new_name):
         self.conn.compute.update_server(server_id, name=new_name)
 
+    def foreign_project(self, server):
+        """A server of another project never vouches for a minion key (with ``all_projects``,
+        a tenant could otherwise name a server after a minion id): only the profile's own
+        project, or those listed in ``vouch_projects``."""
+        allowed = self.profile.get("vouch_projects") or [self.conn.current_project_id]
+        if server.get("project_id") and server["project_id"] not in allowed:
+            return ("server %s (%s) belongs to project %s, not to one this master trusts for "
+                    "minion keys (%s)" % (server["name"], server["id"], server["project_id"],
+                                          ", ".join(allowed)))
+        return None
+
     def console_output(self, name_or_id):
         server = self.find_server(name_or_id)
         return self.conn.compute.get_server_console_output(server).get("output") or ""

@@ -111,6 +111,10 @@ class Provider:
     def console_output(self, name_or_id):
         raise NotSupported("%s: console output is not supported" % self.driver)
 
+    def foreign_project(self, server):  # pylint: disable=unused-argument
+        """None, or why a server (described) belongs to a tenant that may not vouch for keys."""
+        return None
+
     def flip_ip(self, address, server, fixed_ip=None, test=False):
         raise NotSupported("%s: floating IPs are not supported" % self.driver)
 

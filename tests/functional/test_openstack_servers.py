@@ -78,3 +78,29 @@ def test_reset_state(prov, boot, name):
     assert prov.reset_state(name, "active")["status"] == "ACTIVE"
     with pytest.raises(InvalidInput, match="state must be 'active' or 'error'"):
         prov.reset_state(name, "stopped")
+
+
+def test_another_projects_server_never_vouches_for_a_key(local_cloud, prov, name):
+    """With all_projects, a tenant could name a server after a minion id: it must not vouch."""
+    from vmopslib import identity, minions
+    from vmopslib.openstack import OpenStackProvider
+
+    demo = OpenStackProvider({"name": "local-demo", "driver": "openstack", "cloud": "local-demo",
+                              "client_config_file": local_cloud["clouds_yaml"]})
+    desc = demo.boot({"name": name, "image": "fake-image", "flavor": "m1.fake",
+                      "networks": ["private"]}, timeout=120)
+    try:
+        admin_all = OpenStackProvider({"name": "local", "driver": "openstack",
+                                       "cloud": local_cloud["cloud"], "all_projects": True,
+                                       "client_config_file": local_cloud["clouds_yaml"]})
+        pub, _ = identity.generate_keypair(bits=1024)
+        verdict = minions.vouch(admin_all, name, pub, require_fingerprint=False)
+        assert not verdict["ok"] and "belongs to project" in verdict["reason"], verdict
+        trusting = OpenStackProvider({"name": "local", "driver": "openstack",
+                                      "cloud": local_cloud["cloud"], "all_projects": True,
+                                      "vouch_projects": [desc["project_id"]],
+                                      "client_config_file": local_cloud["clouds_yaml"]})
+        assert minions.vouch(trusting, name, pub, require_fingerprint=False)["ok"]
+    finally:
+        demo.delete(desc["id"], timeout=120)
+    del prov

@@ -116,3 +116,16 @@ def test_accept_minion_waits_for_a_console_that_lags(monkeypatch):
     with pytest.raises(Exception, match="printed no minion key fingerprint"):
         minions.accept_minion(cloud, keys, "app5")
     assert not keys.accepted
+
+
+def test_ec2_creation_time_survives_a_stop_and_start():
+    import datetime
+
+    from vmopslib.ec2 import _created
+
+    launched = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    restarted = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+    server = {"LaunchTime": restarted,  # AWS resets it on start
+              "NetworkInterfaces": [{"Attachment": {"DeviceIndex": 0, "AttachTime": launched}}]}
+    assert _created(server) == launched.isoformat()
+    assert _created({"LaunchTime": restarted}) == restarted.isoformat()
