@@ -239,3 +239,42 @@ def test_a_server_with_a_volume_keeps_it_and_an_invalid_token_is_survived(
     finally:
         prov.detach_volume(with_volume["id"], vol["id"])
         prov.volume_delete(vol["id"])
+
+
+def test_anti_affinity_group_with_no_free_host_is_refused(prov, os_conn, name, store, boot):
+    """A hard anti-affinity group with a member on every host: evacuating one host would
+    break it, so the run is refused before anything changes."""
+    group = os_conn.compute.create_server_group(name=name, policy="anti-affinity")
+    try:
+        image = os_conn.image.find_image("fake-image")
+        flavor = os_conn.compute.find_flavor("m1.fake")
+        net = os_conn.network.find_network("private")
+        members = []
+        for host in ("cmp1", "cmp2", "cmp3"):
+            server = os_conn.compute.create_server(
+                name="%s-%s" % (name, host), image_id=image.id, flavor_id=flavor.id,
+                networks=[{"uuid": net.id}], availability_zone="nova:%s" % host,
+                scheduler_hints={"group": group.id})
+            members.append(os_conn.compute.wait_for_server(server, wait=120))
+        with pytest.raises(InvalidInput, match="anti-affinity group %s.*no" % name):
+            evac(prov, store).run(NODE, "functional: anti-affinity")
+        assert prov.service_show(NODE)["status"] == "enabled"
+        assert prov.describe(members[0].id)["host"] == NODE
+        assert prov.migrations(members[0].id) == []
+    finally:
+        for server in os_conn.compute.servers(name="^%s-cmp" % name):
+            os_conn.compute.delete_server(server)
+            os_conn.compute.wait_for_delete(server, wait=120)
+        os_conn.compute.delete_server_group(group)
+
+
+def test_enable_node_moves_the_servers_back(prov, on_node, name, store, restore_services):
+    live = on_node(name + "-live")
+    report = evac(prov, store).run(NODE, "functional: and back")
+    assert _mine(report, {live["name"]})[live["name"]]["phase"] == "moved"
+    out = evac(prov, store).enable(NODE, migrate_back=True)
+    assert out["changed"] and out["migrate_back"]["result"] is True, out
+    back = {s["name"]: s for s in out["migrate_back"]["servers"]}
+    assert back[live["name"]]["phase"] == "moved"
+    assert prov.describe(live["id"])["host"] == NODE
+    assert prov.service_show(NODE)["status"] == "enabled"
