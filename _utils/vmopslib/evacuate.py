@@ -492,7 +492,8 @@ class Evacuation:
         if holder:
             refused.append("an evacuation of %s is already running (%s)" % (node, holder))
         return {
-            "result": None if not refused or self.opts["force"] else False,
+            # True: it would go ahead (Salt counts a function's result None as a failure)
+            "result": not refused or self.opts["force"],
             "test": True,
             "node": node,
             "service": service,

@@ -640,11 +640,9 @@ class OpenStackProvider(Provider):
                              % (self.name, name, exc)) from exc
 
     def _volume_attach(self, server_id, volume_id, device=None):
-        kwargs = {"volume_id": volume_id}
-        if device:
-            kwargs["device"] = device
+        kwargs = {"device": device} if device else {}
         try:
-            self.conn.compute.create_volume_attachment(server_id, **kwargs)
+            self.conn.compute.create_volume_attachment(server_id, volume=volume_id, **kwargs)
         except openstack.exceptions.HttpException as exc:
             raise CloudError("cloud %s refused to attach volume %s to %s: %s"
                              % (self.name, volume_id, server_id, exc)) from exc

@@ -206,3 +206,15 @@ def test_glob_node_and_ec2_are_refused_clearly(salt_run_cli, synced):
     assert ret.returncode != 0 and "not a plain host name" in ret.data["comment"]
     ret = salt_run_cli.run("vmops.evacuate_node", "cmp1", "reason=x", "cloud=aws")
     assert ret.returncode != 0 and "no compute hosts to evacuate" in ret.data["comment"]
+
+
+def test_the_module_plans_from_a_minion_holding_credentials(salt_cli, vm_minion):
+    """``salt-call vmops.evacuate_node`` on a minion with credentials: the same core (the plan
+    here; a VM draining its own host is not a test to run), and the same refusals."""
+    ret = salt_cli.run("vmops.evacuate_node", NODE, "test=True", minion_tgt=vm_minion)
+    assert ret.returncode == 0, ret
+    plan = ret.data
+    assert plan["test"] is True and plan["node"] == NODE and plan["service"]["status"] == "enabled"
+    assert set(plan["targets"]) <= {"cmp2", "cmp3"} and plan["capacity"]["fits"] is True
+    ret = salt_cli.run("vmops.evacuate_node", "cmp*", "reason=x", minion_tgt=vm_minion)
+    assert "not a plain host name" in str(ret.data) + ret.stdout, ret

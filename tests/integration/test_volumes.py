@@ -55,6 +55,10 @@ def test_volume_lifecycle_through_a_minion_states_and_the_runner(
 
     details = salt_run_cli.run("vmops.show", server, "cloud=%s" % cloud).data["volume_details"]
     assert name in [v["name"] for v in details], details
+    # the same execution module on the master (credentials from the master's config)
+    on_master = salt_run_cli.run("salt.cmd", "vmops.volumes", server, "cloud=%s" % cloud)
+    assert on_master.returncode == 0, on_master
+    assert name in [v["name"] for v in on_master.data], on_master.data
 
     # an unknown server, and deleting a volume still attached, are refused with the reason
     refused = salt_cli.run("vmops.volume_attach", "no-such-%s" % server, name,

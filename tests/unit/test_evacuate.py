@@ -378,7 +378,7 @@ def test_plan_changes_nothing_and_shows_capacity(cloud, store):
     cloud.add("c", status="SUSPENDED")
     plan = make(cloud, store).plan("cmp1")
     assert cloud.calls == []
-    assert plan["result"] is None and plan["targets"] == ["cmp2", "cmp3"]
+    assert plan["result"] is True and plan["test"] is True and plan["targets"] == ["cmp2", "cmp3"]
     assert {s["name"]: s["method"] for s in plan["servers"]} == {
         "a": "live",
         "b": "cold",
