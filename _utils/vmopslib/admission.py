@@ -73,13 +73,13 @@ AUDIT = Throttle(max_ids=256)
 AUDITS_PER_MINUTE = 10  # refusal audits for ids no decision is made for: each id once a minute
 
 
-def _may_be_admitted(conf, registry, minion_id):
-    """Could a decision admit this id at all?  Cheap: the registry and the rules' patterns.
+def _may_be_admitted(conf, entry, minion_id):
+    """Could a decision admit this id at all?  Cheap: its registry entry and the rules' patterns.
 
     Without a registry entry and with no auto-provisioning rule whose ``minion_id`` matches,
     :func:`decide` can only refuse ("not expected"): the gate drops such ids without one.
     """
-    if registry.get(minion_id):
+    if entry:
         return True
     return any(rule["minion_id"].fullmatch(minion_id) for rule in config.autoprovision_rules(conf))
 
@@ -114,7 +114,8 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
                 events("key/_invalid_/refused", "not accepting %r: %s" % (minion_id, exc),
                        minion=minion_id, reason=str(exc), action="pending", transient=False)
             return False
-        if not _may_be_admitted(conf, registry, minion_id):
+        entry = registry.get(minion_id) or {}  # one read per event: this is the hot path
+        if not _may_be_admitted(conf, entry, minion_id):
             # nothing could admit it: no decision, no cloud call, no budget used
             if audit.allow("unexpected:" + minion_id, 60, AUDITS_PER_MINUTE):
                 events("key/%s/refused" % minion_id,
@@ -125,7 +126,6 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
         pub = data.get("pub")
         if pub and registry.refusal(minion_id, identity.fingerprint(pub), now):
             return False
-        entry = registry.get(minion_id) or {}
         # a VM the pack registered does not queue behind a flood of ids that merely match a
         # rule's pattern: only the per-id interval applies to it
         budget = 0 if entry.get("state") == "expected" else int(settings["max_decisions_per_minute"])

@@ -33,6 +33,7 @@ import socket
 import time
 import uuid
 
+from . import config
 from .errors import InvalidInput, NotFound, NotSupported, VmopsError
 
 log = logging.getLogger(__name__)
@@ -81,18 +82,6 @@ MOVE_METHODS = ("live", "cold", "confirm", "resume_live", "reset_cold")
 OPT_OUT_KEY = "vmops:evacuate"
 
 
-def _bool(value, what):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
-        return True
-    if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off"):
-        return False
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise InvalidInput("%s must be true or false, not %r; nothing was changed" % (what, value))
-
-
 def _number(value, what, minimum=0, integer=False):
     try:
         number = int(value) if integer else float(value)
@@ -137,7 +126,7 @@ def options(conf=None, overrides=None):
     else:
         out["timeout"] = None
     for key in ("stop_on_failure", "force"):
-        out[key] = _bool(out[key], key)
+        out[key] = config.strict_bool(out[key], key)
     for key, allowed in CHOICES.items():
         if out[key] not in allowed:
             raise InvalidInput(

@@ -21,7 +21,7 @@ import logging
 
 from . import waiting
 from .config import check_minion_id
-from .errors import Ambiguous, CloudError, InvalidInput, NotFound, NotSupported
+from .errors import Ambiguous, CloudError, InvalidInput, NotFound, NotSupported, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,6 @@ class Provider:
             if vol["status"].startswith("error"):
                 raise CloudError("volume %s went to %s while %s" % (volume_id, vol["status"], what))
             return vol if want(vol) else None
-
-        from .errors import Timeout  # pylint: disable=import-outside-toplevel
 
         try:
             return waiting.wait_for(probe, timeout, "volume %s %s" % (volume_id, what))
