@@ -24,7 +24,7 @@ import collections
 import logging
 import time
 
-from . import config, identity, minions
+from . import config, identity, minions, trust
 from .errors import InvalidInput, VmopsError
 from .registry import ADMITTED, is_live
 
@@ -115,6 +115,8 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
                        minion=minion_id, reason=str(exc), action="pending", transient=False)
             return False
         entry = registry.get(minion_id) or {}  # one read per event: this is the hot path
+        if entry.get("state") == "preseeded" and time.time() < entry.get("expires", 0):
+            return False  # replace_vm / rebuild_minion hand this id's key over themselves
         if not _may_be_admitted(conf, entry, minion_id):
             # nothing could admit it: no decision, no cloud call, no budget used
             if audit.allow("unexpected:" + minion_id, 60, AUDITS_PER_MINUTE):
@@ -229,6 +231,24 @@ def _decide(conf, keys, registry, provider_for, name, events, now):
                     "accepted key" % name, False, now, pending=False)
         return {"result": True, "accepted": False, "minion": name, "action": None,
                 "reason": "the key of %s is accepted: nothing to decide" % name}
+    entry = registry.get(name)
+    if is_live(entry, now):
+        # a VM the pack booted prints its own key with the registration's nonce: that key is
+        # written as the id's, however many other keys (rogues') are pending or denied
+        try:
+            found = trust.registered_key(provider_for(entry["cloud"]), name, entry, now,
+                                         settings["clock_skew"])
+        except VmopsError as exc:
+            found = {"pub": None, "transient": True, "reason": "cannot ask the cloud: %s" % exc}
+        if found["pub"]:
+            return trust.admit_registered(keys, registry, name, found, events)
+        if not found["transient"]:
+            out = {"minion": name, "fingerprint": None, "basis": "registration by %s"
+                   % entry.get("source"), "server_id": (found.get("server") or {}).get("id")}
+            events("key/%s/refused" % name, "not accepting %s: %s" % (name, found["reason"]),
+                   reason=found["reason"], action="pending", transient=False, **out)
+            return dict(out, result=False, accepted=False, action="pending", transient=False,
+                        reason=found["reason"])
     last = None
     if status == "pending":
         last = _decide_key(settings, conf, keys, registry, provider_for, name, events, now,
@@ -289,7 +309,7 @@ def _decide_key(settings, conf, keys, registry, provider_for, name, events, now,
         keys.accept(name)
     else:
         # in place of the other host's pending key, which goes (with the denied ones)
-        keys.preseed(name, pub, revoke=False)
+        keys.preseed(name, pub, rotate=False)
         reason += "; it replaces a pending key the cloud does not vouch for"
     if keys.accepted_pub(name) != pub:  # the key changed under us: undo
         keys.delete(name, rotate=False)

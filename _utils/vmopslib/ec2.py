@@ -70,6 +70,7 @@ def _error_code(exc):
 
 class EC2Provider(Provider):
     driver = "ec2"
+    USER_DATA_MAX = 16384  # EC2's limit, on the raw text
 
     def __init__(self, profile, client=None):
         super().__init__(profile)

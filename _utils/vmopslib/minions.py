@@ -7,22 +7,25 @@ import datetime
 import logging
 import time
 
-from . import config, identity, userdata, waiting
+from . import config, identity, trust, userdata, waiting
 from .errors import InvalidInput, VmopsError
-from .registry import NONCE_KEY, is_live
+from .registry import NONCE_KEY, is_live, new_nonce
 
 log = logging.getLogger(__name__)
 
 
-def vm_spec(conf, name, overrides=None, keypair=None, profile=None):
-    """(boot spec, settings) for a new VM ``name`` with the pack's user-data."""
+def vm_spec(conf, name, overrides=None, tag=None, profile=None):
+    """(boot spec, settings) for a new VM ``name`` with the pack's user-data.
+
+    ``tag``: the registration's nonce the VM prints its minion's public key with.
+    """
     settings = config.vm(conf, name, overrides, profile)
     text = userdata.render(
         name,
         conf.get("master"),
         grains=settings.get("grains"),
         minion_config=settings.get("minion_config"),
-        keypair=keypair,
+        tag=tag,
         cloud_config=settings.get("cloud_config"),
     )
     spec = {
@@ -40,7 +43,7 @@ def vm_spec(conf, name, overrides=None, keypair=None, profile=None):
     return spec, settings
 
 
-def create_vm(conf, provider, name, overrides=None, events=None, keypair=None, wait=True,
+def create_vm(conf, provider, name, overrides=None, events=None, wait=True,
               registry=None, provision=True, ttl=None):
     """Boot VM ``name`` from its settings, with user-data that installs its minion.
 
@@ -48,7 +51,7 @@ def create_vm(conf, provider, name, overrides=None, events=None, keypair=None, w
     registration's nonce), so that the admission reactor may accept its key;
     ``provision``: the reactor then highstates it too.
     """
-    spec, settings = vm_spec(conf, name, overrides, keypair, provider.profile)
+    spec, settings = vm_spec(conf, name, overrides, None, provider.profile)  # validates first
     existing = provider.servers_named(name)
     if existing:
         raise InvalidInput(
@@ -60,6 +63,7 @@ def create_vm(conf, provider, name, overrides=None, events=None, keypair=None, w
         entry = registry.expect(name, provider.name, "vmops.create",
                                 ttl or config.reactor(conf)["expect_ttl"], provision=provision,
                                 level=settings.get("level"))
+        spec, settings = vm_spec(conf, name, overrides, entry["nonce"], provider.profile)
         spec["metadata"] = dict(spec.get("metadata") or {}, **{NONCE_KEY: entry["nonce"]})
     started = time.monotonic()
     if events:
@@ -223,6 +227,14 @@ def accept_minion(provider, keys, name, events=None, require_fingerprint=True, w
         status = keys.status(name)
         if status == "accepted":
             return {"result": True, "accepted": False, "comment": "%s is already accepted" % name}
+        if live:
+            # a VM the pack booted prints its own public key with the registration's nonce:
+            # that key is written as the id's, whatever else (a rogue's) is pending
+            found = trust.registered_key(provider, name, entry)
+            if found["pub"]:
+                return trust.admit_registered(keys, registry, name, found, events)
+            if not found["transient"]:
+                raise InvalidInput("not accepting %s: %s" % (name, found["reason"]))
         pub = keys.pending_pub(name)
         if pub is None:
             raise InvalidInput("no pending key for minion %s (key status: %s)" % (name, status))
@@ -230,7 +242,10 @@ def accept_minion(provider, keys, name, events=None, require_fingerprint=True, w
                         basis=registration_basis(entry) if live else None)
         # the evidence may lag behind the key (a server still building, a console that has
         # not shown the fingerprint yet: EC2's lags by minutes): look again until ``wait`` ends
-        if verdict["ok"] or not verdict["transient"] or time.monotonic() >= deadline:
+        # for a registered VM a pending key that is not its own (a rogue's) is not the end:
+        # the VM's console may show its own key in a moment
+        if verdict["ok"] or (not verdict["transient"] and not live) or \
+                time.monotonic() >= deadline:
             break
         time.sleep(min(2.0, max(deadline - time.monotonic(), 0.1)))
     base = {"minion": name, "fingerprint": verdict["fingerprint"],
@@ -254,36 +269,52 @@ def rebuild_minion(conf, provider, keys, name, wait_minion, image=None, timeout=
                    registry=None):
     """Rebuild VM ``name`` in place (same server, ports and IPs) with a new minion identity.
 
-    The new key pair is made here: its public half becomes the accepted key of
-    ``name`` (the running minion is revoked first), its private half goes only
-    into the rebuilt server's user-data.  Waits until the new minion answers.
+    The rebuilt VM makes its own key and prints it on its console with this run's
+    nonce; that key becomes the accepted key of ``name`` (``trust.handover``: the
+    master's AES key rotates, so nothing holding the old key's session runs a job
+    after it).  Until then the old key stays: a rebuild the cloud refuses (a bad
+    image, a quota, a 5xx) leaves the running VM and its minion as they were.
+    Waits until the new minion answers.
     """
     config.check_minion_id(name)
     old = provider.describe(provider.find_server(name))
-    spec, settings = vm_spec(conf, name, None, None, provider.profile)
-    pub, priv = identity.generate_keypair()
-    text = userdata.render(name, conf.get("master"), grains=settings.get("grains"),
-                           minion_config=settings.get("minion_config"), keypair=(pub, priv),
-                           cloud_config=settings.get("cloud_config"))
-    started = time.monotonic()
+    if old["status"] not in ("ACTIVE", "SHUTOFF", "running", "stopped"):
+        raise InvalidInput("%s (%s) is %s: it is rebuilt only when ACTIVE or SHUTOFF; nothing was "
+                           "changed" % (name, old["id"], old["status"]))
+    nonce = new_nonce()
     if registry is not None:
-        # the key is handed over here: no pending key of ``name`` is the rebuilt VM's
-        registry.expect(name, provider.name, "rebuild_minion", config.reactor(conf)["expect_ttl"],
-                        provision=False, state="preseeded", server_id=old["id"])
-    keys.preseed(name, pub)
-    finger = identity.fingerprint(pub)
-    if events:
-        events("rebuild/%s/key" % name, "the key of %s is now %s" % (name, finger),
-               fingerprint=finger)
-    desc = provider.rebuild(old["id"], image=image or spec.get("image") or None, user_data=text,
-                            timeout=timeout)
+        # the pack hands the key over itself: the reactor leaves the id alone meanwhile
+        nonce = registry.expect(name, provider.name, "rebuild_minion",
+                                config.reactor(conf)["expect_ttl"], provision=False,
+                                state="preseeded", server_id=old["id"])["nonce"]
+    spec, _ = vm_spec(conf, name, None, nonce, provider.profile)
+    started = time.monotonic()
+
+    def forget():
+        if registry is not None:
+            entry = registry.get(name)
+            if entry and entry.get("nonce") == nonce:
+                registry.forget(name)
+
+    try:
+        desc = provider.rebuild(old["id"], image=image or spec.get("image") or None,
+                                user_data=spec["user_data"], timeout=timeout)
+    except VmopsError as exc:
+        forget()
+        still = keys.accepted_pub(name) is not None
+        raise type(exc)("%s; the key of %s was not touched%s" % (
+            exc, name, " (its minion keeps it)" if still else "")) from exc
     if events:
         events("rebuild/%s/active" % name, "%s rebuilt, ACTIVE on %s" % (name, desc.get("host")),
                server_id=desc["id"])
-    wait_minion(name, timeout)
+    found = trust.wait_for_key(provider, old["id"], nonce, timeout)
+    finger = identity.fingerprint(found["pub"])
+    handed = trust.handover(keys, name, found["pub"], events=events, what="rebuild %s" % name)
+    wait_minion(name, max(timeout - (time.monotonic() - started), 30))
+    forget()
     took = round(time.monotonic() - started, 2)
     if events:
         events("rebuild/%s/answering" % name, "the rebuilt %s answers" % name, duration=took)
     return {"result": True, "vm": name, "server_id": desc["id"], "fixed_ips": desc["fixed_ips"],
             "fingerprint": finger, "duration": took,
-            "comment": "%s rebuilt in place with a new minion key; its minion answers" % name}
+            "comment": "%s rebuilt in place; %s; its minion answers" % (name, handed)}

@@ -5,7 +5,7 @@ import re
 
 from . import waiting
 from .errors import Ambiguous, CloudError, InvalidInput, NotFound, NotSupported
-from .provider import Provider, encode_user_data
+from .provider import Provider, encode_user_data, scrub_user_data
 
 try:
     import openstack
@@ -57,6 +57,7 @@ def _fault(server):
 
 class OpenStackProvider(Provider):
     driver = "openstack"
+    USER_DATA_MAX_ENCODED = 65535  # Nova's limit, on the base64 text
 
     def __init__(self, profile, conn=None):
         super().__init__(profile)
@@ -360,11 +361,13 @@ class OpenStackProvider(Provider):
             image_id = found.id
         kwargs = {}
         if user_data is not None:
+            self.check_user_data(user_data)
             kwargs["user_data"] = encode_user_data(user_data)
         try:
             self.conn.compute.rebuild_server(server, image_id, **kwargs)
         except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to rebuild %s: %s" % (self.name, server.name, exc)) from exc
+            raise scrub_user_data(CloudError("cloud %s refused to rebuild %s: %s"
+                                             % (self.name, server.name, exc)), user_data) from None
         return self.wait_for_status(server.id, "ACTIVE", timeout)
 
     # ------------------------------------------------------------------ compute services

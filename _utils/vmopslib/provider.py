@@ -18,10 +18,12 @@ DELETED (EC2 states are mapped).
 
 import base64
 import logging
+import re
 
 from . import waiting
 from .config import check_minion_id
-from .errors import Ambiguous, CloudError, InvalidInput, NotFound, NotSupported, Timeout
+from .errors import (Ambiguous, CloudError, InvalidInput, NotFound, NotSupported, Timeout,
+                     VmopsError)
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +335,25 @@ class Provider:
         """Descriptions of every server called ``name`` (none, one, or several)."""
         return [self.describe(s) for s in self._servers_named(name)]
 
+    # the most user-data the cloud takes, in bytes (None: no limit known)
+    USER_DATA_MAX = None
+    USER_DATA_MAX_ENCODED = None
+
+    def check_user_data(self, user_data):
+        """Refuse user-data the cloud would refuse, before anything changes (and before the
+        cloud can echo it back in an error)."""
+        if not user_data:
+            return
+        size = len(user_data)
+        encoded = len(encode_user_data(user_data))
+        if (self.USER_DATA_MAX and size > self.USER_DATA_MAX) or \
+                (self.USER_DATA_MAX_ENCODED and encoded > self.USER_DATA_MAX_ENCODED):
+            raise InvalidInput(
+                "the user-data is %d bytes (%d base64 encoded); cloud %s takes at most %s: "
+                "trim cloud_config; nothing was changed"
+                % (size, encoded, self.name, "%d bytes" % self.USER_DATA_MAX if self.USER_DATA_MAX
+                   else "%d base64 encoded" % self.USER_DATA_MAX_ENCODED))
+
     def describe(self, server):
         """Describe a server given by name, id, or native object."""
         if isinstance(server, str):
@@ -356,10 +377,14 @@ class Provider:
         check_minion_id(spec["name"], "server name")
         if spec.get("volumes"):
             spec["volumes"] = check_boot_volumes(spec["volumes"])
-        self._check_spec(spec)
         if spec.get("user_data") is not None and not isinstance(spec["user_data"], bytes):
             spec["user_data"] = spec["user_data"].encode()
-        server_id = self._create_server(spec)
+        self.check_user_data(spec.get("user_data"))
+        self._check_spec(spec)
+        try:
+            server_id = self._create_server(spec)
+        except VmopsError as exc:
+            raise scrub_user_data(exc, spec.get("user_data")) from None
         log.info("vmops: %s asked to boot %s (%s)", self.name, spec["name"], server_id)
         if not wait:
             return self.describe(self._get_server(server_id))
@@ -423,6 +448,27 @@ def _not_supported(operation):
 
 for _operation in OPTIONAL_OPERATIONS:
     setattr(Provider, _operation, _not_supported(_operation))
+
+
+_LONG_BASE64 = re.compile(r"[A-Za-z0-9+/=]{120,}")
+
+
+def scrub_user_data(exc, user_data):
+    """``exc`` with the user-data (as given, or base64 encoded) cut out of its message.
+
+    Clouds echo a refused value (Nova's 400 for oversized user-data quotes all of it):
+    it must not reach the journal, the event bus or the log.
+    """
+    message = str(exc)
+    if user_data:
+        raw = user_data.decode("utf-8", "replace") if isinstance(user_data, bytes) else user_data
+        for text in (encode_user_data(user_data), raw):
+            if text and text in message:
+                message = message.replace(text, "<user-data, %d bytes>" % len(raw))
+    message = _LONG_BASE64.sub(lambda m: "<%d base64 characters>" % len(m.group(0)), message)
+    if len(message) > 2000:
+        message = message[:2000] + "... (%d characters cut)" % (len(message) - 2000)
+    return type(exc)(message)
 
 
 def encode_user_data(user_data):

@@ -5,19 +5,24 @@ The WebPlatform runbook, made safe and resumable.  Steps, each idempotent:
 1. ``plan``: validate (a plain minion id, exactly one server of that name, a
    flavor and image the cloud has), capture the old server's spec and floating
    IPs, take the lock (the journal), or resume a run whose owner died.
-2. ``boot``: hand the minion identity over (a new key pair made here, its public
-   half accepted for the name, the old minion's auth revoked; the private half
-   travels only in the new VM's user-data), boot the new VM with the old
-   spec and the same name, wait until ACTIVE.  Never boots twice: a server of
-   that name created after the run started is adopted.
-3. ``wait``: the new minion answers.  4. ``sanity``: its ``level`` grain.
+2. ``boot``: boot the new VM with the old spec, the same name and the run's
+   nonce (metadata, and the tag its console prints its key with), wait until
+   ACTIVE.  No key material in its user-data: the VM makes its own key.  Never
+   boots twice: a server of that name and nonce created after the run started
+   is adopted.  The old minion keeps the id meanwhile.
+3. ``wait``: the identity hand-over (``trust.py``: the key the new server printed
+   on its console becomes the id's accepted key, in place; the master's AES key
+   rotates, so the old minion's session ends before any job is sent to the id),
+   then the new minion answers.  4. ``sanity``: its ``level`` grain.
    (highstate and deploy run as Salt states between these and ``checked``.)
 5. ``checked``: the new VM passed its checks; from here on the run only goes forward.
 6. ``smoke`` (optional): a temporary floating IP on the new VM, released after.
 7. ``flip``: every floating IP of the old VM moves to the new one, verified.
 8. ``retire``: the old VM is deleted, stopped, or renamed ``<name>-old``.
-``rollback`` (any failure before ``checked``): the new VM goes (or is kept,
-renamed ``<name>-failed``), the old key comes back, the old minion answers again.
+``rollback`` (any failure before ``checked``): the old key comes back first (and
+the AES key rotates again, ending the new minion's session), then the new VM goes
+(or is kept, renamed ``<name>-failed``; a cleanup that fails is reported, it does
+not stop the rollback), and the old minion answers again.
 
 The journal (JSON, one file per VM, no private key ever) records the state,
 the owner (process id and start time: a dead owner's run may be resumed),
@@ -29,9 +34,9 @@ import os
 import time
 import uuid
 
-from . import config, identity, userdata
+from . import config, identity, trust, userdata
 from .errors import InvalidInput, VmopsError
-from .registry import NONCE_KEY
+from .registry import NONCE_KEY, new_nonce
 from .store import JournalStore
 
 log = logging.getLogger(__name__)
@@ -270,31 +275,28 @@ class Replacement:
                 return self._step(record, "boot", started,
                                   "adopted the new server %s booted before the interruption"
                                   % desc["id"], state="booted")
-        pub, priv = identity.generate_keypair()
         record["state"] = "booting"
-        record["new_fingerprint"] = identity.fingerprint(pub)
         if self.registry is not None:
-            # the new server carries the registration's nonce: the pack knows it as its own
+            # the new server carries the registration's nonce: the pack knows it as its own,
+            # and the reactor leaves the id alone (the pack hands its key over itself)
             entry = self.registry.expect(name, self.provider.name, "replace_vm",
                                          config.reactor(self.conf)["expect_ttl"], provision=False,
                                          state="preseeded")
             record["nonce"] = entry["nonce"]
+        else:
+            record["nonce"] = new_nonce()
         self.journal.save(record)
-        # the identity hand-over: from here only the holder of ``priv`` is ``name``
-        self.keys.preseed(name, pub)
-        self.events("replace/%s/key" % name,
-                    "the key of %s is now the new VM's (%s)" % (name, record["new_fingerprint"]),
-                    fingerprint=record["new_fingerprint"])
+        # No key changes hands here: the old minion keeps its id (and serves) until the new
+        # VM has shown its own key on its console (see wait/_handover).
         settings = config.vm(self.conf, name, record.get("overrides"), self.provider.profile)
         grains = dict(settings.get("grains") or {})
         if record.get("level"):
             grains["level"] = record["level"]
         spec = dict(record["spec"])
-        if record.get("nonce"):
-            spec["metadata"] = dict(spec.get("metadata") or {}, **{NONCE_KEY: record["nonce"]})
+        spec["metadata"] = dict(spec.get("metadata") or {}, **{NONCE_KEY: record["nonce"]})
         spec["user_data"] = userdata.render(
             name, self.conf.get("master"), grains=grains,
-            minion_config=settings.get("minion_config"), keypair=(pub, priv),
+            minion_config=settings.get("minion_config"), tag=record["nonce"],
             cloud_config=settings.get("cloud_config"),
         )
         desc = self.provider.boot(spec, wait=False)
@@ -324,8 +326,9 @@ class Replacement:
         started = time.monotonic()
         if STATES.index(record["state"]) < STATES.index("booted"):
             raise InvalidInput("the new %s is not booted yet (state %s)" % (name, record["state"]))
-        self.minion.wait(name, timeout)
-        comment = "the new minion %s answers" % name
+        handed = self._handover(record, timeout)
+        self.minion.wait(name, max(timeout - (time.monotonic() - started), 1))
+        comment = "%s; the new minion %s answers" % (handed, name)
         # A run interrupted after this point may have left its highstate or deploy running
         # on the new minion; a second one would be refused ("The function state.highstate
         # is running as PID ..."), or a deploy would run twice at once: wait for them first.
@@ -336,6 +339,33 @@ class Replacement:
                 comment += "; waited for %s left running by an interrupted run" % ", ".join(waited)
         state = record["state"] if STATES.index(record["state"]) > STATES.index("answering") else "answering"
         return self._step(record, "wait", started, comment, state=state)
+
+    def _handover(self, record, timeout):
+        """The identity hand-over: the new VM's own key (from its console) becomes the id's.
+
+        Idempotent (a resumed run finds it done).  Until it, the old minion keeps the id;
+        after it (the master's AES key rotated), no job to the id reaches the old VM.
+        """
+        name = record["vm"]
+        if record.get("new_pub") and record.get("handed_over") and \
+                (self.keys.accepted_pub(name) or "").strip() == record["new_pub"].strip() and \
+                not self.keys.rotation_pending():
+            return "the key of %s is already the new VM's (%s)" % (name, record["new_fingerprint"])
+        if not record.get("nonce"):
+            raise InvalidInput("the replacement of %s has no nonce: its new VM's key cannot be "
+                               "told from another's" % name)
+        if not record.get("new_pub"):
+            found = trust.wait_for_key(self.provider, record["new"]["id"], record["nonce"], timeout,
+                                       nonce=record["nonce"])
+            record["new_pub"] = found["pub"]  # a public key: the journal may hold it
+            record["new_fingerprint"] = identity.fingerprint(found["pub"])
+            self.journal.save(record)
+        comment = trust.handover(self.keys, name, record["new_pub"], events=self.events,
+                                 what="replace %s" % name)
+        record["handed_over"] = time.time()
+        self.journal.save(record)
+        self.events("replace/%s/key" % name, comment, fingerprint=record["new_fingerprint"])
+        return comment
 
     def sanity(self, name):
         record = self._load(name)
@@ -454,24 +484,29 @@ class Replacement:
                                "of rolling back" % (name, record["state"]))
         failed = record.get("failed") or {"step": "unknown", "reason": "a step after %s failed"
                                           % record["state"]}
-        new_id = self._adopt(record) if record["state"] == "booting" else record["new"].get("id")
-        kept = None
-        if new_id and self.provider._get_server(new_id) is not None:  # pylint: disable=protected-access
-            if record.get("keep_failed"):
-                kept = "%s-failed" % name
-                self.provider.stop(new_id)
-                self.provider.rename(new_id, kept)
-            else:
-                self.provider.delete(new_id)
-        # the old minion gets its identity back (the new VM, and its minion, are gone)
+        # the identity first: whatever else goes wrong below, the old minion gets its id back
+        notes = []
+        try:
+            notes.append(trust.restore(self.keys, name, record.get("old_pub")))
+        except VmopsError as exc:
+            notes.append("the old key could NOT be restored: %s" % exc)
+            self.events("replace/%s/rollback" % name, "rollback: the old key of %s could not be "
+                        "restored: %s" % (name, exc), result=False)
+        what = "never booted"
+        try:
+            new_id = (self._adopt(record) if record["state"] == "booting"
+                      else record["new"].get("id"))
+        except VmopsError as exc:
+            new_id, what = None, "not looked for (%s)" % exc
+        if new_id:
+            what = self._remove_new(record, new_id)
         if self.registry is not None and record.get("nonce"):
-            entry = self.registry.get(name)
-            if entry and entry.get("nonce") == record["nonce"]:
-                self.registry.forget(name)
-        if record.get("old_pub"):
-            self.keys.preseed(name, record["old_pub"], revoke=False)
-        else:
-            self.keys.delete(name, rotate=False)
+            try:
+                entry = self.registry.get(name)
+                if entry and entry.get("nonce") == record["nonce"]:
+                    self.registry.forget(name)
+            except OSError as exc:
+                notes.append("its registration stays: %s" % exc)
         answered = True
         if record.get("old_pub"):
             try:
@@ -479,15 +514,36 @@ class Replacement:
             except VmopsError:
                 answered = False
         record["rolled_back_from"] = failed
-        what = "kept as %s (stopped)" % kept if kept else ("deleted" if new_id else "never booted")
         result = self._step(
             record, "rollback", started,
-            "rolled back after %s failed (%s): new VM %s, the old %s (%s) keeps serving with its "
-            "floating IPs%s" % (failed["step"], failed["reason"], what, name, record["old"]["id"],
-                                "" if answered else "; its minion has NOT answered yet"),
+            "rolled back after %s failed (%s): %s; new VM %s; the old %s (%s) keeps serving with "
+            "its floating IPs%s" % (failed["step"], failed["reason"], "; ".join(notes), what, name,
+                                    record["old"]["id"],
+                                    "" if answered else "; its minion has NOT answered yet"),
             state="rolled_back")
         result["summary"] = self.summary(record)
         return result
+
+    def _remove_new(self, record, new_id):
+        """Delete the failed new VM (or keep it stopped as ``<vm>-failed``); never raises."""
+        name = record["vm"]
+        try:
+            if self.provider._get_server(new_id) is None:  # pylint: disable=protected-access
+                return "%s already gone" % new_id
+            if record.get("keep_failed"):
+                kept = "%s-failed" % name
+                try:  # a server in ERROR may refuse to stop: it is renamed all the same
+                    self.provider.stop(new_id)
+                except VmopsError as exc:
+                    log.warning("vmops: could not stop the failed new %s (%s): %s", name, new_id, exc)
+                self.provider.rename(new_id, kept)
+                return "%s kept as %s" % (new_id, kept)
+            self.provider.delete(new_id)
+            return "%s deleted" % new_id
+        except VmopsError as exc:
+            self.events("replace/%s/rollback" % name, "rollback: the new server %s could not be "
+                        "removed: %s" % (new_id, exc), result=False)
+            return "%s NOT removed (%s): delete it by hand" % (new_id, exc)
 
     # ------------------------------------------------------------------ report
 

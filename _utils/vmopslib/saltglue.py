@@ -5,6 +5,7 @@ Imports Salt lazily, so the rest of vmopslib stays usable (and testable) alone.
 
 import logging
 import os
+import time
 
 from . import config
 from .errors import InvalidInput, VmopsError
@@ -173,44 +174,83 @@ class MasterKeys:
                                       "salt/key")
         return True
 
-    def revoke(self, minion_id, timeout=10):
-        """Make a connected ``minion_id`` give up its session and key; wait until it has.
+    # ------------------------------------------------------------ handing an id over
 
-        ``saltutil.revoke_auth`` runs on the minion, which asks the master to drop
-        its key (a revoked minion cannot send a return, so this waits for the key
-        to go, not for a return).  Ordered: no late revocation can hit a key
-        stored after this returns.  False when the minion did not do it in time
-        (e.g. it is down): the caller deletes the key itself then.
+    def _dropfile(self):
+        return os.path.join(self.opts["cachedir"], ".dfn")
+
+    def rotation_pending(self):
+        """True while an AES key rotation the master was asked for has not happened."""
+        return os.path.exists(self._dropfile())
+
+    def request_rotation(self):
+        """Ask the master to rotate its AES key (as ``salt-key -d`` does), also with
+        ``rotate_aes_key: False``: every session made with the old key ends."""
+        import salt.crypt  # pylint: disable=import-outside-toplevel
+
+        salt.crypt.dropfile(self.opts["cachedir"], self.opts.get("user"), self.opts.get("id", ""))
+
+    def wait_rotated(self, timeout=None):
+        """Wait until a requested rotation has happened; seconds waited.
+
+        The master's maintenance process rotates within ``loop_interval`` seconds.
         """
         from . import waiting  # pylint: disable=import-outside-toplevel
-        from .errors import Timeout  # pylint: disable=import-outside-toplevel
 
-        config.check_minion_id(minion_id, "minion id")
-        with local_client(self.opts) as client:
-            client.cmd_async([minion_id], "saltutil.revoke_auth", tgt_type="list")
-        try:
-            waiting.wait_for(lambda: self.status(minion_id) != "accepted", timeout,
-                             "minion %s to revoke its key" % minion_id, interval=0.1)
-        except Timeout:
-            return False
-        return True
+        started = time.monotonic()
+        if timeout is None:
+            timeout = 2 * int(self.opts.get("loop_interval", 60)) + 15
+        waiting.wait_for(lambda: not self.rotation_pending(), timeout,
+                         "the master to rotate its AES key (it does so every loop_interval, "
+                         "%ss; is its maintenance process running?)"
+                         % self.opts.get("loop_interval", 60), interval=0.2)
+        return time.monotonic() - started
 
-    def preseed(self, minion_id, pub, revoke=True):
-        """Make ``pub`` the accepted key of ``minion_id``.
+    def assert_key(self, minion_id, pub, settle=1.5, tries=5):
+        """Make sure ``pub`` is (and stays, for ``settle`` seconds) the accepted key of ``minion_id``.
 
-        A connected minion holding another key is revoked first (it loses its
-        session at once and is refused from then on); every other key of that id
-        goes.  When the revocation is not confirmed, the master's AES key rotates
-        as with ``salt-key -d``.  ``revoke=False``: the other key's holder is gone.
+        Salt's auth handler reads and writes the key record without a lock: a minion
+        authenticating while the record was absent can write its pending key over
+        the one just stored.  Read back, and re-assert what was lost.
         """
-        revoked = False
-        if revoke and self.status(minion_id) == "accepted":
-            revoked = self.revoke(minion_id)
-        # a minion that confirmed its revocation holds no session: no AES rotation needed
-        self.delete(minion_id, rotate=revoke and not revoked)
+        deadline = time.monotonic() + settle
+        lost = 0
+        while True:
+            record = self.cache.fetch("keys", minion_id) or {}
+            if record.get("state") != "accepted" or (record.get("pub") or "").strip() != pub.strip():
+                lost += 1
+                if lost > tries:
+                    raise VmopsError("the key of %s keeps being replaced (now %s): another "
+                                     "process writes it" % (minion_id, record.get("state")))
+                log.warning("vmops: the key of %s was overwritten (%s) right after it was "
+                            "stored: storing it again", minion_id, record.get("state"))
+                self.cache.store("keys", minion_id, {"pub": pub, "state": "accepted"})
+                deadline = time.monotonic() + settle
+            if time.monotonic() >= deadline:
+                return lost
+            time.sleep(0.25)
+
+    def preseed(self, minion_id, pub, rotate=True):
+        """Make ``pub`` the accepted key of ``minion_id``, in place.
+
+        The record is overwritten, never deleted first (no moment without a key, when
+        an authenticating minion could write its own pending one); denied keys go;
+        the write is read back.  ``rotate``: when another key was accepted, ask the
+        master to rotate its AES key so the minion holding it loses its session
+        (see :meth:`wait_rotated`).  Returns True when a rotation was requested.
+        """
+        config.check_minion_id(minion_id, "minion id")
+        previous = self.cache.fetch("keys", minion_id) or {}
         self.cache.store("keys", minion_id, {"pub": pub, "state": "accepted"})
+        self.cache.flush("denied_keys", minion_id)
         self.key.event.fire_event({"result": True, "act": "accept", "id": minion_id},
                                   "salt/key")
+        self.assert_key(minion_id, pub)
+        if rotate and previous.get("state") == "accepted" and \
+                (previous.get("pub") or "").strip() != pub.strip():
+            self.request_rotation()
+            return True
+        return False
 
 
 def local_client(opts):

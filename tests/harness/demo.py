@@ -86,6 +86,9 @@ def write_config(ret_port, pub_port):
         "ret_port": ret_port,
         "publish_port": pub_port,
         "user": "root",
+        # the replacement's identity hand-over waits for the master's AES key rotation,
+        # which happens every loop_interval seconds (default 60)
+        "loop_interval": 5,
         "file_roots": {"base": [str(REPO), str(REPO / "tests" / "integration" / "files" / "state")]},
         "vmops": {
             "default_cloud": "local",

@@ -13,7 +13,9 @@ What a "VM" is here: a directory ``<vms_dir>/<server id>/`` holding
 * ``minion.pid``: the salt-minion's PID (its own session, so it outlives the
   compute process that started it, as a guest outlives a nova-compute restart);
 * ``console.log``: what cloud-init would have printed, including the minion's
-  public key fingerprint (``ci-info: salt-minion key fingerprint (sha256): ...``).
+  public key fingerprint (``ci-info: salt-minion key fingerprint (sha256): ...``)
+  and, when a ``runcmd`` of the user-data prints it (the pack's does), the public
+  key itself tagged with the run's nonce (``ci-info: salt-minion public key [<tag>]: ...``).
 
 User-data that is not cloud-config, or has no ``salt_minion`` section, gives a
 VM without a minion (console output only).
@@ -23,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import os
 import shutil
 import signal
@@ -34,6 +37,9 @@ import yaml
 VMS_DIR = os.environ.get("VMOPS_FAKEVM_DIR", "/var/tmp/vmops/vms")
 SALT_MINION = os.environ.get("VMOPS_SALT_MINION", "/var/tmp/vmops/bin/salt-minion")
 FINGERPRINT_PREFIX = "ci-info: salt-minion key fingerprint (sha256): "
+# the pack's user-data prints the minion's public key, tagged with its run's nonce (identity.py)
+PUBKEY_MARKER = "ci-info: salt-minion public key ["
+_PUBKEY_TAG = re.compile(re.escape(PUBKEY_MARKER) + r"([0-9a-f]{8,64})\]: ")
 
 
 def decode_user_data(user_data):
@@ -187,14 +193,18 @@ def boot(server_id, user_data, name=None, host=None, extra_grains=None):
     if salt_cfg.get("public_key") and salt_cfg.get("private_key"):
         _write(os.path.join(pki, "minion.pub"), salt_cfg["public_key"], 0o644)
         _write(os.path.join(pki, "minion.pem"), salt_cfg["private_key"], 0o400)
-    _start_minion(server_id, root, etc, pki)
+    # runcmd, as far as this hypervisor understands it: the lines that print the key
+    runcmd = [c for c in (cfg.get("runcmd") or []) if isinstance(c, str)]
+    _start_minion(server_id, root, etc, pki, runcmd)
     return {"minion": True, "id": conf.get("id")}
 
 
-def _start_minion(server_id, root, etc, pki):
+def _start_minion(server_id, root, etc, pki, runcmd=()):
     log = open(os.path.join(root, "minion.out"), "ab")  # pylint: disable=consider-using-with
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    # what a command run on this guest can tell it apart by (its own disk, as on a real VM)
+    env["VMOPS_GUEST_DIR"] = root
     proc = subprocess.Popen(  # pylint: disable=consider-using-with
         [SALT_MINION, "-c", etc, "--log-level=quiet"],
         stdin=subprocess.DEVNULL,
@@ -219,6 +229,11 @@ def _start_minion(server_id, root, etc, pki):
     pub = _read(pub_path)
     if pub:
         _console(root, FINGERPRINT_PREFIX + key_fingerprint(pub))
+        for cmd in runcmd:
+            match = _PUBKEY_TAG.search(cmd)
+            if match:
+                _console(root, "%s%s]: %s" % (PUBKEY_MARKER, match.group(1),
+                                               base64.b64encode(pub.encode()).decode()))
     _console(root, "Cloud-init v. 23.1.2 finished.")
 
 

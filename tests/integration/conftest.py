@@ -109,6 +109,9 @@ def salt_master(salt_factories, vmops_config, master_ports, pillar_tree):
         "file_roots": {"base": [str(REPO), str(FILES / "state")]},
         "pillar_roots": {"base": [str(pillar_tree)]},
         "timeout": 30,
+        # the master rotates its AES key (the cut-off of a handed-over id's old session)
+        # in its maintenance loop: every loop_interval seconds (default 60)
+        "loop_interval": 2,
         "vmops": vmops_config,
     }
     factory = salt_factories.salt_master_daemon(
@@ -244,3 +247,29 @@ def orch_failures(ret):
             out[key.split("_|-")[1]] = (state.get("comment"),
                                         (state.get("changes") or {}).get("return"))
     return out
+
+
+@pytest.fixture
+def old_vm(salt_run_cli, salt_cli, event_listener, salt_master, os_conn, cleanup, request):
+    """An app VM in service: minion accepted, a floating IP on it."""
+    prefix = getattr(request, "param", "it-app")
+    name = "%s-%s" % (prefix, uuid.uuid4().hex[:5])
+    cleanup.append(name)
+    cleanup.append(name + "-old")
+    cleanup.append(name + "-failed")
+    ret = salt_run_cli.run("vmops.create", name, "level=staging")
+    assert ret.returncode == 0, ret
+    t0 = time.time()
+    ret = salt_run_cli.run("vmops.accept_minion", name, "wait=60")
+    assert ret.returncode == 0, ret
+    assert event_listener.wait_for_events(
+        [(salt_master.id, "salt/minion/%s/start" % name)], after_time=t0, timeout=60
+    ).found_all_events
+    public = os_conn.network.find_network("public")
+    fip = os_conn.network.create_ip(floating_network_id=public.id)
+    ret = salt_run_cli.run("vmops.flip_floating_ip", fip.floating_ip_address, name)
+    assert ret.returncode == 0, ret
+    desc = salt_run_cli.run("vmops.show", name).data
+    yield {"name": name, "id": desc["id"], "address": fip.floating_ip_address, "fip": fip.id,
+           "flavor": desc["flavor"]}
+    os_conn.network.delete_ip(fip.id, ignore_missing=True)

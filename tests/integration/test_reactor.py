@@ -9,6 +9,7 @@ never accepts keys (``_never_accept``).  Rogue minions are real salt-minion
 processes started outside the cloud.
 """
 
+import base64
 import copy
 import os
 import time
@@ -283,6 +284,70 @@ def test_rogue_minion_with_the_id_of_an_existing_vm_is_never_accepted(
     time.sleep(3)
     assert rkeys.state(name) == "minions_pre"
     assert not events_of(event_listener, reactor_master, "vmops/key/%s/accepted" % name, t0)
+
+
+@pytest.mark.parametrize("rogues", [2, 5])
+def test_any_number_of_rogue_keys_never_lock_out_a_registered_vm(
+        rrun, booted, reactor_master, reactor_ports, rkeys, event_listener, rogues):
+    """Rogues claim the id before the pack's VM boots: one key pending, the others denied
+    (and the VM's own key denied in turn).  The VM printed its own key on its console with
+    the registration's nonce: the pack writes that one, whatever is pending or denied."""
+    name = "rc-%s" % uuid.uuid4().hex[:6]
+    booted["keys"].append(name)
+    guests = [start_rogue(booted, name, reactor_ports["ret_port"]) for _ in range(rogues)]
+    wait_until(lambda: rkeys.state(name) == "minions_pre"
+               and name in rkeys.listing().get("minions_denied", []), 60,
+               what="the rogues' keys: one pending, the others denied")
+    t0 = time.time()
+    ret = rrun.run("vmops.create", name, "level=staging")
+    assert ret.returncode == 0, ret
+    booted["os"].append(ret.data["id"])
+    done = wait_event(event_listener, reactor_master, "vmops/provision/%s/done" % name, t0)
+    assert done.data["result"] is True and done.data["server_id"] == ret.data["id"], done.data
+    record("reactor: created VM admitted past %d rogue keys -> highstated" % rogues,
+           done.stamp.timestamp() - t0)
+    assert rkeys.state(name) == "minions"
+    assert marker(ret.data["id"]) == "highstate of %s at level staging" % name
+    pub = rkeys.cli.run("-p", name).data["minions"][name]
+    assert base64.b64encode(pub.encode()).decode() in fakevm.console(ret.data["id"])
+    # the rogues keep trying; a job to the id runs on the VM only
+    cli = reactor_master.salt_cli(timeout=60)
+    ran = cli.run("cmd.run", "sh -c 'touch $VMOPS_GUEST_DIR/job.txt'", minion_tgt=name)
+    assert ran.returncode == 0, ran
+    vms = str(VMOPS_HOME / "vms")
+    assert os.path.exists(os.path.join(vms, ret.data["id"], "job.txt"))
+    assert not any(os.path.exists(os.path.join(vms, g, "job.txt")) for g in guests)
+
+
+def test_a_flood_of_junk_auth_events_does_not_delay_a_registered_vm(
+        rrun, booted, reactor_master, event_listener):
+    """Anyone who reaches the master's port (or any accepted minion, on the bus) can make
+    salt/auth events: 500 for junk ids and 300 for glob ids cost no decision."""
+    import salt.utils.event  # pylint: disable=import-outside-toplevel
+
+    name = "rc-%s" % uuid.uuid4().hex[:6]
+    booted["keys"].append(name)
+    opts = reactor_master.config
+    t0 = time.time()
+    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
+        for i in range(500):
+            bus.fire_event({"act": "pend", "id": "junk-%d" % i, "result": True,
+                            "pub": "not a key"}, "salt/auth")
+        for i in range(300):
+            bus.fire_event({"act": "pend", "id": "junk-*%d" % i, "result": True}, "salt/auth")
+    ret = rrun.run("vmops.create", name, "level=staging")
+    assert ret.returncode == 0, ret
+    booted["os"].append(ret.data["id"])
+    done = wait_event(event_listener, reactor_master, "vmops/provision/%s/done" % name, t0)
+    assert done.data["result"] is True, done.data
+    took = done.stamp.timestamp() - t0
+    record("reactor: registered VM admitted behind a flood of 800 junk auth events", took)
+    assert took < 90, took  # alone it takes 10-20 s here; a starved admission waits minutes
+    decisions = [e for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
+                 if e.data.get("fun") == "runner.vmops.admit_minion"]
+    assert all(name in str(e.data.get("fun_args")) for e in decisions), len(decisions)
+    audits = events_of(event_listener, reactor_master, "vmops/key/*/refused", t0)
+    assert len([e for e in audits if "junk" in str(e.data.get("minion"))]) <= 20
 
 
 def test_glob_ids_are_never_accepted_nor_widen_an_accept(

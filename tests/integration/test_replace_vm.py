@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import time
-import uuid
 
 import pytest
 
@@ -19,32 +18,6 @@ from tests.integration.conftest import orch_failures, orch_states, wait_until
 pytestmark = pytest.mark.usefixtures("synced")
 
 
-
-
-@pytest.fixture
-def old_vm(salt_run_cli, salt_cli, event_listener, salt_master, os_conn, cleanup, request):
-    """An app VM in service: minion accepted, a floating IP on it."""
-    prefix = getattr(request, "param", "it-app")
-    name = "%s-%s" % (prefix, uuid.uuid4().hex[:5])
-    cleanup.append(name)
-    cleanup.append(name + "-old")
-    cleanup.append(name + "-failed")
-    ret = salt_run_cli.run("vmops.create", name, "level=staging")
-    assert ret.returncode == 0, ret
-    t0 = time.time()
-    ret = salt_run_cli.run("vmops.accept_minion", name, "wait=60")
-    assert ret.returncode == 0, ret
-    assert event_listener.wait_for_events(
-        [(salt_master.id, "salt/minion/%s/start" % name)], after_time=t0, timeout=60
-    ).found_all_events
-    public = os_conn.network.find_network("public")
-    fip = os_conn.network.create_ip(floating_network_id=public.id)
-    ret = salt_run_cli.run("vmops.flip_floating_ip", fip.floating_ip_address, name)
-    assert ret.returncode == 0, ret
-    desc = salt_run_cli.run("vmops.show", name).data
-    yield {"name": name, "id": desc["id"], "address": fip.floating_ip_address, "fip": fip.id,
-           "flavor": desc["flavor"]}
-    os_conn.network.delete_ip(fip.id, ignore_missing=True)
 
 
 def _servers(os_conn, name):

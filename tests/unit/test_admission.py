@@ -76,7 +76,7 @@ class FakeKeys:
     def denied_pubs(self, minion_id):
         return list(self.denied.get(minion_id, []))
 
-    def preseed(self, minion_id, pub, revoke=True):
+    def preseed(self, minion_id, pub, rotate=True):
         self.calls.append(("preseed", minion_id))
         self.denied.pop(minion_id, None)
         self.keys[minion_id] = ("accepted", pub)

@@ -7,10 +7,10 @@ from tests.harness import fakevm
 
 
 def test_user_data_is_cloud_config_for_the_salt_minion_module():
-    pub, priv = identity.generate_keypair()
+    tag = "0123456789abcdef0123456789abcdef"
     text = userdata.render(
         "app2", {"address": "salt.example.com", "port": 4506}, grains={"level": "staging"},
-        minion_config={"hash_type": "sha256"}, keypair=(pub, priv),
+        minion_config={"hash_type": "sha256"}, tag=tag,
         cloud_config={"packages": ["htop"], "runcmd": ["echo hi"]},
     )
     assert text.startswith("#cloud-config\n")
@@ -19,11 +19,51 @@ def test_user_data_is_cloud_config_for_the_salt_minion_module():
     assert conf == {"rejected_retry": True, "hash_type": "sha256", "master": "salt.example.com",
                     "master_port": 4506, "id": "app2"}
     assert doc["salt_minion"]["grains"] == {"level": "staging"}
-    assert doc["salt_minion"]["public_key"] == pub
-    assert doc["salt_minion"]["private_key"] == priv
+    # the VM makes its own key: no key material at all in what the cloud keeps
+    assert "public_key" not in doc["salt_minion"] and "private_key" not in doc["salt_minion"]
+    assert "PRIVATE KEY" not in text and "BEGIN" not in text
     assert doc["packages"] == ["htop"]
     assert doc["runcmd"][0] == "echo hi"
-    assert identity.FINGERPRINT_LINE in doc["runcmd"][-1]
+    assert identity.FINGERPRINT_LINE in doc["runcmd"][1]
+    assert identity.PUBKEY_MARKER + tag + "]" in doc["runcmd"][2]
+
+
+def test_user_data_refuses_key_material_from_cloud_config():
+    with pytest.raises(InvalidInput, match="private_key"):
+        userdata.render("app2", {"address": "m"},
+                        cloud_config={"salt_minion": {"private_key": "-----BEGIN RSA..."}})
+
+
+def test_the_console_public_key_is_read_back_whole_lines_first_tagged_only():
+    import base64
+
+    tag, other_tag = "ab" * 16, "cd" * 16
+    mine, rogue = identity.generate_keypair(bits=1024)[0], identity.generate_keypair(bits=1024)[0]
+
+    def line(t, pem, prefix=""):
+        return "%s%s%s]: %s" % (prefix, identity.PUBKEY_MARKER, t, base64.b64encode(pem.encode()).decode())
+
+    console = "\n".join([
+        line(other_tag, rogue),                                  # another run's tag
+        "GET /?q=" + line(tag, rogue) + " HTTP/1.1",             # echoed inside a line
+        line(tag, mine, "[   12.345] cloud-init[812]: "),         # cloud-init's
+        line(tag, rogue),                                        # printed later
+    ])
+    assert identity.console_pubkey(console, tag) == mine
+    assert identity.console_pubkey(console, "ef" * 16) is None
+    assert identity.console_pubkey(line(tag, "not a key"), tag) is None
+
+
+def test_the_test_hypervisor_prints_the_key_the_way_the_pack_reads_it(tmp_path, monkeypatch):
+    import base64
+
+    tag = "12" * 16
+    pub = identity.generate_keypair(bits=1024)[0]
+    cmd = identity.print_pubkey_cmd(tag)
+    match = fakevm._PUBKEY_TAG.search(cmd)  # pylint: disable=protected-access
+    assert match and match.group(1) == tag
+    printed = "%s%s]: %s" % (fakevm.PUBKEY_MARKER, tag, base64.b64encode(pub.encode()).decode())
+    assert identity.console_pubkey(printed, tag) == pub
 
 
 def test_user_data_cannot_override_the_id_or_master():
@@ -129,3 +169,31 @@ def test_ec2_creation_time_survives_a_stop_and_start():
               "NetworkInterfaces": [{"Attachment": {"DeviceIndex": 0, "AttachTime": launched}}]}
     assert _created(server) == launched.isoformat()
     assert _created({"LaunchTime": restarted}) == restarted.isoformat()
+
+
+def test_a_cloud_error_that_echoes_the_user_data_is_scrubbed():
+    from vmopslib.errors import CloudError
+    from vmopslib.provider import encode_user_data, scrub_user_data
+
+    text = "#cloud-config\nsecret: %s\n" % ("y" * 5000)
+    echoed = CloudError("400: Invalid input for field/attribute user_data. Value: %s is too long"
+                        % encode_user_data(text))
+    out = scrub_user_data(echoed, text.encode())
+    assert isinstance(out, CloudError)
+    assert "<user-data, %d bytes>" % len(text) in str(out) and "eXl5" not in str(out)
+    # an echo the pack cannot match exactly (re-encoded, cut) is cut all the same
+    other = scrub_user_data(CloudError("Value: %s" % ("QUJD" * 100)), None)
+    assert "QUJD" not in str(other) and "<400 base64 characters>" in str(other)
+
+
+def test_user_data_over_the_cloud_limit_is_refused_before_anything(monkeypatch):
+    from vmopslib.ec2 import EC2Provider
+    from vmopslib.openstack import OpenStackProvider
+
+    for cls, size, words in ((OpenStackProvider, 50000, "65535 base64 encoded"),
+                             (EC2Provider, 17000, "16384 bytes")):
+        prov = cls.__new__(cls)
+        prov.name = "c"
+        prov.check_user_data(b"x" * 1000)
+        with pytest.raises(InvalidInput, match=words):
+            prov.check_user_data(b"x" * size)
