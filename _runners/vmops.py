@@ -233,11 +233,12 @@ def flip_floating_ip(address, server, fixed_ip=None, cloud=None):
 def rebuild_minion(name, image=None, cloud=None, timeout=300):
     """
     Rebuild VM ``name`` in place (same server, same IPs) from ``image`` (default:
-    the configured image, else its current one) and hand its minion identity
-    over the secure way: a new key pair made on the master, the public half
-    accepted for ``name`` (the running minion is revoked first), the private half
-    only in the rebuilt server's user-data.  Waits until the new minion answers;
-    ``orch.rebuild_minion`` then highstates it.
+    the configured image, else its current one) with a new minion identity: the
+    rebuilt VM makes its own key (none is in its user-data) and prints it on its
+    console with this run's nonce; that key becomes ``name``'s accepted key in
+    place, and the master's AES key rotates before anything is sent to it.  A
+    rebuild the cloud refuses leaves the minion and its key untouched.  Waits
+    until the new minion answers; ``orch.rebuild_minion`` then highstates it.
 
     CLI Example:
 
@@ -283,15 +284,18 @@ def replace_vm(name, step="plan", cloud=None, token=None, test=False, keep_old="
       ``keep_old`` is ``delete`` (default), ``stop`` or ``rename`` (to
       ``<name>-old``); ``keep_failed=True`` keeps a failed new VM, stopped, as
       ``<name>-failed``.
-    - ``boot``: hand the minion identity to the new VM (new key pair, public
-      half accepted, old minion revoked) and boot it; never boots twice.
-    - ``wait``, ``sanity``: the new minion answers; its ``level`` grain.
+    - ``boot``: boot the new VM (no key in its user-data: it makes its own and
+      prints it on its console with the run's nonce); never boots twice.
+    - ``wait``: the identity hand-over (the console's key becomes ``name``'s,
+      in place; the master's AES key rotates, so the old minion runs no job
+      meant for the new one), then the new minion answers.
+    - ``sanity``: its ``level`` grain.
     - ``checked``: the new VM passed highstate and deploy.
     - ``smoke``: a temporary floating IP on the new VM, released after.
     - ``flip``: the old VM's floating IPs move to the new one.
     - ``retire``: the old VM is deleted, stopped or renamed.
-    - ``rollback``: before ``checked`` only: the new VM goes, the old key and
-      minion come back.
+    - ``rollback``: before ``checked`` only: the old key comes back first, then
+      the new VM goes, and the old minion answers again.
     - ``status``: the journal's summary.
 
     ``token`` ties the steps of one run together (the orchestration passes it).
