@@ -134,10 +134,11 @@ def accept_minion(name, cloud=None, require_fingerprint=True, wait=0):
     """
 
     def _accept():
-        _, prov = saltglue.provider(__opts__, _pillar(), cloud)
+        conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
         return minions.accept_minion(
             prov, saltglue.MasterKeys(__opts__), name, events=_events(),
             require_fingerprint=require_fingerprint, wait=int(wait), registry=_registry(),
+            conf=conf,
         )
 
     return _run(_accept)

@@ -141,14 +141,10 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
             return False
         entry = registry.get(minion_id)
         if not entry or entry.get("state") != "accepted" or not entry.get("provision"):
+            return False  # cheap look first: most start events are other minions'
+        entry = registry.start_provisioning(minion_id, now)
+        if entry is None:
             return False
-        with registry.locked(minion_id):
-            entry = registry.get(minion_id)
-            if not entry or entry.get("state") != "accepted":
-                return False
-            entry["state"] = "provisioning"
-            entry["provision_started"] = time.time() if now is None else now
-            registry.save(entry)
         events("provision/%s/started" % minion_id,
                "%s started: checking and highstating it" % minion_id,
                minion=minion_id, source=entry.get("source"))
@@ -156,114 +152,258 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
     return False
 
 
-def _basis(conf, registry, provider_for, name, now):
-    """(basis for vouch, provider, entry-or-rule) or raise _Refusal."""
-    entry = registry.get(name)
-    expired_note = ""
-    if entry and entry.get("state") == "expected":
-        if is_live(entry, now):
-            return minions.registration_basis(entry), provider_for(entry["cloud"]), entry
-        expired_note = " (its registration by %s expired)" % entry.get("source")
-    if entry and entry.get("state") == "preseeded" and now < entry.get("expires", 0):
-        raise _Refusal("the key of %s was handed over by %s itself: a pending key for %s is not "
-                       "the VM's" % (name, entry.get("source"), name))
-    found = []
-    seen = {}  # cloud -> (provider, servers of that name): one lookup per cloud
-    for rule in config.autoprovision_rules(conf):
-        if not rule["minion_id"].fullmatch(name):
-            continue
-        if rule["cloud"] not in seen:
-            prov = provider_for(rule["cloud"])
-            seen[rule["cloud"]] = (prov, prov.servers_named(name))
-        prov, servers = seen[rule["cloud"]]
-        marked = [s for s in servers
-                  if all((s.get("metadata") or {}).get(k) == v for k, v in rule["metadata"].items())]
-        if marked:
-            found.append((rule, prov, marked))
-    if not found:
-        raise _Refusal("%s is not expected: no live registration%s, and no auto-provisioning rule "
-                       "matches a server of that name" % (name, expired_note))
-    clouds = sorted({prov.name for _, prov, _ in found})
-    if len(clouds) > 1:
-        raise _Refusal("servers named %s ask for auto-provisioning on several clouds (%s)"
-                       % (name, ", ".join(clouds)))
-    rule, prov, marked = found[0]
-    if entry and entry.get("state") in ADMITTED and entry.get("server_id") in {s["id"] for s in marked}:
-        raise _Refusal("server %s (%s) was admitted once already (%s): forget it "
-                       "(salt-run vmops.forget %s) to admit a new key for it"
-                       % (name, entry["server_id"], entry.get("source"), name))
-    basis = {"kind": "rule", "rule": rule["rule"], "metadata": rule["metadata"],
-             "max_age": rule["max_age"]}
-    return basis, prov, rule
-
-
 class _Refusal(Exception):
     pass
 
 
-def decide(conf, keys, registry, provider_for, name, events, now=None):
-    """Accept the pending key of ``name`` when the cloud vouches for it; else refuse and say why.
+class Admission:
+    """One place for the accept decision: the reactor's and the operator's.
 
-    ``provider_for(cloud)`` gives the provider of a cloud profile.  Returns
-    ``{"result", "accepted", "minion", "reason", "action", ...}``; ``result`` is
-    False for a refusal.
+    ``provider_for(cloud)`` gives the provider of a cloud profile.  The reactor calls
+    :meth:`decide` (a registration or an auto-provisioning rule must vouch; refusals
+    are remembered, and rejected with ``on_refused: reject``).  The operator's
+    ``vmops.accept_minion`` calls :meth:`accept` with ``operator`` set to its cloud's
+    provider: a live registration on that cloud vouches as for the reactor; else
+    exactly one server of that name on that cloud and its console's fingerprint do
+    (rules are the reactor's business); it waits for lagging evidence and raises
+    when refused.  Both refuse an id the pack hands over itself (``preseeded``),
+    take a denied key the cloud vouches for in place of a rogue's pending one, and
+    check after accepting that the key did not change under them.
     """
-    config.check_minion_id(name, "minion id")
-    with registry.deciding(name) as mine:
-        if not mine:
+
+    def __init__(self, conf, keys, registry, provider_for, events=None, now=None, operator=None,
+                 require_fingerprint=None):
+        self.conf = conf or {}
+        self.settings = config.reactor(self.conf)
+        if require_fingerprint is not None:
+            self.settings["require_fingerprint"] = bool(require_fingerprint)
+        self.keys = keys
+        self.registry = registry
+        self.operator = operator
+        self.provider_for = (lambda cloud: operator) if operator is not None else provider_for
+        self.events = events if events is not None else (lambda tag, message, **data: None)
+        self.now = time.time() if now is None else now
+
+    # ------------------------------------------------------------------ entry points
+
+    def decide(self, name):
+        """The reactor's decision about ``name``'s keys; ``{"result", "accepted", "reason",
+        "action", ...}`` with ``result`` False for a refusal."""
+        config.check_minion_id(name, "minion id")
+        with self.registry.deciding(name) as mine:
+            if not mine:
+                return {"result": True, "accepted": False, "minion": name, "action": None,
+                        "transient": True,
+                        "reason": "another decision about %s is running" % name}
+            return self._decide(name)
+
+    def accept(self, name, wait=0):
+        """The operator's accept of ``name``: waits up to ``wait`` seconds for a key and for
+        the cloud's evidence; raises InvalidInput with the reason when refused."""
+        config.check_minion_id(name, "minion id")
+        deadline = time.monotonic() + max(float(wait or 0), 0)
+        while True:
+            self.now = time.time()
+            status = self.keys.status(name)
+            if status == "accepted":
+                return {"result": True, "accepted": False, "minion": name,
+                        "comment": "%s is already accepted" % name}
+            if status is None and not self.keys.denied_pubs(name) and not self._live(name):
+                if time.monotonic() >= deadline:
+                    raise InvalidInput("no pending key for minion %s (key status: %s)"
+                                       % (name, status))
+                time.sleep(min(1.0, max(deadline - time.monotonic(), 0.1)))
+                continue
+            ret = self.decide(name)
+            if ret.get("accepted"):
+                return dict(ret, comment=ret["reason"])
+            # the evidence may lag behind the key (EC2's console by minutes), and for a
+            # registered VM a rogue's pending key is not the end: look again until ``wait`` ends
+            again = ret.get("transient") or self._live(name)
+            if self.keys.status(name) == "accepted" and ret.get("action") is None:
+                return {"result": True, "accepted": False, "minion": name,
+                        "comment": "%s is already accepted" % name}
+            if not again or time.monotonic() >= deadline:
+                raise InvalidInput("not accepting %s: %s" % (name, ret.get("reason")))
+            time.sleep(min(2.0, max(deadline - time.monotonic(), 0.1)))
+
+    # ------------------------------------------------------------------ the decision
+
+    def _live(self, name):
+        entry = self.registry.get(name)
+        if not is_live(entry, self.now):
+            return None
+        if self.operator is not None and entry.get("cloud") != self.operator.name:
+            return None  # registered on another cloud than the one the operator named
+        return entry
+
+    def _decide(self, name):
+        status = self.keys.status(name)
+        # keys Salt denied for this id: another key is pending or accepted under it.  Read
+        # from the master's key store, never from event data (minions can fire events).
+        denied = [pub for pub in self.keys.denied_pubs(name)
+                  if not self.registry.refusal(name, identity.fingerprint(pub), self.now)][:5]
+        if status == "accepted":
+            for pub in denied:
+                self._refuse(_out(name, pub), "a different key is already accepted for %s: the "
+                             "pack never replaces an accepted key this way" % name, False,
+                             pending=False)
             return {"result": True, "accepted": False, "minion": name, "action": None,
-                    "reason": "another decision about %s is running" % name}
-        return _decide(conf, keys, registry, provider_for, name, events, now)
-
-
-def _decide(conf, keys, registry, provider_for, name, events, now):
-    settings = config.reactor(conf)
-    now = time.time() if now is None else now
-    status = keys.status(name)
-    # keys Salt denied for this id: another key is pending or accepted under it.  Read
-    # from the master's key store, never from event data (minions can fire events).
-    denied = [pub for pub in keys.denied_pubs(name)
-              if not registry.refusal(name, identity.fingerprint(pub), now)][:5]
-    if status == "accepted":
+                    "reason": "the key of %s is accepted: nothing to decide" % name}
+        entry = self._live(name)
+        if entry:
+            # a VM the pack booted prints its own key with the registration's nonce: that key is
+            # written as the id's, however many other keys (rogues') are pending or denied
+            try:
+                found = trust.registered_key(self.provider_for(entry["cloud"]), name, entry,
+                                             self.now, self.settings["clock_skew"])
+            except VmopsError as exc:
+                found = {"pub": None, "transient": True, "reason": "cannot ask the cloud: %s" % exc}
+            if found["pub"]:
+                admitted = trust.admit_registered(self.keys, self.registry, name, found,
+                                                  self.events, self.now)
+                if admitted:
+                    return admitted
+            elif not found["transient"]:
+                out = {"minion": name, "fingerprint": None, "server_id":
+                       (found.get("server") or {}).get("id"),
+                       "basis": "registration by %s" % entry.get("source")}
+                self.events("key/%s/refused" % name, "not accepting %s: %s" % (name, found["reason"]),
+                            reason=found["reason"], action="pending", transient=False, **out)
+                return dict(out, result=False, accepted=False, action="pending", transient=False,
+                            reason=found["reason"])
+        last = None
+        if status == "pending":
+            last = self._decide_key(name, self.keys.pending_pub(name), pending=True)
+            if last["accepted"]:
+                return last
+        # A host that claimed the id first holds it pending, and Salt denies the real VM's
+        # key: when the cloud vouches for a denied key, it takes the id.
         for pub in denied:
-            _refuse(settings, keys, registry, events, _out(name, pub),
-                    "a different key is already accepted for %s: the reactor never replaces an "
-                    "accepted key" % name, False, now, pending=False)
-        return {"result": True, "accepted": False, "minion": name, "action": None,
-                "reason": "the key of %s is accepted: nothing to decide" % name}
-    entry = registry.get(name)
-    if is_live(entry, now):
-        # a VM the pack booted prints its own key with the registration's nonce: that key is
-        # written as the id's, however many other keys (rogues') are pending or denied
-        try:
-            found = trust.registered_key(provider_for(entry["cloud"]), name, entry, now,
-                                         settings["clock_skew"])
-        except VmopsError as exc:
-            found = {"pub": None, "transient": True, "reason": "cannot ask the cloud: %s" % exc}
-        if found["pub"]:
-            return trust.admit_registered(keys, registry, name, found, events)
-        if not found["transient"]:
-            out = {"minion": name, "fingerprint": None, "basis": "registration by %s"
-                   % entry.get("source"), "server_id": (found.get("server") or {}).get("id")}
-            events("key/%s/refused" % name, "not accepting %s: %s" % (name, found["reason"]),
-                   reason=found["reason"], action="pending", transient=False, **out)
+            last = self._decide_key(name, pub, pending=False)
+            if last["accepted"]:
+                return last
+        return last or {"result": True, "accepted": False, "minion": name, "action": None,
+                        "transient": bool(entry),
+                        "reason": "the key of %s is %s: nothing to decide" % (name, status or "gone")}
+
+    def _basis(self, name):
+        """(basis for vouch, provider, registration-or-rule) or raise _Refusal."""
+        entry = self.registry.get(name)
+        expired_note = ""
+        if entry and entry.get("state") == "expected":
+            if self._live(name):
+                return (trust.registration_basis(entry), self.provider_for(entry["cloud"]),
+                        entry)
+            expired_note = " (its registration by %s expired)" % entry.get("source")
+        if entry and entry.get("state") == "preseeded" and self.now < entry.get("expires", 0):
+            raise _Refusal("the key of %s is being handed over by %s itself: a pending key for %s "
+                           "is not the VM's" % (name, entry.get("source"), name))
+        if self.operator is not None:
+            # the operator's own call: exactly one server of that name on the named cloud
+            return {"kind": "operator"}, self.operator, None
+        found = []
+        seen = {}  # cloud -> (provider, servers of that name): one lookup per cloud
+        for rule in config.autoprovision_rules(self.conf):
+            if not rule["minion_id"].fullmatch(name):
+                continue
+            if rule["cloud"] not in seen:
+                prov = self.provider_for(rule["cloud"])
+                seen[rule["cloud"]] = (prov, prov.servers_named(name))
+            prov, servers = seen[rule["cloud"]]
+            marked = [s for s in servers if all((s.get("metadata") or {}).get(k) == v
+                                                for k, v in rule["metadata"].items())]
+            if marked:
+                found.append((rule, prov, marked))
+        if not found:
+            raise _Refusal("%s is not expected: no live registration%s, and no auto-provisioning "
+                           "rule matches a server of that name" % (name, expired_note))
+        clouds = sorted({prov.name for _, prov, _ in found})
+        if len(clouds) > 1:
+            raise _Refusal("servers named %s ask for auto-provisioning on several clouds (%s)"
+                           % (name, ", ".join(clouds)))
+        rule, prov, marked = found[0]
+        if entry and entry.get("state") in ADMITTED and \
+                entry.get("server_id") in {s["id"] for s in marked}:
+            raise _Refusal("server %s (%s) was admitted once already (%s): forget it "
+                           "(salt-run vmops.forget %s) to admit a new key for it"
+                           % (name, entry["server_id"], entry.get("source"), name))
+        basis = {"kind": "rule", "rule": rule["rule"], "metadata": rule["metadata"],
+                 "max_age": rule["max_age"]}
+        return basis, prov, rule
+
+    def _decide_key(self, name, pub, pending):
+        """Vouch for one key of ``name`` (the pending one, or one Salt denied) and accept it."""
+        out = _out(name, pub)
+        remembered = self.registry.refusal(name, out["fingerprint"], self.now)
+        if remembered:
             return dict(out, result=False, accepted=False, action="pending", transient=False,
-                        reason=found["reason"])
-    last = None
-    if status == "pending":
-        last = _decide_key(settings, conf, keys, registry, provider_for, name, events, now,
-                           keys.pending_pub(name), pending=True)
-        if last["accepted"]:
-            return last
-    # A host that claimed the id first holds it pending, and Salt denies the real VM's
-    # key: when the cloud vouches for a denied key, it takes the id.
-    for pub in denied:
-        last = _decide_key(settings, conf, keys, registry, provider_for, name, events, now, pub,
-                           pending=False)
-        if last["accepted"]:
-            return last
-    return last or {"result": True, "accepted": False, "minion": name, "action": None,
-                    "reason": "the key of %s is %s: nothing to decide" % (name, status or "gone")}
+                        reason="refused recently: %s" % remembered)
+        transient = False
+        try:
+            basis, prov, source = self._basis(name)
+            out["basis"] = {"registration": lambda: "registration by %s" % source["source"],
+                            "rule": lambda: "auto-provisioning rule %s" % basis["rule"],
+                            "operator": lambda: "the operator's accept"}[basis["kind"]]()
+            verdict = trust.vouch(prov, name, pub,
+                                    require_fingerprint=self.settings["require_fingerprint"],
+                                    basis=basis if basis["kind"] != "operator" else None,
+                                    now=self.now, skew=self.settings["clock_skew"])
+            out["server_id"] = (verdict["server"] or {}).get("id")
+            if not verdict["ok"]:
+                transient = verdict["transient"]
+                raise _Refusal(verdict["reason"])
+        except _Refusal as exc:
+            return self._refuse(out, str(exc), transient, pending)
+        except VmopsError as exc:  # the cloud did not answer: try again later
+            return self._refuse(out, "cannot ask the cloud: %s" % exc, True, pending)
+        # admitted: recorded before the key is accepted (the minion's start event follows)
+        entry = None
+        if basis["kind"] == "registration":
+            entry = self.registry.admit(name, out["server_id"], out["fingerprint"], self.now)
+            if entry is None:
+                return self._refuse(out, "the registration of %s was used or withdrawn meanwhile"
+                                    % name, True, pending)
+        elif basis["kind"] == "rule":
+            entry = self.registry.admit(
+                name, out["server_id"], out["fingerprint"], self.now,
+                rule_entry={"cloud": prov.name, "source": "autoprovision:%s" % basis["rule"],
+                            "provision": source["provision"], "level": source["level"]})
+        reason = "%s: %s" % (out["basis"], verdict["reason"])
+        if pending:
+            self.keys.accept(name)
+        else:
+            # in place of the other host's pending key, which goes (with the denied ones)
+            self.keys.preseed(name, pub, rotate=False)
+            reason += "; it replaces a pending key the cloud does not vouch for"
+        if self.keys.accepted_pub(name) != pub:  # the key changed under us: undo
+            self.keys.delete(name, rotate=False)
+            if entry is not None:
+                self.registry.mark_failed(name)
+            return self._refuse(out, "the key of %s changed while it was being checked" % name,
+                                False, pending=False)
+        self.registry.clear_refusal(name)
+        provision = bool(entry and entry.get("provision"))
+        self.events("key/%s/accepted" % name, "accepted %s (%s)" % (name, reason), reason=reason,
+                    provision=provision, **out)
+        return dict(out, result=True, accepted=True, action="accepted", reason=reason,
+                    provision=provision)
+
+    def _refuse(self, out, reason, transient, pending=True):
+        """Audit a refusal.  The reactor remembers a pending key refused for good (and rejects
+        it if so set); the operator's refusal changes nothing."""
+        action = "pending" if pending else "denied"
+        if not transient and self.operator is None:
+            self.registry.remember_refusal(out["minion"], out["fingerprint"], reason,
+                                           self.now + self.settings["refused_backoff"])
+            if pending and self.settings["on_refused"] == "reject":
+                self.keys.reject(out["minion"])
+                action = "rejected"
+        self.events("key/%s/refused" % out["minion"],
+                    "not accepting %s (%s): %s" % (out["minion"], action, reason),
+                    reason=reason, action=action, transient=transient, **out)
+        return dict(out, result=False, accepted=False, action=action, transient=transient,
+                    reason=reason)
 
 
 def _out(name, pub):
@@ -271,73 +411,15 @@ def _out(name, pub):
             "basis": None}
 
 
-def _decide_key(settings, conf, keys, registry, provider_for, name, events, now, pub, pending):
-    """Vouch for one key of ``name`` (the pending one, or one Salt denied) and accept it."""
-    out = _out(name, pub)
-    remembered = registry.refusal(name, out["fingerprint"], now)
-    if remembered:
-        return dict(out, result=False, accepted=False, action="pending",
-                    reason="refused recently: %s" % remembered)
-    transient = False
-    try:
-        basis, prov, source = _basis(conf, registry, provider_for, name, now)
-        out["basis"] = ("registration by %s" % source["source"] if basis["kind"] == "registration"
-                        else "auto-provisioning rule %s" % basis["rule"])
-        verdict = minions.vouch(prov, name, pub, require_fingerprint=settings["require_fingerprint"],
-                                basis=basis, now=now, skew=settings["clock_skew"])
-        out["server_id"] = (verdict["server"] or {}).get("id")
-        if not verdict["ok"]:
-            transient = verdict["transient"]
-            raise _Refusal(verdict["reason"])
-    except _Refusal as exc:
-        return _refuse(settings, keys, registry, events, out, str(exc), transient, now, pending)
-    except VmopsError as exc:  # the cloud did not answer: try again later
-        return _refuse(settings, keys, registry, events, out, "cannot ask the cloud: %s" % exc,
-                       True, now, pending)
-    # admitted: record it before the key is accepted (the minion's start event follows)
-    with registry.locked(name):
-        entry = registry.get(name) if basis["kind"] == "registration" else None
-        if entry is None:
-            entry = {"minion": name, "cloud": prov.name, "source": "autoprovision:%s" % basis["rule"],
-                     "registered": now, "expires": now, "nonce": None,
-                     "provision": source["provision"], "level": source["level"]}
-        entry.update(state="accepted", server_id=out["server_id"], fingerprint=out["fingerprint"],
-                     accepted_at=now)
-        registry.save(entry)
-    reason = "%s: %s" % (out["basis"], verdict["reason"])
-    if pending:
-        keys.accept(name)
-    else:
-        # in place of the other host's pending key, which goes (with the denied ones)
-        keys.preseed(name, pub, rotate=False)
-        reason += "; it replaces a pending key the cloud does not vouch for"
-    if keys.accepted_pub(name) != pub:  # the key changed under us: undo
-        keys.delete(name, rotate=False)
-        registry.update(name, state="failed")
-        return _refuse(settings, keys, registry, events, out,
-                       "the key of %s changed while it was being checked" % name, False, now,
-                       pending=False)
-    registry.clear_refusal(name)
-    events("key/%s/accepted" % name, "accepted %s (%s)" % (name, reason), reason=reason,
-           provision=entry["provision"], **out)
-    return dict(out, result=True, accepted=True, action="accepted", reason=reason,
-                provision=entry["provision"])
+def decide(conf, keys, registry, provider_for, name, events, now=None):
+    """The reactor's decision (``vmops.admit_minion``): see :class:`Admission`."""
+    return Admission(conf, keys, registry, provider_for, events, now).decide(name)
 
 
-def _refuse(settings, keys, registry, events, out, reason, transient, now, pending=True):
-    """Audit a refusal; a pending key refused for good is remembered, and rejected if so set."""
-    action = "pending" if pending else "denied"
-    if not transient:
-        registry.remember_refusal(out["minion"], out["fingerprint"], reason,
-                                  now + settings["refused_backoff"])
-        if pending and settings["on_refused"] == "reject":
-            keys.reject(out["minion"])
-            action = "rejected"
-    events("key/%s/refused" % out["minion"],
-           "not accepting %s (%s): %s" % (out["minion"], action, reason),
-           reason=reason, action=action, transient=transient, **out)
-    return dict(out, result=False, accepted=False, action=action, transient=transient,
-                reason=reason)
+def accept(conf, provider, keys, registry, name, events=None, wait=0, require_fingerprint=True):
+    """The operator's accept (``vmops.accept_minion``): see :class:`Admission`."""
+    return Admission(conf, keys, registry, None, events, operator=provider,
+                     require_fingerprint=require_fingerprint).accept(name, wait)
 
 
 # ---------------------------------------------------------------------- provisioning
@@ -355,9 +437,8 @@ def provision_check(conf, registry, name, wait_minion, grain_of):
     except VmopsError:
         # a start event for a minion that does not answer: early, or forged (any minion can
         # fire salt/minion/<id>/start): re-arm for its real start, a few times at most
-        rearms = entry.get("rearmed", 0) + 1
-        if rearms <= REARM_LIMIT:
-            registry.update(name, state="accepted", rearmed=rearms)
+        rearms = registry.rearm(name, REARM_LIMIT)
+        if rearms is not None:
             raise VmopsError("%s did not answer after its start event (an early or forged "
                              "start): provisioning waits for its real start (%d of %d)"
                              % (name, rearms, REARM_LIMIT)) from None
@@ -388,7 +469,7 @@ def provision_done(registry, name, result, events, now=None):
                 "comment": comment}
     state = "provisioned" if result else "failed"
     if entry:
-        registry.update(name, state=state, provisioned_at=now)
+        registry.finish_provisioning(name, result, now)
     took = round(now - entry["accepted_at"], 2) if entry.get("accepted_at") else None
     comment = ("%s is highstated" % name if result
                else "provisioning %s failed: see the orchestration's return" % name)

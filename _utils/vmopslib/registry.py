@@ -8,7 +8,8 @@ decision (``admission.decide``) accepts a pending key only for a registration
 that is still live, on a server that carries its nonce and was created after
 it; auto-provisioning rules add entries when they admit a server.
 
-Entry states::
+Entry states (changed only through ``expect`` and the transition methods below:
+``admit``, ``start_provisioning``, ``rearm``, ``finish_provisioning``, ``mark_failed``)::
 
     expected      a pending key may be accepted for it (once)
     preseeded     the pack handed the key over itself (replace_vm, rebuild):
@@ -126,6 +127,71 @@ class Registry:
             if entry is None:
                 return None
             entry.update(fields)
+            return self.save(entry)
+
+    # ---------------------------------------------------------------- transitions
+    # The only places an entry's state changes (besides ``expect``): each checks the
+    # state it starts from, under the entry's lock.
+
+    def admit(self, name, server_id, fingerprint, now=None, rule_entry=None):
+        """expected -> accepted (a registration), or a new ``accepted`` entry for a server an
+        auto-provisioning rule admits (``rule_entry``: its cloud, source, provision, level).
+
+        Returns the entry, or None when the registration is no longer ``expected``.
+        """
+        now = time.time() if now is None else now
+        with self.locked(name):
+            entry = self.get(name)
+            if rule_entry is not None:
+                entry = dict(rule_entry, minion=config.check_minion_id(name, "minion id"),
+                             registered=now, expires=now, nonce=None)
+            elif not entry or entry.get("state") != "expected":
+                return None
+            entry.update(state="accepted", server_id=server_id, fingerprint=fingerprint,
+                         accepted_at=now)
+            return self.save(entry)
+
+    def start_provisioning(self, name, now=None):
+        """accepted (with ``provision``) -> provisioning; the entry, or None (not due)."""
+        with self.locked(name):
+            entry = self.get(name)
+            if not entry or entry.get("state") != "accepted" or not entry.get("provision"):
+                return None
+            entry["state"] = "provisioning"
+            entry["provision_started"] = time.time() if now is None else now
+            return self.save(entry)
+
+    def rearm(self, name, limit):
+        """provisioning -> accepted again (its start event came before the minion answered);
+        the number of re-arms so far, or None when ``limit`` is used up (nothing changed)."""
+        with self.locked(name):
+            entry = self.get(name)
+            if not entry or entry.get("state") != "provisioning":
+                return None
+            rearms = entry.get("rearmed", 0) + 1
+            if rearms > limit:
+                return None
+            entry.update(state="accepted", rearmed=rearms)
+            self.save(entry)
+            return rearms
+
+    def finish_provisioning(self, name, ok, now=None):
+        """provisioning (or accepted) -> provisioned / failed; the entry, or None."""
+        with self.locked(name):
+            entry = self.get(name)
+            if not entry:
+                return None
+            entry.update(state="provisioned" if ok else "failed",
+                         provisioned_at=time.time() if now is None else now)
+            return self.save(entry)
+
+    def mark_failed(self, name):
+        """Any state -> failed (an admission undone); the entry, or None."""
+        with self.locked(name):
+            entry = self.get(name)
+            if not entry:
+                return None
+            entry["state"] = "failed"
             return self.save(entry)
 
     def forget(self, name):

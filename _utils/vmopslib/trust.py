@@ -26,6 +26,7 @@ What someone holding the user-data gets: the master's address, the grains, a
 used-up nonce.  Nothing that authenticates.
 """
 
+import datetime
 import logging
 import time
 
@@ -34,6 +35,111 @@ from .errors import InvalidInput, Timeout, VmopsError
 from .registry import NONCE_KEY
 
 log = logging.getLogger(__name__)
+
+
+def created_epoch(desc):
+    """A server's creation time (ISO 8601 from the cloud) as seconds since the epoch, or None."""
+    value = desc.get("created")
+    if not value:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def _basis_problem(server, basis, now, skew):
+    """Why ``server`` does not fit the registration or rule ``basis`` (None: it fits)."""
+    created = created_epoch(server)
+    if basis["kind"] == "registration":
+        if (server.get("metadata") or {}).get(NONCE_KEY) != basis["nonce"]:
+            return ("server %s (%s) does not carry the nonce of the registration %s made"
+                    % (server["name"], server["id"], basis["source"]))
+        if created is None or created < basis["registered"] - skew:
+            return ("server %s (%s) was created at %s, before %s registered it"
+                    % (server["name"], server["id"], server.get("created"), basis["source"]))
+        return None
+    # an auto-provisioning rule: the opt-in marker, and a server young enough
+    wanted = basis.get("metadata") or {}
+    have = server.get("metadata") or {}
+    missing = sorted(k for k, v in wanted.items() if have.get(k) != str(v))
+    if missing:
+        return ("server %s (%s) does not carry the metadata rule %s asks for (%s)"
+                % (server["name"], server["id"], basis["rule"], ", ".join(missing)))
+    if created is None or created < now - basis["max_age"] - skew:
+        return ("server %s (%s) was created at %s, more than rule %s's max_age (%ss) ago"
+                % (server["name"], server["id"], server.get("created"), basis["rule"],
+                   basis["max_age"]))
+    return None
+
+
+def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=None, skew=5):
+    """Does the cloud vouch for ``pub_pem`` being the key of VM ``name``?
+
+    Returns ``{"ok", "reason", "transient", "server", "fingerprint"}``.  The cloud
+    vouches when exactly one server has that name, it is ACTIVE, it fits
+    ``basis`` (a registration: carries its nonce and was created after it; an
+    auto-provisioning rule: carries the rule's metadata and is younger than its
+    max_age), and the first minion-key fingerprint line its console printed
+    (cloud-init's, at first boot) equals the key's.  ``transient``: the answer may change by itself (the server is
+    still building, its console shows no fingerprint yet).
+    """
+    now = time.time() if now is None else now
+    finger = identity.fingerprint(pub_pem)
+    out = {"ok": False, "server": None, "fingerprint": finger, "transient": False}
+    servers = provider.servers_named(name)
+    if not servers:
+        out["reason"] = "no server named %s on cloud %s" % (name, provider.name)
+        return out
+    if len(servers) > 1:
+        out["reason"] = "%d servers are named %s on cloud %s" % (len(servers), name, provider.name)
+        return out
+    server = out["server"] = servers[0]
+    foreign = getattr(provider, "foreign_project", None)
+    problem = foreign(server) if foreign is not None else None
+    if problem:
+        out["reason"] = problem
+        return out
+    if server["status"] != "ACTIVE":
+        out["reason"] = "server %s (%s) is %s, not ACTIVE" % (name, server["id"], server["status"])
+        out["transient"] = server["status"] == "BUILD"
+        return out
+    if basis:
+        problem = _basis_problem(server, basis, now, skew)
+        if problem:
+            out["reason"] = problem
+            return out
+    try:
+        printed = identity.console_fingerprints(provider.console_output(server["id"]))
+    except VmopsError as exc:
+        printed = []
+        log.info("vmops: no console output for %s: %s", name, exc)
+    if not printed:
+        if require_fingerprint:
+            out["reason"] = "server %s printed no minion key fingerprint on its console" % name
+            out["transient"] = True
+            return out
+    elif printed[0] != finger:
+        # the first fingerprint cloud-init printed at the server's first boot: a line printed
+        # later (by a workload that echoes input to the console) does not override it
+        out["reason"] = (
+            "the pending key of %s (%s) is not the one server %s printed on its console (%s)"
+            % (name, finger, server["id"], printed[0])
+        )
+        return out
+    out["ok"] = True
+    out["reason"] = "server %s (%s) is ACTIVE and its console shows this key" % (name, server["id"]) \
+        if printed else "server %s (%s) is ACTIVE" % (name, server["id"])
+    return out
+
+
+def registration_basis(entry):
+    """What ``vouch`` checks a server against for a live registration."""
+    return {"kind": "registration", "nonce": entry["nonce"], "registered": entry["registered"],
+            "source": entry["source"]}
 
 
 def key_evidence(provider, server_id, tag, nonce=None, server=None):
@@ -90,8 +196,6 @@ def registered_key(provider, name, entry, now=None, skew=5):
     tagged key (a VM booted by hand with other user-data: the caller may fall back to
     the fingerprint check of the pending key).
     """
-    from .minions import created_epoch  # pylint: disable=import-outside-toplevel
-
     now = time.time() if now is None else now
     nonce = entry["nonce"]
     named = provider.servers_named(name)
@@ -163,7 +267,7 @@ def restore(keys, name, old_pub, timeout=None):
 
 
 
-def admit_registered(keys, registry, name, found, events=None):
+def admit_registered(keys, registry, name, found, events=None, now=None):
     """Accept the key a registered VM printed on its console (:func:`registered_key`).
 
     Written as the id's accepted key whatever is pending or denied (rogues' keys go);
@@ -172,8 +276,9 @@ def admit_registered(keys, registry, name, found, events=None):
     """
     pub, server = found["pub"], found["server"]
     finger = identity.fingerprint(pub)
-    entry = registry.update(name, state="accepted", server_id=server["id"], fingerprint=finger,
-                            accepted_at=time.time()) or {}
+    entry = registry.admit(name, server["id"], finger, now)
+    if entry is None:  # used or withdrawn by another decision meanwhile
+        return None
     keys.preseed(name, pub, rotate=False)
     registry.clear_refusal(name)
     base = {"minion": name, "fingerprint": finger, "server_id": server["id"]}

@@ -136,6 +136,12 @@ def test_accept_minion_waits_for_a_console_that_lags(monkeypatch):
         def accept(self, name):
             self.accepted = True
 
+        def accepted_pub(self, name):
+            return pub if self.accepted else None
+
+        def denied_pubs(self, name):
+            return []
+
     class Cloud:
         name = "lagging"
         looks = 0
@@ -147,7 +153,9 @@ def test_accept_minion_waits_for_a_console_that_lags(monkeypatch):
             self.looks += 1  # the fingerprint shows up on the third look
             return identity.FINGERPRINT_LINE + identity.fingerprint(pub) if self.looks >= 3 else ""
 
-    monkeypatch.setattr(minions.time, "sleep", lambda seconds: None)
+    from vmopslib import admission
+
+    monkeypatch.setattr(admission.time, "sleep", lambda seconds: None)
     cloud, keys = Cloud(), Keys()
     out = minions.accept_minion(cloud, keys, "app5", wait=30)
     assert out["accepted"] and keys.accepted and cloud.looks == 3
