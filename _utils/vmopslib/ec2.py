@@ -68,6 +68,19 @@ def _error_code(exc):
     return exc.response.get("Error", {}).get("Code", "")
 
 
+def decode_console(out):
+    """EC2's console output: base64 on AWS; some emulators return the text itself.
+
+    Only a string that is base64 through and through is decoded (a lenient decode of
+    plain text that happens to have a multiple of 4 alphabet characters is garbage).
+    """
+    compact = "".join(out.split())
+    try:
+        return base64.b64decode(compact, validate=True).decode("utf-8", "replace")
+    except (ValueError, TypeError):
+        return out
+
+
 class EC2Provider(Provider):
     driver = "ec2"
     USER_DATA_MAX = 16384  # EC2's limit, on the raw text
@@ -224,10 +237,7 @@ class EC2Provider(Provider):
     def console_output(self, name_or_id):
         server = self.find_server(name_or_id)
         out = self.ec2.get_console_output(InstanceId=server["InstanceId"]).get("Output") or ""
-        try:
-            return base64.b64decode(out).decode("utf-8", "replace")
-        except (ValueError, TypeError):
-            return out
+        return decode_console(out)
 
     # ------------------------------------------------------------------ Elastic IPs
 

@@ -129,3 +129,28 @@ def test_handovers_hold_twenty_times_in_a_row_with_the_old_minion_hammering(
         assert salt_cli.run("--timeout=10", "test.ping", minion_tgt=name).data is True, run
     record("replace_vm, %d in a row: slowest" % runs, max(took))
     record("replace_vm, %d in a row: mean" % runs, sum(took) / len(took))
+
+
+def test_on_ec2_the_user_data_holds_no_key_and_the_console_key_is_the_one_accepted(
+        salt_run_cli, salt_cli, moto_cloud, keys, vm_name, cleanup):
+    """EC2 principals with DescribeInstanceAttribute (AWS's read-only policy has it) read
+    user-data: there is no key in it.  The instance's console key is accepted; a rebuild,
+    which EC2 cannot do, is refused without touching the key."""
+    cleanup.append(vm_name)
+    ret = salt_run_cli.run("vmops.create", vm_name, "cloud=aws")
+    assert ret.returncode == 0, ret
+    instance_id = ret.data["id"]
+    ec2 = moto_cloud.client()
+    attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    text = base64.b64decode(attr["UserData"]["Value"]).decode()
+    assert "salt_minion" in text and "PRIVATE KEY" not in text and "BEGIN" not in text
+    ret = salt_run_cli.run("vmops.accept_minion", vm_name, "cloud=aws", "wait=90")
+    assert ret.returncode == 0 and ret.data["accepted"], ret
+    assert "registration by vmops.create" in ret.data["comment"], ret.data
+    accepted = keys.cli.run("-p", vm_name).data["minions"][vm_name]
+    assert base64.b64encode(accepted.encode()).decode() in fakevm.console(instance_id)
+    wait_until(lambda: salt_cli.run("--timeout=5", "test.ping", minion_tgt=vm_name).data is True,
+               60, interval=2, what="the EC2 minion to answer")
+    ret = salt_run_cli.run("vmops.rebuild_minion", vm_name, "cloud=aws")
+    assert ret.returncode != 0, ret
+    assert keys.cli.run("-p", vm_name).data["minions"][vm_name] == accepted

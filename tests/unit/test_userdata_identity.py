@@ -205,3 +205,14 @@ def test_user_data_over_the_cloud_limit_is_refused_before_anything(monkeypatch):
         prov.check_user_data(b"x" * 1000)
         with pytest.raises(InvalidInput, match=words):
             prov.check_user_data(b"x" * size)
+
+
+def test_ec2_console_output_is_decoded_only_when_it_is_base64():
+    import base64
+
+    from vmopslib.ec2 import decode_console
+
+    text = "ci-info: x\nci-info: salt-minion public key [abcd1234]: QUJDRA==\nfinished.\n"
+    assert decode_console(base64.b64encode(text.encode()).decode()) == text   # AWS
+    assert decode_console(text) == text                                         # emulators
+    assert decode_console("QUJD\nRA==\nQUJD") == "QUJD\nRA==\nQUJD"  # not valid base64 as a whole
