@@ -13,7 +13,7 @@ import logging
 import re
 
 from .errors import Ambiguous, CloudError, InvalidInput, NotFound, NotSupported
-from .provider import Provider
+from .provider import Provider, short_reason
 
 try:
     import boto3
@@ -84,6 +84,25 @@ def decode_console(out):
 class EC2Provider(Provider):
     driver = "ec2"
     USER_DATA_MAX = 16384  # EC2's limit, on the raw text
+
+    def translate_error(self, exc, operation):
+        """botocore exceptions as the pack's errors (see Provider)."""
+        if not HAS_BOTO3:
+            return None
+        if isinstance(exc, botocore.exceptions.ClientError):
+            error = exc.response.get("Error") or {}
+            code = error.get("Code") or "Unknown"
+            words = short_reason(error.get("Message") or exc)
+            if code.endswith(".NotFound") or code.endswith("NotFound"):
+                return NotFound("cloud %s: %s: not found (%s: %s)" % (self.name, operation, code,
+                                                                     words))
+            status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            return CloudError("cloud %s: %s failed: %s%s: %s" % (
+                self.name, operation, code, " (HTTP %s)" % status if status else "", words))
+        if isinstance(exc, botocore.exceptions.BotoCoreError):
+            return CloudError("cloud %s: %s failed: %s: %s"
+                              % (self.name, operation, type(exc).__name__, short_reason(exc)))
+        return None
 
     def __init__(self, profile, client=None):
         super().__init__(profile)

@@ -5,7 +5,7 @@ import re
 
 from . import waiting
 from .errors import Ambiguous, CloudError, InvalidInput, NotFound, NotSupported
-from .provider import Provider, encode_user_data, scrub_user_data
+from .provider import Provider, encode_user_data, scrub_user_data, short_reason
 
 try:
     import openstack
@@ -58,6 +58,26 @@ def _fault(server):
 class OpenStackProvider(Provider):
     driver = "openstack"
     USER_DATA_MAX_ENCODED = 65535  # Nova's limit, on the base64 text
+
+    def translate_error(self, exc, operation):
+        """openstacksdk / keystoneauth exceptions as the pack's errors (see Provider)."""
+        if not HAS_OPENSTACK:
+            return None
+        import keystoneauth1.exceptions  # pylint: disable=import-outside-toplevel
+
+        if isinstance(exc, openstack.exceptions.NotFoundException):
+            return NotFound("cloud %s: %s: not found (%s)"
+                            % (self.name, operation, short_reason(exc.details or exc)))
+        if isinstance(exc, openstack.exceptions.HttpException):
+            return CloudError("cloud %s: %s failed: HTTP %s %s"
+                              % (self.name, operation, exc.status_code,
+                                 short_reason(exc.details or exc.message or exc)))
+        if isinstance(exc, keystoneauth1.exceptions.ClientException):
+            return CloudError("cloud %s: %s failed: %s: %s"
+                              % (self.name, operation, type(exc).__name__, short_reason(exc)))
+        if isinstance(exc, openstack.exceptions.SDKException):
+            return CloudError("cloud %s: %s failed: %s" % (self.name, operation, short_reason(exc)))
+        return None
 
     def __init__(self, profile, conn=None):
         super().__init__(profile)

@@ -17,6 +17,7 @@ DELETED (EC2 states are mapped).
 """
 
 import base64
+import functools
 import logging
 import re
 
@@ -47,12 +48,63 @@ def get_provider(profile):
     raise InvalidInput("unknown driver %r" % driver)
 
 
+def _translating(fn):
+    """Run a driver method; a cloud library's exception leaves it as the pack's error."""
+
+    @functools.wraps(fn)
+    def method(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except VmopsError:
+            raise
+        except Exception as exc:  # pylint: disable=broad-except
+            err = self.translate_error(exc, fn.__name__.lstrip("_"))
+            if err is None:
+                raise  # not the cloud's: a bug, shown as one
+            raise err from None
+
+    method.translating = True
+    return method
+
+
+_URL_SECRETS = re.compile(r"(https?://)[^/@\s]+@|([?&](?:X-Amz-[A-Za-z-]+|Signature|token|"
+                          r"AWSAccessKeyId|password)=)[^&\s]+", re.IGNORECASE)
+
+
+def short_reason(text, limit=300):
+    """A cloud error's words, short and without credentials in URLs."""
+    text = " ".join(str(text).split())
+    text = _URL_SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class Provider:
-    """Base class of the cloud drivers."""
+    """Base class of the cloud drivers.
+
+    Cloud errors are translated once per driver: every method a driver defines is
+    wrapped so that its cloud library's exceptions (an HTTP 503, a refused
+    connection, a resource that is gone) leave it as the pack's NotFound or
+    CloudError, naming the cloud and the operation, via the driver's
+    :meth:`translate_error`.  Callers (flows, the reactor's decision) handle
+    VmopsError only: a cloud that misbehaves gives an audit event and a retcode,
+    not a traceback.
+    """
 
     driver = None
     #: compute hosts the pack can drain (OpenStack); EC2 has none
     has_compute_hosts = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for attr, value in list(vars(cls).items()):
+            if callable(value) and not attr.startswith("__") and \
+                    not isinstance(value, (staticmethod, classmethod, type)) and \
+                    not getattr(value, "translating", False) and attr != "translate_error":
+                setattr(cls, attr, _translating(value))
+
+    def translate_error(self, exc, operation):  # pylint: disable=unused-argument
+        """The pack's error for a cloud library's exception ``exc`` (None: not a cloud error)."""
+        return None
 
     def __init__(self, profile):
         self.profile = profile

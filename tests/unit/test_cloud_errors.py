@@ -1,0 +1,96 @@
+"""Cloud errors are translated once per driver: a 503, a refused connection or a missing
+resource leaves a driver as the pack's CloudError / NotFound, naming the cloud and the
+operation, never with credentials; a bug stays a bug."""
+
+import pytest
+
+from vmopslib.errors import CloudError, NotFound
+from vmopslib.provider import short_reason
+
+openstack_exceptions = pytest.importorskip("openstack.exceptions")
+botocore_exceptions = pytest.importorskip("botocore.exceptions")
+
+
+def _openstack(raise_this):
+    from vmopslib.openstack import OpenStackProvider
+
+    class Driver(OpenStackProvider):
+        def __init__(self):  # pylint: disable=super-init-not-called
+            self.name, self.profile = "local", {}
+
+        def _get_server(self, server_id):
+            raise raise_this
+
+    return Driver()
+
+
+def _ec2(raise_this):
+    from vmopslib.ec2 import EC2Provider
+
+    class Driver(EC2Provider):
+        def __init__(self):  # pylint: disable=super-init-not-called
+            self.name, self.profile = "aws", {}
+
+        def _get_server(self, server_id):
+            raise raise_this
+
+    return Driver()
+
+
+def test_an_openstack_503_is_a_cloud_error_naming_cloud_and_operation():
+    exc = openstack_exceptions.HttpException(message="Service Unavailable",
+                                             details="nova-api is restarting", http_status=503)
+    with pytest.raises(CloudError, match=r"cloud local: get_server failed: HTTP 503 nova-api"):
+        _openstack(exc)._get_server("x")
+
+
+def test_openstack_not_found_and_connection_refused():
+    import keystoneauth1.exceptions
+
+    with pytest.raises(NotFound, match="cloud local: get_server: not found"):
+        _openstack(openstack_exceptions.NotFoundException(message="gone"))._get_server("x")
+    with pytest.raises(CloudError, match="ConnectFailure"):
+        _openstack(keystoneauth1.exceptions.ConnectFailure("refused"))._get_server("x")
+
+
+def test_ec2_client_errors():
+    def client_error(code, status):
+        return botocore_exceptions.ClientError(
+            {"Error": {"Code": code, "Message": "words"},
+             "ResponseMetadata": {"HTTPStatusCode": status}}, "DescribeInstances")
+
+    with pytest.raises(NotFound, match="InvalidInstanceID.NotFound"):
+        _ec2(client_error("InvalidInstanceID.NotFound", 400))._get_server("i-1")
+    with pytest.raises(CloudError, match=r"cloud aws: get_server failed: Unavailable \(HTTP 503\)"):
+        _ec2(client_error("Unavailable", 503))._get_server("i-1")
+    with pytest.raises(CloudError, match="EndpointConnectionError"):
+        _ec2(botocore_exceptions.EndpointConnectionError(
+            endpoint_url="https://ec2.example"))._get_server("i-1")
+
+
+def test_a_bug_is_not_translated():
+    with pytest.raises(KeyError):
+        _openstack(KeyError("oops"))._get_server("x")
+
+
+def test_credentials_in_urls_are_cut():
+    text = ("GET https://admin:secret@cloud.example/v3?token=abc&X-Amz-Signature=def failed "
+            + "x" * 400)
+    out = short_reason(text)
+    assert "secret" not in out and "abc" not in out and "def" not in out
+    assert len(out) <= 303
+
+
+def test_a_cloud_that_does_not_answer_is_a_cloud_error_not_a_traceback():
+    """Real clients, a port nobody listens on (connection refused at once)."""
+    from vmopslib.provider import get_provider
+
+    dead = get_provider({"name": "dead", "driver": "openstack",
+                         "auth": {"auth_url": "http://127.0.0.1:9/v3", "username": "u",
+                                  "password": "topsecret", "project_name": "p",
+                                  "user_domain_name": "Default",
+                                  "project_domain_name": "Default"}})
+    with pytest.raises(CloudError) as err:
+        dead.servers_named("app2")
+    assert "cloud dead: servers_named failed" in str(err.value)
+    assert "topsecret" not in str(err.value)
