@@ -15,11 +15,11 @@ import os
 import sys
 
 try:
-    import vmopslib
+    import vmopslib  # noqa: F401  (only: is the core importable as it is?)
 except ImportError:  # synced from the state tree: the core sits in <extension_modules>/utils
     _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.extend(os.path.join(_ROOT, sub) for sub in ("utils", "_utils"))
-    import vmopslib  # pylint: disable=ungrouped-imports
+    import vmopslib  # noqa: F401  pylint: disable=ungrouped-imports
 
 from vmopslib import admission, evacuate, minions, saltglue
 from vmopslib.registry import Registry
@@ -97,9 +97,20 @@ def server_create(name, cloud=None, wait=True, **overrides):
     return saltglue.run_module(_create)
 
 
-def server_boot(name, image, flavor, networks=None, security_groups=None, key_name=None,
-                metadata=None, user_data=None, availability_zone=None, wait=True, timeout=600,
-                cloud=None):
+def server_boot(
+    name,
+    image,
+    flavor,
+    networks=None,
+    security_groups=None,
+    key_name=None,
+    metadata=None,
+    user_data=None,
+    availability_zone=None,
+    wait=True,
+    timeout=600,
+    cloud=None,
+):
     """
     Boot a server from an explicit spec (no pack user-data) and wait until it
     is ACTIVE, with back-off; ERROR fails with the cloud's fault message.
@@ -112,9 +123,17 @@ def server_boot(name, image, flavor, networks=None, security_groups=None, key_na
 
         salt-call vmops.server_boot web1 image=Ubuntu-22.04 flavor=m1.small networks='[private]'
     """
-    spec = {"name": name, "image": image, "flavor": flavor, "networks": networks,
-            "security_groups": security_groups, "key_name": key_name, "metadata": metadata,
-            "user_data": user_data, "availability_zone": availability_zone}
+    spec = {
+        "name": name,
+        "image": image,
+        "flavor": flavor,
+        "networks": networks,
+        "security_groups": security_groups,
+        "key_name": key_name,
+        "metadata": metadata,
+        "user_data": user_data,
+        "availability_zone": availability_zone,
+    }
     return _call(cloud, "boot", spec, wait=wait, timeout=int(timeout))
 
 
@@ -299,8 +318,7 @@ def host_capacity(host, cloud=None):
 def _evacuation(cloud, options):
     conf, prov = _provider(cloud)
     opts = evacuate.options(conf, {k: v for k, v in options.items() if not k.startswith("__")})
-    store = JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"),
-                                  what="evacuation")
+    store = JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"), what="evacuation")
 
     def fire(tag, message, **data):
         try:
@@ -358,8 +376,13 @@ def enable_node(node, force=False, migrate_back=False, cloud=None, **options):
         salt-call vmops.enable_node cmp1
     """
     truthy = ("true", "1", "yes")
-    return saltglue.run_module(lambda: _evacuation(cloud, options).enable(
-        node, force=str(force).lower() in truthy, migrate_back=str(migrate_back).lower() in truthy))
+    return saltglue.run_module(
+        lambda: _evacuation(cloud, options).enable(
+            node,
+            force=str(force).lower() in truthy,
+            migrate_back=str(migrate_back).lower() in truthy,
+        )
+    )
 
 
 def live_migrate(name, host=None, block_migration="auto", wait=True, timeout=600, cloud=None):
@@ -374,8 +397,15 @@ def live_migrate(name, host=None, block_migration="auto", wait=True, timeout=600
 
         salt-call vmops.live_migrate app2 host=cmp2
     """
-    return _call(cloud, "live_migrate", name, host=host, block_migration=block_migration,
-                 wait=wait, timeout=int(timeout))
+    return _call(
+        cloud,
+        "live_migrate",
+        name,
+        host=host,
+        block_migration=block_migration,
+        wait=wait,
+        timeout=int(timeout),
+    )
 
 
 def cold_migrate(name, host=None, confirm=True, timeout=600, cloud=None):
@@ -472,8 +502,9 @@ def volume_show(volume, cloud=None):
     return _call(cloud, "volume_show", volume)
 
 
-def volume_create(name, size, volume_type=None, availability_zone=None, wait=True, timeout=300,
-                  cloud=None):
+def volume_create(
+    name, size, volume_type=None, availability_zone=None, wait=True, timeout=300, cloud=None
+):
     """
     Create an empty volume ``name`` of ``size`` GiB (``volume_type``,
     ``availability_zone`` optional; EC2 default: the profile's
@@ -486,8 +517,16 @@ def volume_create(name, size, volume_type=None, availability_zone=None, wait=Tru
 
         salt-call vmops.volume_create data-app2 size=50 volume_type=ssd
     """
-    return _call(cloud, "volume_create", name, size, volume_type=volume_type,
-                 availability_zone=availability_zone, wait=wait, timeout=int(timeout))
+    return _call(
+        cloud,
+        "volume_create",
+        name,
+        size,
+        volume_type=volume_type,
+        availability_zone=availability_zone,
+        wait=wait,
+        timeout=int(timeout),
+    )
 
 
 def volume_attach(name, volume, device=None, timeout=300, test=False, cloud=None):
@@ -505,8 +544,9 @@ def volume_attach(name, volume, device=None, timeout=300, test=False, cloud=None
         salt-call vmops.volume_attach app2 data-app2
         salt-call vmops.volume_attach app2 data-app2 device=/dev/vdc
     """
-    return _call(cloud, "attach_volume", name, volume, device=device, timeout=int(timeout),
-                 test=test)
+    return _call(
+        cloud, "attach_volume", name, volume, device=device, timeout=int(timeout), test=test
+    )
 
 
 def volume_detach(name, volume, timeout=300, test=False, cloud=None):
@@ -557,8 +597,9 @@ def reactor_gate(tag, data):
     """
     conf = saltglue.settings(_conf())
     try:
-        return admission.gate(conf, Registry.for_master(__opts__), tag, data or {},
-                              saltglue.Events(__opts__))
+        return admission.gate(
+            conf, Registry.for_master(__opts__), tag, data or {}, saltglue.Events(__opts__)
+        )
     except Exception as exc:  # pylint: disable=broad-except
         # a reactor render must not die on it; the event is simply not acted on
         log.error("vmops: reactor gate for %s failed: %s", tag, exc)

@@ -15,18 +15,18 @@ import sys
 import time
 
 try:
-    import vmopslib
+    import vmopslib  # noqa: F401  (only: is the core importable as it is?)
 except ImportError:  # synced from the state tree: the core sits in <extension_modules>/utils
     _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.extend(os.path.join(_ROOT, sub) for sub in ("utils", "_utils"))
-    import vmopslib  # pylint: disable=ungrouped-imports
+    import vmopslib  # noqa: F401  pylint: disable=ungrouped-imports
 
 import types  # pylint: disable=wrong-import-order
 
 from vmopslib import admission, config, evacuate, minions, replace, saltglue
+from vmopslib.errors import InvalidInput, NotSupported, VmopsError
 from vmopslib.registry import NONCE_KEY, Registry, is_live
 from vmopslib.store import JournalStore
-from vmopslib.errors import InvalidInput, NotSupported, VmopsError
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,16 @@ def create(name, cloud=None, wait=True, provision=True, **overrides):
 
     def _create():
         conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
-        return minions.create_vm(conf, prov, name, overrides, events=_events(), wait=wait,
-                                 registry=_registry(), provision=_bool(provision))
+        return minions.create_vm(
+            conf,
+            prov,
+            name,
+            overrides,
+            events=_events(),
+            wait=wait,
+            registry=_registry(),
+            provision=_bool(provision),
+        )
 
     return _run(_create)
 
@@ -136,8 +144,13 @@ def accept_minion(name, cloud=None, require_fingerprint=True, wait=0):
     def _accept():
         conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
         return minions.accept_minion(
-            prov, saltglue.MasterKeys(__opts__), name, events=_events(),
-            require_fingerprint=require_fingerprint, wait=int(wait), registry=_registry(),
+            prov,
+            saltglue.MasterKeys(__opts__),
+            name,
+            events=_events(),
+            require_fingerprint=require_fingerprint,
+            wait=int(wait),
+            registry=_registry(),
             conf=conf,
         )
 
@@ -199,8 +212,11 @@ def delete(name, cloud=None, wait=True):
     def _delete():
         _, prov = saltglue.provider(__opts__, _pillar(), cloud)
         desc = prov.delete(name, wait=wait)
-        _events()("delete/%s/done" % desc["name"], "deleted %s (%s)" % (desc["name"], desc["id"]),
-                  server_id=desc["id"])
+        _events()(
+            "delete/%s/done" % desc["name"],
+            "deleted %s (%s)" % (desc["name"], desc["id"]),
+            server_id=desc["id"],
+        )
         return desc
 
     return _run(_delete)
@@ -223,8 +239,11 @@ def flip_floating_ip(address, server, fixed_ip=None, cloud=None):
     def _flip():
         _, prov = saltglue.provider(__opts__, _pillar(), cloud)
         ret = prov.flip_ip(address, server, fixed_ip=fixed_ip)
-        _events()("ip/%s/%s" % (address, "flipped" if ret["changed"] else "unchanged"),
-                  ret["comment"], **ret)
+        _events()(
+            "ip/%s/%s" % (address, "flipped" if ret["changed"] else "unchanged"),
+            ret["comment"],
+            **ret,
+        )
         ret["result"] = True
         return ret
 
@@ -251,29 +270,66 @@ def rebuild_minion(name, image=None, cloud=None, timeout=300):
     def _rebuild():
         conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
         return minions.rebuild_minion(
-            conf, prov, saltglue.MasterKeys(__opts__), name, _wait_for_minion,
-            image=image, timeout=int(timeout), events=_events(), registry=_registry(),
+            conf,
+            prov,
+            saltglue.MasterKeys(__opts__),
+            name,
+            _wait_for_minion,
+            image=image,
+            timeout=int(timeout),
+            events=_events(),
+            registry=_registry(),
         )
 
     return _run(_rebuild)
 
 
-REPLACE_STEPS = ("plan", "boot", "wait", "sanity", "checked", "smoke", "flip", "retire",
-                 "rollback", "status")
+REPLACE_STEPS = (
+    "plan",
+    "boot",
+    "wait",
+    "sanity",
+    "checked",
+    "smoke",
+    "flip",
+    "retire",
+    "rollback",
+    "status",
+)
 
 
 def _replacement(cloud, token):
     conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
-    ops = types.SimpleNamespace(wait=_wait_for_minion, grain=_grain,
-                                idle=lambda minion_id, timeout: saltglue.wait_minion_idle(
-                                    __opts__, minion_id, timeout))
+    ops = types.SimpleNamespace(
+        wait=_wait_for_minion,
+        grain=_grain,
+        idle=lambda minion_id, timeout: saltglue.wait_minion_idle(__opts__, minion_id, timeout),
+    )
     journal = replace.Journal(os.path.join(__opts__["cachedir"], "vmops", "replace"))
-    return replace.Replacement(conf, prov, saltglue.MasterKeys(__opts__), journal, ops,
-                               events=_events(), token=token, registry=_registry())
+    return replace.Replacement(
+        conf,
+        prov,
+        saltglue.MasterKeys(__opts__),
+        journal,
+        ops,
+        events=_events(),
+        token=token,
+        registry=_registry(),
+    )
 
 
-def replace_vm(name, step="plan", cloud=None, token=None, test=False, keep_old="delete",
-               keep_failed=False, timeout=300, network=None, **overrides):
+def replace_vm(
+    name,
+    step="plan",
+    cloud=None,
+    token=None,
+    test=False,
+    keep_old="delete",
+    keep_failed=False,
+    timeout=300,
+    network=None,
+    **overrides,
+):
     """
     One step of replacing VM ``name`` with a new one of the same name, without
     downtime.  ``orch.replace_vm`` runs the steps in order (with highstate and
@@ -316,8 +372,9 @@ def replace_vm(name, step="plan", cloud=None, token=None, test=False, keep_old="
         timeout_s = config.strict_int(timeout, "timeout")
         rep = _replacement(cloud, token)
         calls = {
-            "plan": lambda: rep.plan(name, overrides, {"keep_old": keep_old,
-                                                      "keep_failed": keep_failed}, test=test),
+            "plan": lambda: rep.plan(
+                name, overrides, {"keep_old": keep_old, "keep_failed": keep_failed}, test=test
+            ),
             "boot": lambda: rep.boot(name, timeout=max(timeout_s, 600)),
             "wait": lambda: rep.wait(name, timeout=timeout_s),
             "sanity": lambda: rep.sanity(name),
@@ -326,8 +383,11 @@ def replace_vm(name, step="plan", cloud=None, token=None, test=False, keep_old="
             "flip": lambda: rep.flip(name),
             "retire": lambda: rep.retire(name),
             "rollback": lambda: rep.rollback(name, timeout=timeout_s),
-            "status": lambda: dict(rep.summary(rep.journal.load(name) or {}), result=True)
-            if rep.journal.load(name) else {"result": True, "vm": name, "state": None},
+            "status": lambda: (
+                dict(rep.summary(rep.journal.load(name) or {}), result=True)
+                if rep.journal.load(name)
+                else {"result": True, "vm": name, "state": None}
+            ),
         }
         try:
             return calls[step]()
@@ -351,8 +411,7 @@ def _bool(value):
 def _evacuation(cloud, options, verify=True):
     conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
     opts = evacuate.options(conf, {k: v for k, v in options.items() if not k.startswith("__")})
-    store = JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"),
-                                  what="evacuation")
+    store = JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"), what="evacuation")
     verify_minions = (lambda pairs: saltglue.minions_on_hosts(__opts__, pairs)) if verify else None
     return evacuate.Evacuation(prov, store, opts, events=_events(), verify_minions=verify_minions)
 
@@ -412,7 +471,8 @@ def evacuate_node(node, reason=None, cloud=None, test=False, verify_minions=True
 
         salt-run vmops.evacuate_node cmp1 reason='disk errors'
         salt-run vmops.evacuate_node cmp1 test=True
-        salt-run vmops.evacuate_node cmp1 reason='kernel update' concurrency=2 on_timeout=force_complete
+        salt-run vmops.evacuate_node cmp1 reason='kernel update' concurrency=2 \
+            on_timeout=force_complete
     """
 
     def _evacuate():
@@ -442,8 +502,9 @@ def enable_node(node, cloud=None, force=False, migrate_back=False, **options):
 
     def _enable():
         evac = _evacuation(cloud, options, verify=False)
-        return _with_retcode(evac.enable(node, force=_bool(force),
-                                         migrate_back=_bool(migrate_back)))
+        return _with_retcode(
+            evac.enable(node, force=_bool(force), migrate_back=_bool(migrate_back))
+        )
 
     return _run(_enable)
 
@@ -471,16 +532,34 @@ def expect(name, cloud=None, ttl=None, provision=True, level=None):
 
     def _expect():
         conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
-        entry = _registry().expect(name, prov.name, "vmops.expect",
-                                   ttl or config.reactor(conf)["expect_ttl"],
-                                   provision=_bool(provision), level=level)
-        _events()("expect/%s" % name, "%s is expected on %s until %s" % (
-            name, prov.name, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["expires"]))),
-            minion=name, cloud=prov.name, expires=entry["expires"])
-        return {"result": True, "minion": name, "cloud": prov.name, "expires": entry["expires"],
-                "metadata": {NONCE_KEY: entry["nonce"]},
-                "comment": "boot %s on %s with metadata %s=<this nonce>"
-                           % (name, prov.name, NONCE_KEY)}
+        entry = _registry().expect(
+            name,
+            prov.name,
+            "vmops.expect",
+            ttl or config.reactor(conf)["expect_ttl"],
+            provision=_bool(provision),
+            level=level,
+        )
+        _events()(
+            "expect/%s" % name,
+            "%s is expected on %s until %s"
+            % (
+                name,
+                prov.name,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["expires"])),
+            ),
+            minion=name,
+            cloud=prov.name,
+            expires=entry["expires"],
+        )
+        return {
+            "result": True,
+            "minion": name,
+            "cloud": prov.name,
+            "expires": entry["expires"],
+            "metadata": {NONCE_KEY: entry["nonce"]},
+            "comment": "boot %s on %s with metadata %s=<this nonce>" % (name, prov.name, NONCE_KEY),
+        }
 
     return _run(_expect)
 
@@ -554,8 +633,12 @@ def admit_minion(name):
     def _admit():
         conf = saltglue.settings(__opts__, _pillar())
         ret = admission.decide(
-            conf, saltglue.MasterKeys(__opts__), _registry(),
-            lambda cloud: saltglue.provider(__opts__, _pillar(), cloud)[1], name, _events(),
+            conf,
+            saltglue.MasterKeys(__opts__),
+            _registry(),
+            lambda cloud: saltglue.provider(__opts__, _pillar(), cloud)[1],
+            name,
+            _events(),
         )
         if not ret["result"]:
             __context__["retcode"] = 1

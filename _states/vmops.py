@@ -76,23 +76,39 @@ def server_present(name, cloud=None, **settings):
     try:
         found = __salt__["vmops.server_list"](name, cloud=cloud)
         if len(found) > 1:
-            ret.update(result=False, comment="%d servers are named %s (%s): resolve that first"
-                       % (len(found), name, ", ".join(s["id"] for s in found)))
+            ret.update(
+                result=False,
+                comment="%d servers are named %s (%s): resolve that first"
+                % (len(found), name, ", ".join(s["id"] for s in found)),
+            )
             return ret
         if found:
             ret["comment"] = "server %s exists (%s on %s)" % (
-                name, found[0]["status"], found[0].get("host") or found[0].get("cloud"))
+                name,
+                found[0]["status"],
+                found[0].get("host") or found[0].get("cloud"),
+            )
             return ret
         if __opts__["test"]:
-            ret.update(result=None, comment="server %s would be booted" % name,
-                       changes={"old": None, "new": dict(settings, name=name)})
+            ret.update(
+                result=None,
+                comment="server %s would be booted" % name,
+                changes={"old": None, "new": dict(settings, name=name)},
+            )
             return ret
         desc = __salt__["vmops.server_create"](name, cloud=cloud, **settings)
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
     ret["comment"] = "server %s booted (%s on %s)" % (name, desc["status"], desc.get("host"))
-    ret["changes"] = {"old": None, "new": {"id": desc["id"], "status": desc["status"],
-                                          "host": desc.get("host"), "flavor": desc.get("flavor")}}
+    ret["changes"] = {
+        "old": None,
+        "new": {
+            "id": desc["id"],
+            "status": desc["status"],
+            "host": desc.get("host"),
+            "flavor": desc.get("flavor"),
+        },
+    }
     return ret
 
 
@@ -108,18 +124,26 @@ def server_absent(name, cloud=None):
             ret["comment"] = "server %s is already absent" % name
             return ret
         if len(found) > 1:
-            ret.update(result=False, comment="%d servers are named %s (%s): delete by id"
-                       % (len(found), name, ", ".join(s["id"] for s in found)))
+            ret.update(
+                result=False,
+                comment="%d servers are named %s (%s): delete by id"
+                % (len(found), name, ", ".join(s["id"] for s in found)),
+            )
             return ret
         old = {"id": found[0]["id"], "status": found[0]["status"]}
         if __opts__["test"]:
-            ret.update(result=None, comment="server %s (%s) would be deleted" % (name, old["id"]),
-                       changes={"old": old, "new": None})
+            ret.update(
+                result=None,
+                comment="server %s (%s) would be deleted" % (name, old["id"]),
+                changes={"old": old, "new": None},
+            )
             return ret
         __salt__["vmops.server_delete"](found[0]["id"], cloud=cloud)
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
-    ret.update(comment="server %s (%s) deleted" % (name, old["id"]), changes={"old": old, "new": None})
+    ret.update(
+        comment="server %s (%s) deleted" % (name, old["id"]), changes={"old": old, "new": None}
+    )
     return ret
 
 
@@ -132,12 +156,21 @@ def floating_ip_associated(name, server, fixed_ip=None, cloud=None):
     try:
         if __opts__["test"] and not __salt__["vmops.server_list"](server, cloud=cloud):
             # e.g. a server_present before this state would boot it
-            ret.update(result=None, comment="%s would be moved to %s, which does not exist yet"
-                       % (name, server), changes={"new": {"server": server}})
+            ret.update(
+                result=None,
+                comment="%s would be moved to %s, which does not exist yet" % (name, server),
+                changes={"new": {"server": server}},
+            )
             return ret
-        return _converge(ret, __salt__["vmops.flip_floating_ip"],
-                         lambda out: {"old": out["old"], "new": out["new"]},
-                         name, server, fixed_ip=fixed_ip, cloud=cloud)
+        return _converge(
+            ret,
+            __salt__["vmops.flip_floating_ip"],
+            lambda out: {"old": out["old"], "new": out["new"]},
+            name,
+            server,
+            fixed_ip=fixed_ip,
+            cloud=cloud,
+        )
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
 
@@ -150,10 +183,16 @@ def volume_attached(name, server, device=None, timeout=300, cloud=None):
     """
     ret = _ret(name)
     try:
-        return _converge(ret, __salt__["vmops.volume_attach"],
-                         lambda out: {"attached": {"server": out["server"],
-                                                   "device": out.get("device")}},
-                         server, name, device=device, timeout=timeout, cloud=cloud)
+        return _converge(
+            ret,
+            __salt__["vmops.volume_attach"],
+            lambda out: {"attached": {"server": out["server"], "device": out.get("device")}},
+            server,
+            name,
+            device=device,
+            timeout=timeout,
+            cloud=cloud,
+        )
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
 
@@ -165,9 +204,15 @@ def volume_detached(name, server, timeout=300, cloud=None):
     """
     ret = _ret(name)
     try:
-        return _converge(ret, __salt__["vmops.volume_detach"],
-                         lambda out: {"detached": {"server": out["server"]}},
-                         server, name, timeout=timeout, cloud=cloud)
+        return _converge(
+            ret,
+            __salt__["vmops.volume_detach"],
+            lambda out: {"detached": {"server": out["server"]}},
+            server,
+            name,
+            timeout=timeout,
+            cloud=cloud,
+        )
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
 
@@ -182,8 +227,11 @@ def _service_state(name, cloud, want, reason=None):
             return ret
         new = {"status": want, "disabled_reason": reason}
         if __opts__["test"]:
-            ret.update(result=None, comment="nova-compute on %s would be %s" % (name, want),
-                       changes={"old": old, "new": new})
+            ret.update(
+                result=None,
+                comment="nova-compute on %s would be %s" % (name, want),
+                changes={"old": old, "new": new},
+            )
             return ret
         if want == "enabled":
             svc = __salt__["vmops.service_enable"](name, cloud=cloud)
@@ -191,9 +239,13 @@ def _service_state(name, cloud, want, reason=None):
             svc = __salt__["vmops.service_disable"](name, reason, cloud=cloud)
     except (CommandExecutionError, SaltInvocationError) as exc:
         return _fail(ret, exc)
-    ret.update(comment="nova-compute on %s is now %s" % (name, want),
-               changes={"old": old, "new": {"status": svc["status"],
-                                            "disabled_reason": svc["disabled_reason"]}})
+    ret.update(
+        comment="nova-compute on %s is now %s" % (name, want),
+        changes={
+            "old": old,
+            "new": {"status": svc["status"], "disabled_reason": svc["disabled_reason"]},
+        },
+    )
     return ret
 
 

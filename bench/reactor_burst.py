@@ -39,17 +39,34 @@ def configure(ret_port, pub_port):
     snippet = yaml.safe_load((demo.REPO / "pillar.example" / "master.d" / "vmops.conf").read_text())
     master["reactor"] = snippet["reactor"]
     master["vmops"]["autoprovision"] = {
-        "bench": {"cloud": "local", "metadata": MARK, "minion_id": "burst-[0-9a-f]+",
-                  "max_age": 900, "level": "staging"}}
+        "bench": {
+            "cloud": "local",
+            "metadata": MARK,
+            "minion_id": "burst-[0-9a-f]+",
+            "max_age": 900,
+            "level": "staging",
+        }
+    }
     path.write_text(yaml.safe_dump(master))
 
 
 def watch(done, expected):
     """Collect vmops/provision/*/done events (tag -> (master stamp, result))."""
     proc = subprocess.Popen(  # pylint: disable=consider-using-with
-        [str(demo.BIN / "salt-run"), "-c", str(demo.DEMO / "etc"), "--log-level=quiet",
-         "state.event", "tagmatch=vmops/provision/*/done", "count=-1"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        [
+            str(demo.BIN / "salt-run"),
+            "-c",
+            str(demo.DEMO / "etc"),
+            "--log-level=quiet",
+            "state.event",
+            "tagmatch=vmops/provision/*/done",
+            "count=-1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
 
     def pump():
         for line in proc.stdout:
@@ -79,8 +96,13 @@ def main():
     ret_port, pub_port = demo.free_port(), demo.free_port()
     configure(ret_port, pub_port)
     master = demo.start_master()
-    conn = vos.connect({"name": "local", "cloud": "local-admin",
-                        "client_config_file": str(demo.HOME / "cloud" / "clouds.yaml")})
+    conn = vos.connect(
+        {
+            "name": "local",
+            "cloud": "local-admin",
+            "client_config_file": str(demo.HOME / "cloud" / "clouds.yaml"),
+        }
+    )
     names = ["burst-%s" % uuid.uuid4().hex[:6] for _ in range(args.servers)]
     booted_at, ids, done = {}, {}, {}
     watcher = None
@@ -93,9 +115,13 @@ def main():
         for name in names:
             booted_at[name] = time.time()
             ids[name] = conn.compute.create_server(
-                name=name, image_id=image.id, flavor_id=flavor.id, networks=[{"uuid": net.id}],
+                name=name,
+                image_id=image.id,
+                flavor_id=flavor.id,
+                networks=[{"uuid": net.id}],
                 metadata=MARK,
-                user_data=vos.encode_user_data(fakevm.launch_template(name, ret_port))).id
+                user_data=vos.encode_user_data(fakevm.launch_template(name, ret_port)),
+            ).id
         deadline = time.time() + args.timeout
         while len(done) < len(names) and time.time() < deadline:
             time.sleep(0.5)
@@ -110,20 +136,33 @@ def main():
     took = {n: done[n][0] - booted_at[n] for n in names if n in done}
     failed = [n for n in names if n not in done or not done[n][1]]
     summary = {
-        "servers": len(names), "highstated": len(names) - len(failed), "failed": failed,
+        "servers": len(names),
+        "highstated": len(names) - len(failed),
+        "failed": failed,
         "first_s": round(min(took.values()), 2) if took else None,
         "median_s": round(statistics.median(took.values()), 2) if took else None,
         "last_s": round(max(took.values()), 2) if took else None,
-        "first_boot_to_last_done_s": round(max(d[0] for d in done.values()) - min(booted_at.values()), 2)
-        if done else None,
+        "first_boot_to_last_done_s": round(
+            max(d[0] for d in done.values()) - min(booted_at.values()), 2
+        )
+        if done
+        else None,
         "per_server_s": {n: round(t, 2) for n, t in sorted(took.items(), key=lambda kv: kv[1])},
     }
     out = demo.HOME / "bench-reactor_burst.json"
     out.write_text(json.dumps(summary, indent=1))
-    print("reactor burst of %d: %d highstated; boot -> highstated first %ss, median %ss, last %ss; "
-          "first boot -> last done %ss" % (summary["servers"], summary["highstated"],
-                                           summary["first_s"], summary["median_s"],
-                                           summary["last_s"], summary["first_boot_to_last_done_s"]))
+    print(
+        "reactor burst of %d: %d highstated; boot -> highstated first %ss, median %ss, last %ss; "
+        "first boot -> last done %ss"
+        % (
+            summary["servers"],
+            summary["highstated"],
+            summary["first_s"],
+            summary["median_s"],
+            summary["last_s"],
+            summary["first_boot_to_last_done_s"],
+        )
+    )
     print("written to %s" % out)
     if failed:
         raise SystemExit("not provisioned: %s" % ", ".join(failed))

@@ -33,15 +33,25 @@ def one_run(flavor):
     ok, states = demo.orch("orch.replace_vm", {"vm": VM, "flavor": flavor})
     wall = time.monotonic() - t0
     if not ok:
-        raise SystemExit("bench: replace_vm failed: %s" % {k: v.get("comment") for k, v in states.items()})
+        raise SystemExit(
+            "bench: replace_vm failed: %s" % {k: v.get("comment") for k, v in states.items()}
+        )
     status, _ = demo.salt("salt-run", "vmops.replace_vm", VM, "step=status", quiet=True)
     steps = {name: took or 0 for name, _, took, _ in status["steps"]}
     highstate = states["highstate"]["duration"] / 1000.0
-    unavoidable = {"boot": steps["boot"], "minion": steps["wait"], "highstate": highstate,
-                   "flip": steps["flip"]}
-    return {"wall": round(wall, 2), "unavoidable": {k: round(v, 2) for k, v in unavoidable.items()},
-            "unavoidable_total": round(sum(unavoidable.values()), 2),
-            "steps": steps, "ratio": round(wall / sum(unavoidable.values()), 2)}
+    unavoidable = {
+        "boot": steps["boot"],
+        "minion": steps["wait"],
+        "highstate": highstate,
+        "flip": steps["flip"],
+    }
+    return {
+        "wall": round(wall, 2),
+        "unavoidable": {k: round(v, 2) for k, v in unavoidable.items()},
+        "unavoidable_total": round(sum(unavoidable.values()), 2),
+        "steps": steps,
+        "ratio": round(wall / sum(unavoidable.values()), 2),
+    }
 
 
 def main():
@@ -71,8 +81,15 @@ def main():
     finally:
         demo.salt("salt-run", "vmops.delete", VM, check=False, quiet=True)
         if "fip" in locals():
-            demo.salt("salt-run", "salt.cmd", "vmops.floating_ip_release", fip["address"],
-                      "force=True", check=False, quiet=True)
+            demo.salt(
+                "salt-run",
+                "salt.cmd",
+                "vmops.floating_ip_release",
+                fip["address"],
+                "force=True",
+                check=False,
+                quiet=True,
+            )
         demo.stop(master)
     walls = [r["wall"] for r in results]
     unav = [r["unavoidable_total"] for r in results]
@@ -85,9 +102,15 @@ def main():
     }
     out = demo.HOME / "bench-replace_vm.json"
     out.write_text(json.dumps(summary, indent=1))
-    print("\nreplace_vm, %d runs: wall %.1fs (median), unavoidable waits %.1fs, ratio %.2f"
-          % (len(results), summary["wall_median_s"], summary["unavoidable_median_s"],
-             summary["ratio_median"]))
+    print(
+        "\nreplace_vm, %d runs: wall %.1fs (median), unavoidable waits %.1fs, ratio %.2f"
+        % (
+            len(results),
+            summary["wall_median_s"],
+            summary["unavoidable_median_s"],
+            summary["ratio_median"],
+        )
+    )
     print("written to %s" % out)
 
 

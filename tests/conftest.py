@@ -51,8 +51,9 @@ def local_cloud():
         record("local cloud start", time.monotonic() - t0)
     else:
         # make sure the computes run the current test hypervisor
-        subprocess.run(["bash", str(HARNESS / "cloud.sh"), "up"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["bash", str(HARNESS / "cloud.sh"), "up"], check=True, stdout=subprocess.DEVNULL
+        )
     return {"clouds_yaml": str(CLOUDS_YAML), "cloud": "local-admin"}
 
 
@@ -60,8 +61,13 @@ def local_cloud():
 def os_conn(local_cloud):
     from vmopslib import openstack as vos  # pylint: disable=import-outside-toplevel
 
-    return vos.connect({"name": "local", "cloud": local_cloud["cloud"],
-                        "client_config_file": local_cloud["clouds_yaml"]})
+    return vos.connect(
+        {
+            "name": "local",
+            "cloud": local_cloud["cloud"],
+            "client_config_file": local_cloud["clouds_yaml"],
+        }
+    )
 
 
 @pytest.fixture(scope="session")

@@ -53,9 +53,11 @@ class Throttle:
         if per_minute and len(self.recent) >= per_minute:
             if now - self.warned > 60:
                 self.warned = now
-                log.warning("vmops: more than %d admission decisions in a minute: "
-                            "pending keys wait (vmops:reactor:max_decisions_per_minute)",
-                            per_minute)
+                log.warning(
+                    "vmops: more than %d admission decisions in a minute: "
+                    "pending keys wait (vmops:reactor:max_decisions_per_minute)",
+                    per_minute,
+                )
             return False
         self.last[key] = now
         self.last.move_to_end(key)
@@ -111,8 +113,14 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
             # audited (each id once a minute, AUDITS_PER_MINUTE in all, whatever the flood),
             # never handed on: any key call with it could match other keys
             if audit.allow("invalid:" + repr(minion_id), 60, AUDITS_PER_MINUTE):
-                events("key/_invalid_/refused", "not accepting %r: %s" % (minion_id, exc),
-                       minion=minion_id, reason=str(exc), action="pending", transient=False)
+                events(
+                    "key/_invalid_/refused",
+                    "not accepting %r: %s" % (minion_id, exc),
+                    minion=minion_id,
+                    reason=str(exc),
+                    action="pending",
+                    transient=False,
+                )
             return False
         entry = registry.get(minion_id) or {}  # one read per event: this is the hot path
         if entry.get("state") == "preseeded" and time.time() < entry.get("expires", 0):
@@ -120,17 +128,24 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
         if not _may_be_admitted(conf, entry, minion_id):
             # nothing could admit it: no decision, no cloud call, no budget used
             if audit.allow("unexpected:" + minion_id, 60, AUDITS_PER_MINUTE):
-                events("key/%s/refused" % minion_id,
-                       "%s is not expected: no registration, and no auto-provisioning rule "
-                       "matches that id: no decision made" % minion_id, minion=minion_id,
-                       action="pending", transient=False, reason="not expected")
+                events(
+                    "key/%s/refused" % minion_id,
+                    "%s is not expected: no registration, and no auto-provisioning rule "
+                    "matches that id: no decision made" % minion_id,
+                    minion=minion_id,
+                    action="pending",
+                    transient=False,
+                    reason="not expected",
+                )
             return False
         pub = data.get("pub")
         if pub and registry.refusal(minion_id, identity.fingerprint(pub), now):
             return False
         # a VM the pack registered does not queue behind a flood of ids that merely match a
         # rule's pattern: only the per-id interval applies to it
-        budget = 0 if entry.get("state") == "expected" else int(settings["max_decisions_per_minute"])
+        budget = (
+            0 if entry.get("state") == "expected" else int(settings["max_decisions_per_minute"])
+        )
         return throttle.allow(minion_id, settings["retry_interval"], budget)
     if tag.startswith("salt/minion/") and tag.endswith("/start"):
         if minion_id is None or tag != "salt/minion/%s/start" % minion_id:
@@ -145,9 +160,12 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
         entry = registry.start_provisioning(minion_id, now)
         if entry is None:
             return False
-        events("provision/%s/started" % minion_id,
-               "%s started: checking and highstating it" % minion_id,
-               minion=minion_id, source=entry.get("source"))
+        events(
+            "provision/%s/started" % minion_id,
+            "%s started: checking and highstating it" % minion_id,
+            minion=minion_id,
+            source=entry.get("source"),
+        )
         return True
     return False
 
@@ -171,8 +189,17 @@ class Admission:
     check after accepting that the key did not change under them.
     """
 
-    def __init__(self, conf, keys, registry, provider_for, events=None, now=None, operator=None,
-                 require_fingerprint=None):
+    def __init__(
+        self,
+        conf,
+        keys,
+        registry,
+        provider_for,
+        events=None,
+        now=None,
+        operator=None,
+        require_fingerprint=None,
+    ):
         self.conf = conf or {}
         self.settings = config.reactor(self.conf)
         if require_fingerprint is not None:
@@ -192,9 +219,14 @@ class Admission:
         config.check_minion_id(name, "minion id")
         with self.registry.deciding(name) as mine:
             if not mine:
-                return {"result": True, "accepted": False, "minion": name, "action": None,
-                        "transient": True,
-                        "reason": "another decision about %s is running" % name}
+                return {
+                    "result": True,
+                    "accepted": False,
+                    "minion": name,
+                    "action": None,
+                    "transient": True,
+                    "reason": "another decision about %s is running" % name,
+                }
             return self._decide(name)
 
     def accept(self, name, wait=0):
@@ -206,12 +238,17 @@ class Admission:
             self.now = time.time()
             status = self.keys.status(name)
             if status == "accepted":
-                return {"result": True, "accepted": False, "minion": name,
-                        "comment": "%s is already accepted" % name}
+                return {
+                    "result": True,
+                    "accepted": False,
+                    "minion": name,
+                    "comment": "%s is already accepted" % name,
+                }
             if status is None and not self.keys.denied_pubs(name) and not self._live(name):
                 if time.monotonic() >= deadline:
-                    raise InvalidInput("no pending key for minion %s (key status: %s)"
-                                       % (name, status))
+                    raise InvalidInput(
+                        "no pending key for minion %s (key status: %s)" % (name, status)
+                    )
                 time.sleep(min(1.0, max(deadline - time.monotonic(), 0.1)))
                 continue
             ret = self.decide(name)
@@ -221,8 +258,12 @@ class Admission:
             # registered VM a rogue's pending key is not the end: look again until ``wait`` ends
             again = ret.get("transient") or self._live(name)
             if self.keys.status(name) == "accepted" and ret.get("action") is None:
-                return {"result": True, "accepted": False, "minion": name,
-                        "comment": "%s is already accepted" % name}
+                return {
+                    "result": True,
+                    "accepted": False,
+                    "minion": name,
+                    "comment": "%s is already accepted" % name,
+                }
             if not again or time.monotonic() >= deadline:
                 raise InvalidInput("not accepting %s: %s" % (name, ret.get("reason")))
             time.sleep(min(2.0, max(deadline - time.monotonic(), 0.1)))
@@ -241,37 +282,70 @@ class Admission:
         status = self.keys.status(name)
         # keys Salt denied for this id: another key is pending or accepted under it.  Read
         # from the master's key store, never from event data (minions can fire events).
-        denied = [pub for pub in self.keys.denied_pubs(name)
-                  if not self.registry.refusal(name, identity.fingerprint(pub), self.now)][:5]
+        denied = [
+            pub
+            for pub in self.keys.denied_pubs(name)
+            if not self.registry.refusal(name, identity.fingerprint(pub), self.now)
+        ][:5]
         if status == "accepted":
             for pub in denied:
-                self._refuse(_out(name, pub), "a different key is already accepted for %s: the "
-                             "pack never replaces an accepted key this way" % name, False,
-                             pending=False)
-            return {"result": True, "accepted": False, "minion": name, "action": None,
-                    "reason": "the key of %s is accepted: nothing to decide" % name}
+                self._refuse(
+                    _out(name, pub),
+                    "a different key is already accepted for %s: the "
+                    "pack never replaces an accepted key this way" % name,
+                    False,
+                    pending=False,
+                )
+            return {
+                "result": True,
+                "accepted": False,
+                "minion": name,
+                "action": None,
+                "reason": "the key of %s is accepted: nothing to decide" % name,
+            }
         entry = self._live(name)
         if entry:
             # a VM the pack booted prints its own key with the registration's nonce: that key is
             # written as the id's, however many other keys (rogues') are pending or denied
             try:
-                found = trust.registered_key(self.provider_for(entry["cloud"]), name, entry,
-                                             self.now, self.settings["clock_skew"])
+                found = trust.registered_key(
+                    self.provider_for(entry["cloud"]),
+                    name,
+                    entry,
+                    self.now,
+                    self.settings["clock_skew"],
+                )
             except VmopsError as exc:
                 found = {"pub": None, "transient": True, "reason": "cannot ask the cloud: %s" % exc}
             if found["pub"]:
-                admitted = trust.admit_registered(self.keys, self.registry, name, found,
-                                                  self.events, self.now)
+                admitted = trust.admit_registered(
+                    self.keys, self.registry, name, found, self.events, self.now
+                )
                 if admitted:
                     return admitted
             elif not found["transient"]:
-                out = {"minion": name, "fingerprint": None, "server_id":
-                       (found.get("server") or {}).get("id"),
-                       "basis": "registration by %s" % entry.get("source")}
-                self.events("key/%s/refused" % name, "not accepting %s: %s" % (name, found["reason"]),
-                            reason=found["reason"], action="pending", transient=False, **out)
-                return dict(out, result=False, accepted=False, action="pending", transient=False,
-                            reason=found["reason"])
+                out = {
+                    "minion": name,
+                    "fingerprint": None,
+                    "server_id": (found.get("server") or {}).get("id"),
+                    "basis": "registration by %s" % entry.get("source"),
+                }
+                self.events(
+                    "key/%s/refused" % name,
+                    "not accepting %s: %s" % (name, found["reason"]),
+                    reason=found["reason"],
+                    action="pending",
+                    transient=False,
+                    **out,
+                )
+                return dict(
+                    out,
+                    result=False,
+                    accepted=False,
+                    action="pending",
+                    transient=False,
+                    reason=found["reason"],
+                )
         last = None
         if status == "pending":
             last = self._decide_key(name, self.keys.pending_pub(name), pending=True)
@@ -283,9 +357,14 @@ class Admission:
             last = self._decide_key(name, pub, pending=False)
             if last["accepted"]:
                 return last
-        return last or {"result": True, "accepted": False, "minion": name, "action": None,
-                        "transient": bool(entry),
-                        "reason": "the key of %s is %s: nothing to decide" % (name, status or "gone")}
+        return last or {
+            "result": True,
+            "accepted": False,
+            "minion": name,
+            "action": None,
+            "transient": bool(entry),
+            "reason": "the key of %s is %s: nothing to decide" % (name, status or "gone"),
+        }
 
     def _basis(self, name):
         """(basis for vouch, provider, registration-or-rule) or raise _Refusal."""
@@ -293,12 +372,13 @@ class Admission:
         expired_note = ""
         if entry and entry.get("state") == "expected":
             if self._live(name):
-                return (trust.registration_basis(entry), self.provider_for(entry["cloud"]),
-                        entry)
+                return (trust.registration_basis(entry), self.provider_for(entry["cloud"]), entry)
             expired_note = " (its registration by %s expired)" % entry.get("source")
         if entry and entry.get("state") == "preseeded" and self.now < entry.get("expires", 0):
-            raise _Refusal("the key of %s is being handed over by %s itself: a pending key for %s "
-                           "is not the VM's" % (name, entry.get("source"), name))
+            raise _Refusal(
+                "the key of %s is being handed over by %s itself: a pending key for %s "
+                "is not the VM's" % (name, entry.get("source"), name)
+            )
         if self.operator is not None:
             # the operator's own call: exactly one server of that name on the named cloud
             return {"kind": "operator"}, self.operator, None
@@ -311,25 +391,41 @@ class Admission:
                 prov = self.provider_for(rule["cloud"])
                 seen[rule["cloud"]] = (prov, prov.servers_named(name))
             prov, servers = seen[rule["cloud"]]
-            marked = [s for s in servers if all((s.get("metadata") or {}).get(k) == v
-                                                for k, v in rule["metadata"].items())]
+            marked = [
+                s
+                for s in servers
+                if all((s.get("metadata") or {}).get(k) == v for k, v in rule["metadata"].items())
+            ]
             if marked:
                 found.append((rule, prov, marked))
         if not found:
-            raise _Refusal("%s is not expected: no live registration%s, and no auto-provisioning "
-                           "rule matches a server of that name" % (name, expired_note))
+            raise _Refusal(
+                "%s is not expected: no live registration%s, and no auto-provisioning "
+                "rule matches a server of that name" % (name, expired_note)
+            )
         clouds = sorted({prov.name for _, prov, _ in found})
         if len(clouds) > 1:
-            raise _Refusal("servers named %s ask for auto-provisioning on several clouds (%s)"
-                           % (name, ", ".join(clouds)))
+            raise _Refusal(
+                "servers named %s ask for auto-provisioning on several clouds (%s)"
+                % (name, ", ".join(clouds))
+            )
         rule, prov, marked = found[0]
-        if entry and entry.get("state") in ADMITTED and \
-                entry.get("server_id") in {s["id"] for s in marked}:
-            raise _Refusal("server %s (%s) was admitted once already (%s): forget it "
-                           "(salt-run vmops.forget %s) to admit a new key for it"
-                           % (name, entry["server_id"], entry.get("source"), name))
-        basis = {"kind": "rule", "rule": rule["rule"], "metadata": rule["metadata"],
-                 "max_age": rule["max_age"]}
+        if (
+            entry
+            and entry.get("state") in ADMITTED
+            and entry.get("server_id") in {s["id"] for s in marked}
+        ):
+            raise _Refusal(
+                "server %s (%s) was admitted once already (%s): forget it "
+                "(salt-run vmops.forget %s) to admit a new key for it"
+                % (name, entry["server_id"], entry.get("source"), name)
+            )
+        basis = {
+            "kind": "rule",
+            "rule": rule["rule"],
+            "metadata": rule["metadata"],
+            "max_age": rule["max_age"],
+        }
         return basis, prov, rule
 
     def _decide_key(self, name, pub, pending):
@@ -337,18 +433,31 @@ class Admission:
         out = _out(name, pub)
         remembered = self.registry.refusal(name, out["fingerprint"], self.now)
         if remembered:
-            return dict(out, result=False, accepted=False, action="pending", transient=False,
-                        reason="refused recently: %s" % remembered)
+            return dict(
+                out,
+                result=False,
+                accepted=False,
+                action="pending",
+                transient=False,
+                reason="refused recently: %s" % remembered,
+            )
         transient = False
         try:
             basis, prov, source = self._basis(name)
-            out["basis"] = {"registration": lambda: "registration by %s" % source["source"],
-                            "rule": lambda: "auto-provisioning rule %s" % basis["rule"],
-                            "operator": lambda: "the operator's accept"}[basis["kind"]]()
-            verdict = trust.vouch(prov, name, pub,
-                                    require_fingerprint=self.settings["require_fingerprint"],
-                                    basis=basis if basis["kind"] != "operator" else None,
-                                    now=self.now, skew=self.settings["clock_skew"])
+            out["basis"] = {
+                "registration": lambda: "registration by %s" % source["source"],
+                "rule": lambda: "auto-provisioning rule %s" % basis["rule"],
+                "operator": lambda: "the operator's accept",
+            }[basis["kind"]]()
+            verdict = trust.vouch(
+                prov,
+                name,
+                pub,
+                require_fingerprint=self.settings["require_fingerprint"],
+                basis=basis if basis["kind"] != "operator" else None,
+                now=self.now,
+                skew=self.settings["clock_skew"],
+            )
             out["server_id"] = (verdict["server"] or {}).get("id")
             if not verdict["ok"]:
                 transient = verdict["transient"]
@@ -362,13 +471,25 @@ class Admission:
         if basis["kind"] == "registration":
             entry = self.registry.admit(name, out["server_id"], out["fingerprint"], self.now)
             if entry is None:
-                return self._refuse(out, "the registration of %s was used or withdrawn meanwhile"
-                                    % name, True, pending)
+                return self._refuse(
+                    out,
+                    "the registration of %s was used or withdrawn meanwhile" % name,
+                    True,
+                    pending,
+                )
         elif basis["kind"] == "rule":
             entry = self.registry.admit(
-                name, out["server_id"], out["fingerprint"], self.now,
-                rule_entry={"cloud": prov.name, "source": "autoprovision:%s" % basis["rule"],
-                            "provision": source["provision"], "level": source["level"]})
+                name,
+                out["server_id"],
+                out["fingerprint"],
+                self.now,
+                rule_entry={
+                    "cloud": prov.name,
+                    "source": "autoprovision:%s" % basis["rule"],
+                    "provision": source["provision"],
+                    "level": source["level"],
+                },
+            )
         reason = "%s: %s" % (out["basis"], verdict["reason"])
         if pending:
             self.keys.accept(name)
@@ -380,35 +501,56 @@ class Admission:
             self.keys.delete(name, rotate=False)
             if entry is not None:
                 self.registry.mark_failed(name)
-            return self._refuse(out, "the key of %s changed while it was being checked" % name,
-                                False, pending=False)
+            return self._refuse(
+                out, "the key of %s changed while it was being checked" % name, False, pending=False
+            )
         self.registry.clear_refusal(name)
         provision = bool(entry and entry.get("provision"))
-        self.events("key/%s/accepted" % name, "accepted %s (%s)" % (name, reason), reason=reason,
-                    provision=provision, **out)
-        return dict(out, result=True, accepted=True, action="accepted", reason=reason,
-                    provision=provision)
+        self.events(
+            "key/%s/accepted" % name,
+            "accepted %s (%s)" % (name, reason),
+            reason=reason,
+            provision=provision,
+            **out,
+        )
+        return dict(
+            out, result=True, accepted=True, action="accepted", reason=reason, provision=provision
+        )
 
     def _refuse(self, out, reason, transient, pending=True):
         """Audit a refusal.  The reactor remembers a pending key refused for good (and rejects
         it if so set); the operator's refusal changes nothing."""
         action = "pending" if pending else "denied"
         if not transient and self.operator is None:
-            self.registry.remember_refusal(out["minion"], out["fingerprint"], reason,
-                                           self.now + self.settings["refused_backoff"])
+            self.registry.remember_refusal(
+                out["minion"],
+                out["fingerprint"],
+                reason,
+                self.now + self.settings["refused_backoff"],
+            )
             if pending and self.settings["on_refused"] == "reject":
                 self.keys.reject(out["minion"])
                 action = "rejected"
-        self.events("key/%s/refused" % out["minion"],
-                    "not accepting %s (%s): %s" % (out["minion"], action, reason),
-                    reason=reason, action=action, transient=transient, **out)
-        return dict(out, result=False, accepted=False, action=action, transient=transient,
-                    reason=reason)
+        self.events(
+            "key/%s/refused" % out["minion"],
+            "not accepting %s (%s): %s" % (out["minion"], action, reason),
+            reason=reason,
+            action=action,
+            transient=transient,
+            **out,
+        )
+        return dict(
+            out, result=False, accepted=False, action=action, transient=transient, reason=reason
+        )
 
 
 def _out(name, pub):
-    return {"minion": name, "fingerprint": identity.fingerprint(pub), "server_id": None,
-            "basis": None}
+    return {
+        "minion": name,
+        "fingerprint": identity.fingerprint(pub),
+        "server_id": None,
+        "basis": None,
+    }
 
 
 def decide(conf, keys, registry, provider_for, name, events, now=None):
@@ -418,8 +560,15 @@ def decide(conf, keys, registry, provider_for, name, events, now=None):
 
 def accept(conf, provider, keys, registry, name, events=None, wait=0, require_fingerprint=True):
     """The operator's accept (``vmops.accept_minion``): see :class:`Admission`."""
-    return Admission(conf, keys, registry, None, events, operator=provider,
-                     require_fingerprint=require_fingerprint).accept(name, wait)
+    return Admission(
+        conf,
+        keys,
+        registry,
+        None,
+        events,
+        operator=provider,
+        require_fingerprint=require_fingerprint,
+    ).accept(name, wait)
 
 
 # ---------------------------------------------------------------------- provisioning
@@ -430,8 +579,10 @@ def provision_check(conf, registry, name, wait_minion, grain_of):
     settings = config.reactor(conf)
     entry = registry.get(config.check_minion_id(name, "minion id"))
     if not entry or entry.get("state") != "provisioning":
-        raise InvalidInput("%s is not being provisioned by the reactor (state %s)"
-                           % (name, (entry or {}).get("state")))
+        raise InvalidInput(
+            "%s is not being provisioned by the reactor (state %s)"
+            % (name, (entry or {}).get("state"))
+        )
     try:
         wait_minion(name, settings["minion_timeout"])
     except VmopsError:
@@ -439,18 +590,27 @@ def provision_check(conf, registry, name, wait_minion, grain_of):
         # fire salt/minion/<id>/start): re-arm for its real start, a few times at most
         rearms = registry.rearm(name, REARM_LIMIT)
         if rearms is not None:
-            raise VmopsError("%s did not answer after its start event (an early or forged "
-                             "start): provisioning waits for its real start (%d of %d)"
-                             % (name, rearms, REARM_LIMIT)) from None
+            raise VmopsError(
+                "%s did not answer after its start event (an early or forged "
+                "start): provisioning waits for its real start (%d of %d)"
+                % (name, rearms, REARM_LIMIT)
+            ) from None
         raise
     grain = settings["sanity_grain"]
     expected = entry.get("level")
     if expected is None:
-        return {"result": True, "minion": name, "comment": "%s answers (no %s expected)"
-                % (name, grain)}
+        return {
+            "result": True,
+            "minion": name,
+            "comment": "%s answers (no %s expected)" % (name, grain),
+        }
     value = minions.check_grain(grain_of, name, grain, expected)
-    return {"result": True, "minion": name, grain: value,
-            "comment": "%s answers; %s is %r" % (name, grain, value)}
+    return {
+        "result": True,
+        "minion": name,
+        grain: value,
+        "comment": "%s answers; %s is %r" % (name, grain, value),
+    }
 
 
 REARM_LIMIT = 3
@@ -461,20 +621,47 @@ def provision_done(registry, name, result, events, now=None):
     now = time.time() if now is None else now
     entry = registry.get(config.check_minion_id(name, "minion id")) or {}
     if not result and entry.get("state") == "accepted" and entry.get("rearmed"):
-        comment = ("%s did not answer after a start event: provisioning is re-armed for its "
-                   "real start" % name)
-        events("provision/%s/rearmed" % name, comment, minion=name, state="accepted",
-               rearmed=entry["rearmed"])
-        return {"result": True, "minion": name, "provisioned": False, "state": "accepted",
-                "comment": comment}
+        comment = (
+            "%s did not answer after a start event: provisioning is re-armed for its "
+            "real start" % name
+        )
+        events(
+            "provision/%s/rearmed" % name,
+            comment,
+            minion=name,
+            state="accepted",
+            rearmed=entry["rearmed"],
+        )
+        return {
+            "result": True,
+            "minion": name,
+            "provisioned": False,
+            "state": "accepted",
+            "comment": comment,
+        }
     state = "provisioned" if result else "failed"
     if entry:
         registry.finish_provisioning(name, result, now)
     took = round(now - entry["accepted_at"], 2) if entry.get("accepted_at") else None
-    comment = ("%s is highstated" % name if result
-               else "provisioning %s failed: see the orchestration's return" % name)
-    events("provision/%s/done" % name, comment, minion=name, result=bool(result), state=state,
-           source=entry.get("source"), server_id=entry.get("server_id"),
-           seconds_since_accept=took)
-    return {"result": True, "minion": name, "provisioned": bool(result), "state": state,
-            "comment": comment}
+    comment = (
+        "%s is highstated" % name
+        if result
+        else "provisioning %s failed: see the orchestration's return" % name
+    )
+    events(
+        "provision/%s/done" % name,
+        comment,
+        minion=name,
+        result=bool(result),
+        state=state,
+        source=entry.get("source"),
+        server_id=entry.get("server_id"),
+        seconds_since_accept=took,
+    )
+    return {
+        "result": True,
+        "minion": name,
+        "provisioned": bool(result),
+        "state": state,
+        "comment": comment,
+    }

@@ -58,14 +58,14 @@ REACTOR_DEFAULTS = {
     # what happens to a key the cloud does not vouch for: stays pending, or is rejected
     # (only refusals that cannot change by themselves; a VM still booting stays pending)
     "on_refused": "pending",
-    "expect_ttl": 3600,            # seconds a registration stays usable
-    "retry_interval": 3,           # at most one decision per minion id per this many seconds
-    "refused_backoff": 300,        # a key refused for good is not looked at again for this long
+    "expect_ttl": 3600,  # seconds a registration stays usable
+    "retry_interval": 3,  # at most one decision per minion id per this many seconds
+    "refused_backoff": 300,  # a key refused for good is not looked at again for this long
     "max_decisions_per_minute": 120,
-    "require_fingerprint": True,   # the server's console must show the key's fingerprint
-    "clock_skew": 5,               # seconds of slack between the master's clock and the cloud's
+    "require_fingerprint": True,  # the server's console must show the key's fingerprint
+    "clock_skew": 5,  # seconds of slack between the master's clock and the cloud's
     "sanity_grain": "level",
-    "minion_timeout": 120,         # provisioning: seconds for the new minion to answer
+    "minion_timeout": 120,  # provisioning: seconds for the new minion to answer
 }
 
 
@@ -74,14 +74,23 @@ def reactor(conf):
     out = dict(REACTOR_DEFAULTS)
     out.update((conf or {}).get("reactor") or {})
     if out["on_refused"] not in ("pending", "reject"):
-        raise InvalidInput("vmops:reactor:on_refused must be 'pending' or 'reject', not %r"
-                           % out["on_refused"])
-    for key in ("expect_ttl", "retry_interval", "refused_backoff", "max_decisions_per_minute",
-                "clock_skew", "minion_timeout"):
+        raise InvalidInput(
+            "vmops:reactor:on_refused must be 'pending' or 'reject', not %r" % out["on_refused"]
+        )
+    for key in (
+        "expect_ttl",
+        "retry_interval",
+        "refused_backoff",
+        "max_decisions_per_minute",
+        "clock_skew",
+        "minion_timeout",
+    ):
         try:
             out[key] = float(out[key])
         except (TypeError, ValueError):
-            raise InvalidInput("vmops:reactor:%s must be a number, not %r" % (key, out[key])) from None
+            raise InvalidInput(
+                "vmops:reactor:%s must be a number, not %r" % (key, out[key])
+            ) from None
         if out[key] < 0:
             raise InvalidInput("vmops:reactor:%s must not be negative" % key)
     return out
@@ -102,32 +111,38 @@ def autoprovision_rules(conf):
         where = "vmops:autoprovision:%s" % name
         metadata = rule.get("metadata")
         if not isinstance(metadata, dict) or not metadata:
-            raise InvalidInput("%s: metadata (the opt-in marker a server must carry) is required"
-                               % where)
+            raise InvalidInput(
+                "%s: metadata (the opt-in marker a server must carry) is required" % where
+            )
         pattern = rule.get("minion_id")
         if not isinstance(pattern, str) or not pattern.strip() or pattern.strip() in (".*", ".+"):
             # a rule must say which ids it is for: without one, any server carrying the
             # opt-in marker could claim any id (the master's own, another role's...)
-            raise InvalidInput("%s: minion_id (a regular expression the ids it admits must "
-                               "match in full, e.g. 'web-[0-9a-z]+') is required" % where)
+            raise InvalidInput(
+                "%s: minion_id (a regular expression the ids it admits must "
+                "match in full, e.g. 'web-[0-9a-z]+') is required" % where
+            )
         try:
             compiled = re.compile(pattern)
         except (re.error, TypeError) as exc:
-            raise InvalidInput("%s: minion_id %r is not a regular expression: %s"
-                               % (where, pattern, exc)) from None
+            raise InvalidInput(
+                "%s: minion_id %r is not a regular expression: %s" % (where, pattern, exc)
+            ) from None
         try:
             max_age = float(rule.get("max_age", 3600))
         except (TypeError, ValueError):
             raise InvalidInput("%s: max_age must be a number of seconds" % where) from None
-        out.append({
-            "rule": name,
-            "cloud": rule.get("cloud"),
-            "metadata": {str(k): str(v) for k, v in metadata.items()},
-            "minion_id": compiled,
-            "max_age": max_age,
-            "level": rule.get("level"),
-            "provision": bool(rule.get("highstate", True)),
-        })
+        out.append(
+            {
+                "rule": name,
+                "cloud": rule.get("cloud"),
+                "metadata": {str(k): str(v) for k, v in metadata.items()},
+                "minion_id": compiled,
+                "max_age": max_age,
+                "level": rule.get("level"),
+                "provision": bool(rule.get("highstate", True)),
+            }
+        )
     return out
 
 
@@ -222,9 +237,11 @@ def strict_int(value, what, minimum=1):
     try:
         number = int(str(value).strip())
     except (TypeError, ValueError):
-        raise InvalidInput("%s must be a whole number, not %r; nothing was changed"
-                           % (what, value)) from None
+        raise InvalidInput(
+            "%s must be a whole number, not %r; nothing was changed" % (what, value)
+        ) from None
     if number < minimum:
-        raise InvalidInput("%s must be at least %d, not %r; nothing was changed"
-                           % (what, minimum, value))
+        raise InvalidInput(
+            "%s must be at least %d, not %r; nothing was changed" % (what, minimum, value)
+        )
     return number

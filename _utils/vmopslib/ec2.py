@@ -44,8 +44,13 @@ def _client(profile):
         raise NotSupported("boto3 is not installed")
     kwargs = {
         k: profile[k]
-        for k in ("region_name", "endpoint_url", "aws_access_key_id", "aws_secret_access_key",
-                  "aws_session_token")
+        for k in (
+            "region_name",
+            "endpoint_url",
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "aws_session_token",
+        )
         if profile.get(k)
     }
     return boto3.client("ec2", **kwargs)
@@ -55,9 +60,11 @@ def _created(server):
     """When the instance was made.  ``LaunchTime`` is reset by every stop/start, so an old
     instance restarted would look new: the primary network interface's attach time is set
     at launch and kept across stops (falls back to ``LaunchTime``)."""
-    primary = [eni.get("Attachment", {}).get("AttachTime")
-               for eni in server.get("NetworkInterfaces") or []
-               if eni.get("Attachment", {}).get("DeviceIndex", 0) == 0]
+    primary = [
+        eni.get("Attachment", {}).get("AttachTime")
+        for eni in server.get("NetworkInterfaces") or []
+        if eni.get("Attachment", {}).get("DeviceIndex", 0) == 0
+    ]
     when = next((t for t in primary if t), None) or server.get("LaunchTime")
     if isinstance(when, datetime.datetime):
         when = when.isoformat()
@@ -94,14 +101,19 @@ class EC2Provider(Provider):
             code = error.get("Code") or "Unknown"
             words = short_reason(error.get("Message") or exc)
             if code.endswith(".NotFound") or code.endswith("NotFound"):
-                return NotFound("cloud %s: %s: not found (%s: %s)" % (self.name, operation, code,
-                                                                     words))
+                return NotFound(
+                    "cloud %s: %s: not found (%s: %s)" % (self.name, operation, code, words)
+                )
             status = (exc.response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-            return CloudError("cloud %s: %s failed: %s%s: %s" % (
-                self.name, operation, code, " (HTTP %s)" % status if status else "", words))
+            return CloudError(
+                "cloud %s: %s failed: %s%s: %s"
+                % (self.name, operation, code, " (HTTP %s)" % status if status else "", words)
+            )
         if isinstance(exc, botocore.exceptions.BotoCoreError):
-            return CloudError("cloud %s: %s failed: %s: %s"
-                              % (self.name, operation, type(exc).__name__, short_reason(exc)))
+            return CloudError(
+                "cloud %s: %s failed: %s: %s"
+                % (self.name, operation, type(exc).__name__, short_reason(exc))
+            )
         return None
 
     def __init__(self, profile, client=None):
@@ -229,11 +241,18 @@ class EC2Provider(Provider):
         if spec.get("volumes"):
             free = iter(d for d in _DEVICES if d not in {v.get("device") for v in spec["volumes"]})
             kwargs["BlockDeviceMappings"] = [
-                {"DeviceName": vol.get("device") or next(free),
-                 "Ebs": dict({"VolumeSize": vol["size"],
-                              "DeleteOnTermination": vol["delete_on_termination"]},
-                             **({"VolumeType": vol["type"]} if vol.get("type") else {}))}
-                for vol in spec["volumes"]]
+                {
+                    "DeviceName": vol.get("device") or next(free),
+                    "Ebs": dict(
+                        {
+                            "VolumeSize": vol["size"],
+                            "DeleteOnTermination": vol["delete_on_termination"],
+                        },
+                        **({"VolumeType": vol["type"]} if vol.get("type") else {}),
+                    ),
+                }
+                for vol in spec["volumes"]
+            ]
         try:
             return self.ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"]
         except botocore.exceptions.ClientError as exc:
@@ -262,9 +281,9 @@ class EC2Provider(Provider):
 
     def flip_ip(self, address, server, fixed_ip=None, test=False):
         """Associate Elastic IP ``address`` with ``server`` (AllowReassociation), then verify."""
-        found = self.ec2.describe_addresses(
-            Filters=[{"Name": "public-ip", "Values": [address]}]
-        )["Addresses"]
+        found = self.ec2.describe_addresses(Filters=[{"Name": "public-ip", "Values": [address]}])[
+            "Addresses"
+        ]
         if not found:
             raise NotFound("Elastic IP %s is not allocated in region %s" % (address, self.name))
         eip = found[0]
@@ -277,10 +296,14 @@ class EC2Provider(Provider):
         new = {"server_id": target["id"], "fixed_ip": fixed_ip or target["fixed_ips"][0]}
         result = {"address": address, "server": target["name"], "old": old, "new": new}
         if old["server_id"] == target["id"] and (fixed_ip is None or old["fixed_ip"] == fixed_ip):
-            result.update(changed=False, comment="%s already points at %s" % (address, target["name"]))
+            result.update(
+                changed=False, comment="%s already points at %s" % (address, target["name"])
+            )
             return result
         if test:
-            result.update(changed=True, comment="%s would be moved to %s" % (address, target["name"]))
+            result.update(
+                changed=True, comment="%s would be moved to %s" % (address, target["name"])
+            )
             return result
         kwargs = {"InstanceId": target["id"], "AllowReassociation": True}
         if eip.get("AllocationId"):
@@ -293,9 +316,9 @@ class EC2Provider(Provider):
             self.ec2.associate_address(**kwargs)
         except botocore.exceptions.ClientError as exc:
             raise CloudError("EC2 refused to move %s: %s" % (address, exc)) from exc
-        check = self.ec2.describe_addresses(
-            Filters=[{"Name": "public-ip", "Values": [address]}]
-        )["Addresses"][0]
+        check = self.ec2.describe_addresses(Filters=[{"Name": "public-ip", "Values": [address]}])[
+            "Addresses"
+        ][0]
         if check.get("InstanceId") != target["id"]:
             raise CloudError(
                 "Elastic IP %s was associated but points at %s, not %s"
@@ -316,14 +339,20 @@ class EC2Provider(Provider):
     def _volume_dict(vol):
         tags = {t["Key"]: t["Value"] for t in vol.get("Tags") or []}
         return {
-            "id": vol["VolumeId"], "name": tags.get("Name"), "size": vol["Size"],
-            "type": vol.get("VolumeType"), "status": vol["State"], "bootable": False,
+            "id": vol["VolumeId"],
+            "name": tags.get("Name"),
+            "size": vol["Size"],
+            "type": vol.get("VolumeType"),
+            "status": vol["State"],
+            "bootable": False,
             "multiattach": bool(vol.get("MultiAttachEnabled")),
             "encrypted": bool(vol.get("Encrypted")),
             "availability_zone": vol.get("AvailabilityZone"),
-            "attachments": [{"server_id": a["InstanceId"], "device": a.get("Device")}
-                            for a in vol.get("Attachments") or []
-                            if a.get("State") in ("attaching", "attached", "busy", "detaching")],
+            "attachments": [
+                {"server_id": a["InstanceId"], "device": a.get("Device")}
+                for a in vol.get("Attachments") or []
+                if a.get("State") in ("attaching", "attached", "busy", "detaching")
+            ],
         }
 
     def _volumes(self, **kwargs):
@@ -347,20 +376,23 @@ class EC2Provider(Provider):
         found = self._volumes(Filters=[{"Name": "tag:Name", "Values": [name_or_id]}])
         found = [v for v in found if v["State"] not in ("deleting", "deleted")]
         if len(found) > 1:
-            raise Ambiguous("%d volumes are named %r in EC2 region %s (%s): give the id"
-                            % (len(found), name_or_id, self.name,
-                               ", ".join(v["VolumeId"] for v in found)))
+            raise Ambiguous(
+                "%d volumes are named %r in EC2 region %s (%s): give the id"
+                % (len(found), name_or_id, self.name, ", ".join(v["VolumeId"] for v in found))
+            )
         return self._volume_dict(found[0]) if found else None
 
     def _server_volumes(self, server_id):
         server = self._get_server(server_id) or {}
         root = server.get("RootDeviceName")
         out = []
-        for vol in self._volumes(Filters=[{"Name": "attachment.instance-id",
-                                           "Values": [server_id]}]):
+        for vol in self._volumes(
+            Filters=[{"Name": "attachment.instance-id", "Values": [server_id]}]
+        ):
             desc = self._volume_dict(vol)
-            dev = next((a["device"] for a in desc["attachments"] if a["server_id"] == server_id),
-                       None)
+            dev = next(
+                (a["device"] for a in desc["attachments"] if a["server_id"] == server_id), None
+            )
             desc["root"] = desc["bootable"] = bool(root) and dev == root
             out.append(desc)
         return out
@@ -370,9 +402,13 @@ class EC2Provider(Provider):
         if not zone:
             zones = self.ec2.describe_availability_zones()["AvailabilityZones"]
             zone = sorted(z["ZoneName"] for z in zones)[0]
-        kwargs = {"Size": size, "AvailabilityZone": zone,
-                  "TagSpecifications": [{"ResourceType": "volume",
-                                         "Tags": [{"Key": "Name", "Value": name}]}]}
+        kwargs = {
+            "Size": size,
+            "AvailabilityZone": zone,
+            "TagSpecifications": [
+                {"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": name}]}
+            ],
+        }
         if volume_type:
             kwargs["VolumeType"] = volume_type
         return self._call("create volume %s" % name, self.ec2.create_volume, **kwargs)["VolumeId"]
@@ -380,9 +416,11 @@ class EC2Provider(Provider):
     def _volume_zone_ok(self, server, volume):
         zone = (server.get("Placement") or {}).get("AvailabilityZone")
         if zone and volume["availability_zone"] and zone != volume["availability_zone"]:
-            return ("volume %s is in availability zone %s and instance %s in %s: EBS volumes "
-                    "attach only within their zone" % (volume["id"], volume["availability_zone"],
-                                                       server["InstanceId"], zone))
+            return (
+                "volume %s is in availability zone %s and instance %s in %s: EBS volumes "
+                "attach only within their zone"
+                % (volume["id"], volume["availability_zone"], server["InstanceId"], zone)
+            )
         return None
 
     def _volume_attach(self, server_id, volume_id, device=None):
@@ -391,14 +429,24 @@ class EC2Provider(Provider):
             used = {m.get("DeviceName") for m in server.get("BlockDeviceMappings") or []}
             device = next((d for d in _DEVICES if d not in used), None)
             if device is None:
-                raise InvalidInput("instance %s has no free device name left; give device="
-                                   % server_id)
-        self._call("attach volume %s to %s" % (volume_id, server_id), self.ec2.attach_volume,
-                   VolumeId=volume_id, InstanceId=server_id, Device=device)
+                raise InvalidInput(
+                    "instance %s has no free device name left; give device=" % server_id
+                )
+        self._call(
+            "attach volume %s to %s" % (volume_id, server_id),
+            self.ec2.attach_volume,
+            VolumeId=volume_id,
+            InstanceId=server_id,
+            Device=device,
+        )
 
     def _volume_detach(self, server_id, volume_id):
-        self._call("detach volume %s from %s" % (volume_id, server_id), self.ec2.detach_volume,
-                   VolumeId=volume_id, InstanceId=server_id)
+        self._call(
+            "detach volume %s from %s" % (volume_id, server_id),
+            self.ec2.detach_volume,
+            VolumeId=volume_id,
+            InstanceId=server_id,
+        )
 
     def _volume_delete(self, volume_id):
         self._call("delete volume %s" % volume_id, self.ec2.delete_volume, VolumeId=volume_id)

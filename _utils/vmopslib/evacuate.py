@@ -705,13 +705,20 @@ class Evacuation:
         if state["status"] in ("DELETED", "SOFT_DELETED"):
             item.update(phase="gone", comment="deleted by someone else before it was moved")
         elif state.get("host") != record["node"]:
-            item.update(phase="elsewhere", dest=state.get("host"),
-                        comment="moved off the node by someone else (now on %s)"
-                        % (state.get("host") or "no host"))
+            item.update(
+                phase="elsewhere",
+                dest=state.get("host"),
+                comment="moved off the node by someone else (now on %s)"
+                % (state.get("host") or "no host"),
+            )
         else:
             return False
-        self._fire(record, "server/%s/%s" % (item["name"], item["phase"]), item["comment"],
-                   server=item["id"])
+        self._fire(
+            record,
+            "server/%s/%s" % (item["name"], item["phase"]),
+            item["comment"],
+            server=item["id"],
+        )
         return True
 
     def _eligible(self, record, item):
@@ -1152,8 +1159,10 @@ class Evacuation:
         for item in record["items"]:
             busy = (self._states.get(item["id"]) or {}).get("task_state")
             if item["phase"] == "pending" and busy:
-                item["comment"] = ("not started: another actor is busy with it (task %s); "
-                                   "re-run when it is done" % busy)
+                item["comment"] = (
+                    "not started: another actor is busy with it (task %s); "
+                    "re-run when it is done" % busy
+                )
             elif item["phase"] == "pending" and not item.get("comment"):
                 item["comment"] = "not started (stop_on_failure: an earlier server failed)"
         remaining = self.provider.host_server_states(node)

@@ -21,16 +21,22 @@ FINGERPRINT_LINE = "ci-info: salt-minion key fingerprint (sha256): "
 # a fingerprint that some program echoed inside another line (a web log of a request,
 # say) is not cloud-init's.
 _FINGERPRINT_RE = re.compile(
-    r"^(?:\[\s*\d+\.\d+\]\s*)?(?:cloud-init\[\d+\]:\s*)?" + re.escape(FINGERPRINT_LINE)
-    + r"((?:[0-9a-f]{2}:){31}[0-9a-f]{2})[ \t\r]*$", re.MULTILINE)
+    r"^(?:\[\s*\d+\.\d+\]\s*)?(?:cloud-init\[\d+\]:\s*)?"
+    + re.escape(FINGERPRINT_LINE)
+    + r"((?:[0-9a-f]{2}:){31}[0-9a-f]{2})[ \t\r]*$",
+    re.MULTILINE,
+)
 
 
 # Where salt-minion keeps its public key on the Linux packages (onedir and distro).
 MINION_PUB = "/etc/salt/pki/minion/minion.pub"
 PUBKEY_MARKER = "ci-info: salt-minion public key ["
 _PUBKEY_RE = re.compile(
-    r"^(?:\[\s*\d+\.\d+\]\s*)?(?:cloud-init\[\d+\]:\s*)?" + re.escape(PUBKEY_MARKER)
-    + r"([0-9a-f]{8,64})\]: ([A-Za-z0-9+/=]{64,8192})[ \t\r]*$", re.MULTILINE)
+    r"^(?:\[\s*\d+\.\d+\]\s*)?(?:cloud-init\[\d+\]:\s*)?"
+    + re.escape(PUBKEY_MARKER)
+    + r"([0-9a-f]{8,64})\]: ([A-Za-z0-9+/=]{64,8192})[ \t\r]*$",
+    re.MULTILINE,
+)
 _TAG_RE = re.compile(r"[0-9a-f]{8,64}\Z")
 
 
@@ -41,8 +47,10 @@ def print_pubkey_cmd(tag, path=MINION_PUB):
     """
     if not _TAG_RE.match(tag or ""):
         raise ValueError("a console tag is 8-64 lowercase hex characters")
-    return ("sh -c 'i=0; while [ ! -s %s ] && [ $i -lt 300 ]; do sleep 1; i=$((i+1)); done; "
-            "echo \"%s%s]: $(base64 -w0 %s)\"'" % (path, PUBKEY_MARKER, tag, path))
+    return (
+        "sh -c 'i=0; while [ ! -s %s ] && [ $i -lt 300 ]; do sleep 1; i=$((i+1)); done; "
+        'echo "%s%s]: $(base64 -w0 %s)"\'' % (path, PUBKEY_MARKER, tag, path)
+    )
 
 
 def console_pubkey(console_text, tag):

@@ -41,8 +41,17 @@ def vm_spec(conf, name, overrides=None, tag=None, profile=None):
     return spec, settings
 
 
-def create_vm(conf, provider, name, overrides=None, events=None, wait=True,
-              registry=None, provision=True, ttl=None):
+def create_vm(
+    conf,
+    provider,
+    name,
+    overrides=None,
+    events=None,
+    wait=True,
+    registry=None,
+    provision=True,
+    ttl=None,
+):
     """Boot VM ``name`` from its settings, with user-data that installs its minion.
 
     ``registry``: register the VM as expected first (its server carries the
@@ -58,16 +67,26 @@ def create_vm(conf, provider, name, overrides=None, events=None, wait=True,
         )
     entry = None
     if registry is not None:
-        entry = registry.expect(name, provider.name, "vmops.create",
-                                ttl or config.reactor(conf)["expect_ttl"], provision=provision,
-                                level=settings.get("level"))
+        entry = registry.expect(
+            name,
+            provider.name,
+            "vmops.create",
+            ttl or config.reactor(conf)["expect_ttl"],
+            provision=provision,
+            level=settings.get("level"),
+        )
         spec, settings = vm_spec(conf, name, overrides, entry["nonce"], provider.profile)
         spec["metadata"] = dict(spec.get("metadata") or {}, **{NONCE_KEY: entry["nonce"]})
     started = time.monotonic()
     if events:
-        events("create/%s/booting" % name, "booting %s on %s" % (name, provider.name),
-               vm=name, flavor=spec.get("flavor"), image=spec.get("image"),
-               expected=entry is not None)
+        events(
+            "create/%s/booting" % name,
+            "booting %s on %s" % (name, provider.name),
+            vm=name,
+            flavor=spec.get("flavor"),
+            image=spec.get("image"),
+            expected=entry is not None,
+        )
     try:
         desc = provider.boot(spec, wait=wait, timeout=settings.get("boot_timeout", 600))
     except VmopsError:
@@ -77,9 +96,13 @@ def create_vm(conf, provider, name, overrides=None, events=None, wait=True,
     if entry is not None:
         registry.update(name, server_id=desc["id"])
     if events:
-        events("create/%s/%s" % (name, "active" if wait else "requested"),
-               "%s is %s on %s" % (name, desc["status"], desc.get("host") or provider.name),
-               vm=name, server_id=desc["id"], duration=round(time.monotonic() - started, 2))
+        events(
+            "create/%s/%s" % (name, "active" if wait else "requested"),
+            "%s is %s on %s" % (name, desc["status"], desc.get("host") or provider.name),
+            vm=name,
+            server_id=desc["id"],
+            duration=round(time.monotonic() - started, 2),
+        )
     return desc
 
 
@@ -87,30 +110,42 @@ def check_grain(grain_of, name, grain, expected):
     """The runbook's sanity check: ``grain_of(name, grain)`` must equal ``expected``."""
     value = grain_of(name, grain)
     if value != expected:
-        raise VmopsError("sanity check failed: grain %s of %s is %r, expected %r"
-                         % (grain, name, value, expected))
+        raise VmopsError(
+            "sanity check failed: grain %s of %s is %r, expected %r"
+            % (grain, name, value, expected)
+        )
     return value
 
 
-
-def accept_minion(provider, keys, name, events=None, require_fingerprint=True, wait=0,
-                  registry=None, conf=None):
+def accept_minion(
+    provider, keys, name, events=None, require_fingerprint=True, wait=0, registry=None, conf=None
+):
     """The operator's accept of ``name`` on ``provider``'s cloud: the same decision as the
     reactor's (``admission.Admission``), by exact id; waits up to ``wait`` seconds for the
     key and for the cloud's evidence."""
     from . import admission  # pylint: disable=import-outside-toplevel
 
     if registry is None:
-        from .registry import Registry  # pylint: disable=import-outside-toplevel
         import tempfile  # pylint: disable=import-outside-toplevel
 
+        from .registry import Registry  # pylint: disable=import-outside-toplevel
+
         registry = Registry(tempfile.mkdtemp(prefix="vmops-registry-"))  # nothing registered
-    return admission.accept(conf, provider, keys, registry, name, events=events, wait=wait,
-                            require_fingerprint=require_fingerprint)
+    return admission.accept(
+        conf,
+        provider,
+        keys,
+        registry,
+        name,
+        events=events,
+        wait=wait,
+        require_fingerprint=require_fingerprint,
+    )
 
 
-def rebuild_minion(conf, provider, keys, name, wait_minion, image=None, timeout=600, events=None,
-                   registry=None):
+def rebuild_minion(
+    conf, provider, keys, name, wait_minion, image=None, timeout=600, events=None, registry=None
+):
     """Rebuild VM ``name`` in place (same server, ports and IPs) with a new minion identity.
 
     The rebuilt VM makes its own key and prints it on its console with this run's
@@ -123,14 +158,22 @@ def rebuild_minion(conf, provider, keys, name, wait_minion, image=None, timeout=
     config.check_minion_id(name)
     old = provider.describe(provider.find_server(name))
     if old["status"] not in ("ACTIVE", "SHUTOFF", "running", "stopped"):
-        raise InvalidInput("%s (%s) is %s: it is rebuilt only when ACTIVE or SHUTOFF; nothing was "
-                           "changed" % (name, old["id"], old["status"]))
+        raise InvalidInput(
+            "%s (%s) is %s: it is rebuilt only when ACTIVE or SHUTOFF; nothing was "
+            "changed" % (name, old["id"], old["status"])
+        )
     nonce = new_nonce()
     if registry is not None:
         # the pack hands the key over itself: the reactor leaves the id alone meanwhile
-        nonce = registry.expect(name, provider.name, "rebuild_minion",
-                                config.reactor(conf)["expect_ttl"], provision=False,
-                                state="preseeded", server_id=old["id"])["nonce"]
+        nonce = registry.expect(
+            name,
+            provider.name,
+            "rebuild_minion",
+            config.reactor(conf)["expect_ttl"],
+            provision=False,
+            state="preseeded",
+            server_id=old["id"],
+        )["nonce"]
     spec, _ = vm_spec(conf, name, None, nonce, provider.profile)
     started = time.monotonic()
 
@@ -141,16 +184,25 @@ def rebuild_minion(conf, provider, keys, name, wait_minion, image=None, timeout=
                 registry.forget(name)
 
     try:
-        desc = provider.rebuild(old["id"], image=image or spec.get("image") or None,
-                                user_data=spec["user_data"], timeout=timeout)
+        desc = provider.rebuild(
+            old["id"],
+            image=image or spec.get("image") or None,
+            user_data=spec["user_data"],
+            timeout=timeout,
+        )
     except VmopsError as exc:
         forget()
         still = keys.accepted_pub(name) is not None
-        raise type(exc)("%s; the key of %s was not touched%s" % (
-            exc, name, " (its minion keeps it)" if still else "")) from exc
+        raise type(exc)(
+            "%s; the key of %s was not touched%s"
+            % (exc, name, " (its minion keeps it)" if still else "")
+        ) from exc
     if events:
-        events("rebuild/%s/active" % name, "%s rebuilt, ACTIVE on %s" % (name, desc.get("host")),
-               server_id=desc["id"])
+        events(
+            "rebuild/%s/active" % name,
+            "%s rebuilt, ACTIVE on %s" % (name, desc.get("host")),
+            server_id=desc["id"],
+        )
     found = trust.wait_for_key(provider, old["id"], nonce, timeout)
     finger = identity.fingerprint(found["pub"])
     handed = trust.handover(keys, name, found["pub"], events=events, what="rebuild %s" % name)
@@ -159,6 +211,12 @@ def rebuild_minion(conf, provider, keys, name, wait_minion, image=None, timeout=
     took = round(time.monotonic() - started, 2)
     if events:
         events("rebuild/%s/answering" % name, "the rebuilt %s answers" % name, duration=took)
-    return {"result": True, "vm": name, "server_id": desc["id"], "fixed_ips": desc["fixed_ips"],
-            "fingerprint": finger, "duration": took,
-            "comment": "%s rebuilt in place; %s; its minion answers" % (name, handed)}
+    return {
+        "result": True,
+        "vm": name,
+        "server_id": desc["id"],
+        "fixed_ips": desc["fixed_ips"],
+        "fingerprint": finger,
+        "duration": took,
+        "comment": "%s rebuilt in place; %s; its minion answers" % (name, handed),
+    }

@@ -66,15 +66,25 @@ class OpenStackProvider(Provider):
         import keystoneauth1.exceptions  # pylint: disable=import-outside-toplevel
 
         if isinstance(exc, openstack.exceptions.NotFoundException):
-            return NotFound("cloud %s: %s: not found (%s)"
-                            % (self.name, operation, short_reason(exc.details or exc)))
+            return NotFound(
+                "cloud %s: %s: not found (%s)"
+                % (self.name, operation, short_reason(exc.details or exc))
+            )
         if isinstance(exc, openstack.exceptions.HttpException):
-            return CloudError("cloud %s: %s failed: HTTP %s %s"
-                              % (self.name, operation, exc.status_code,
-                                 short_reason(exc.details or exc.message or exc)))
+            return CloudError(
+                "cloud %s: %s failed: HTTP %s %s"
+                % (
+                    self.name,
+                    operation,
+                    exc.status_code,
+                    short_reason(exc.details or exc.message or exc),
+                )
+            )
         if isinstance(exc, keystoneauth1.exceptions.ClientException):
-            return CloudError("cloud %s: %s failed: %s: %s"
-                              % (self.name, operation, type(exc).__name__, short_reason(exc)))
+            return CloudError(
+                "cloud %s: %s failed: %s: %s"
+                % (self.name, operation, type(exc).__name__, short_reason(exc))
+            )
         if isinstance(exc, openstack.exceptions.SDKException):
             return CloudError("cloud %s: %s failed: %s" % (self.name, operation, short_reason(exc)))
         return None
@@ -150,7 +160,9 @@ class OpenStackProvider(Provider):
     def describe(self, server):
         desc = super().describe(server)
         # Neutron is the authority on floating IPs (Nova's view lags by a second or two)
-        desc["floating_ips"] = sorted(ip.floating_ip_address for ip in self._server_fips(desc["id"]))
+        desc["floating_ips"] = sorted(
+            ip.floating_ip_address for ip in self._server_fips(desc["id"])
+        )
         return desc
 
     def _server_fips(self, server_id):
@@ -181,9 +193,7 @@ class OpenStackProvider(Provider):
             raise NotFound("key pair %r does not exist on cloud %s" % (spec["key_name"], self.name))
         for group in spec.get("security_groups") or []:
             if conn.network.find_security_group(group, project_id=conn.current_project_id) is None:
-                raise NotFound(
-                    "security group %r does not exist on cloud %s" % (group, self.name)
-                )
+                raise NotFound("security group %r does not exist on cloud %s" % (group, self.name))
 
     def _create_server(self, spec):
         kwargs = {
@@ -205,18 +215,33 @@ class OpenStackProvider(Provider):
         if spec.get("volumes"):
             # the image as the root disk, then each extra volume, created empty by Nova
             kwargs["block_device_mapping"] = [
-                {"boot_index": 0, "uuid": spec["_image_id"], "source_type": "image",
-                 "destination_type": "local", "delete_on_termination": True}
-            ] + [dict({"boot_index": -1, "source_type": "blank", "destination_type": "volume",
-                       "volume_size": vol["size"],
-                       "delete_on_termination": vol["delete_on_termination"]},
-                      **({"device_name": vol["device"]} if vol.get("device") else {}),
-                      **({"volume_type": vol["type"]} if vol.get("type") else {}))
-                 for vol in spec["volumes"]]
+                {
+                    "boot_index": 0,
+                    "uuid": spec["_image_id"],
+                    "source_type": "image",
+                    "destination_type": "local",
+                    "delete_on_termination": True,
+                }
+            ] + [
+                dict(
+                    {
+                        "boot_index": -1,
+                        "source_type": "blank",
+                        "destination_type": "volume",
+                        "volume_size": vol["size"],
+                        "delete_on_termination": vol["delete_on_termination"],
+                    },
+                    **({"device_name": vol["device"]} if vol.get("device") else {}),
+                    **({"volume_type": vol["type"]} if vol.get("type") else {}),
+                )
+                for vol in spec["volumes"]
+            ]
         try:
             return self.conn.compute.create_server(**kwargs).id
         except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to boot %s: %s" % (self.name, spec["name"], exc)) from exc
+            raise CloudError(
+                "cloud %s refused to boot %s: %s" % (self.name, spec["name"], exc)
+            ) from exc
 
     def _delete_server(self, server_id):
         self.conn.compute.delete_server(server_id, ignore_missing=True)
@@ -233,9 +258,11 @@ class OpenStackProvider(Provider):
         project, or those listed in ``vouch_projects``."""
         allowed = self.profile.get("vouch_projects") or [self.conn.current_project_id]
         if server.get("project_id") and server["project_id"] not in allowed:
-            return ("server %s (%s) belongs to project %s, not to one this master trusts for "
-                    "minion keys (%s)" % (server["name"], server["id"], server["project_id"],
-                                          ", ".join(allowed)))
+            return (
+                "server %s (%s) belongs to project %s, not to one this master trusts for "
+                "minion keys (%s)"
+                % (server["name"], server["id"], server["project_id"], ", ".join(allowed))
+            )
         return None
 
     def console_output(self, name_or_id):
@@ -325,7 +352,9 @@ class OpenStackProvider(Provider):
             result.update(changed=False, comment="%s already points at %s" % (address, target.name))
             return result
         if test:
-            result.update(changed=True, comment="%s would be moved to %s (%s)" % (address, target.name, fixed))
+            result.update(
+                changed=True, comment="%s would be moved to %s (%s)" % (address, target.name, fixed)
+            )
             return result
         try:
             self.conn.network.update_ip(fip, port_id=port.id, fixed_ip_address=fixed)
@@ -337,7 +366,9 @@ class OpenStackProvider(Provider):
                 "floating IP %s was updated but points at port %s, not %s"
                 % (address, check.port_id, port.id)
             )
-        result.update(changed=True, comment="%s now points at %s (%s)" % (address, target.name, fixed))
+        result.update(
+            changed=True, comment="%s now points at %s (%s)" % (address, target.name, fixed)
+        )
         return result
 
     def allocate_ip(self, network=None):
@@ -345,7 +376,9 @@ class OpenStackProvider(Provider):
         if network:
             net = self.conn.network.find_network(network)
             if net is None or not net.is_router_external:
-                raise InvalidInput("%r is not an external network on cloud %s" % (network, self.name))
+                raise InvalidInput(
+                    "%r is not an external network on cloud %s" % (network, self.name)
+                )
         else:
             nets = list(self.conn.network.networks(is_router_external=True))
             if len(nets) != 1:
@@ -386,8 +419,10 @@ class OpenStackProvider(Provider):
         try:
             self.conn.compute.rebuild_server(server, image_id, **kwargs)
         except openstack.exceptions.HttpException as exc:
-            raise scrub_user_data(CloudError("cloud %s refused to rebuild %s: %s"
-                                             % (self.name, server.name, exc)), user_data) from None
+            raise scrub_user_data(
+                CloudError("cloud %s refused to rebuild %s: %s" % (self.name, server.name, exc)),
+                user_data,
+            ) from None
         return self.wait_for_status(server.id, "ACTIVE", timeout)
 
     # ------------------------------------------------------------------ compute services
@@ -430,13 +465,17 @@ class OpenStackProvider(Provider):
         # one explicit PUT (microversion 2.53): openstacksdk's disable_service sends only the
         # fields that changed, so giving a disabled service a new reason would send no status
         # and Nova refuses it ("No updates were requested")
-        resp = self.conn.compute.put("/os-services/%s" % svc.id, microversion="2.53",
-                                     json={"status": "disabled", "disabled_reason": reason})
+        resp = self.conn.compute.put(
+            "/os-services/%s" % svc.id,
+            microversion="2.53",
+            json={"status": "disabled", "disabled_reason": reason},
+        )
         try:
             openstack.exceptions.raise_from_response(resp)
         except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to disable %s on %s: %s"
-                             % (self.name, binary, host, exc)) from exc
+            raise CloudError(
+                "cloud %s refused to disable %s on %s: %s" % (self.name, binary, host, exc)
+            ) from exc
         return self.service_show(host, binary)
 
     def service_enable(self, host, binary="nova-compute"):
@@ -457,29 +496,37 @@ class OpenStackProvider(Provider):
         self._service(host)
         # openstacksdk filters by compute_host (an unknown ``host=`` filter matches nothing)
         return [
-            {"id": s.id, "name": s.name, "status": s.status, "host": s.compute_host,
-             "task_state": s.task_state, "project_id": s.project_id}
+            {
+                "id": s.id,
+                "name": s.name,
+                "status": s.status,
+                "host": s.compute_host,
+                "task_state": s.task_state,
+                "project_id": s.project_id,
+            }
             for s in self.conn.compute.servers(all_projects=True, compute_host=host)
         ]
 
     def host_capacity(self, host):
-        """vCPU, RAM and disk of ``host``: total, reserved, allocation ratio, capacity, used, free."""
+        """vCPU, RAM and disk of ``host``: total, reserved, allocation ratio, capacity, used,
+        free."""
         self._service(host)
         providers = list(self.conn.placement.resource_providers(name=host))
         if not providers:
             raise NotFound("placement has no resource provider for host %r" % host)
         rp = providers[0]
-        usages = self.conn.placement.get(
-            "/resource_providers/%s/usages" % rp.id
-        ).json()["usages"]
+        usages = self.conn.placement.get("/resource_providers/%s/usages" % rp.id).json()["usages"]
         out = {"host": host}
         for inv in self.conn.placement.resource_provider_inventories(rp):
             capacity = int((inv.total - inv.reserved) * inv.allocation_ratio)
             used = usages.get(inv.resource_class, 0)
             out[inv.resource_class] = {
-                "total": inv.total, "reserved": inv.reserved,
-                "allocation_ratio": inv.allocation_ratio, "capacity": capacity,
-                "used": used, "free": capacity - used,
+                "total": inv.total,
+                "reserved": inv.reserved,
+                "allocation_ratio": inv.allocation_ratio,
+                "capacity": capacity,
+                "used": used,
+                "free": capacity - used,
             }
         return out
 
@@ -500,15 +547,21 @@ class OpenStackProvider(Provider):
 
     def _migration_dict(self, mig):
         return {
-            "id": mig.id, "type": mig.migration_type, "status": mig.status,
-            "source": mig.source_compute, "dest": mig.dest_compute,
-            "created": mig.created_at, "updated": mig.updated_at,
+            "id": mig.id,
+            "type": mig.migration_type,
+            "status": mig.status,
+            "source": mig.source_compute,
+            "dest": mig.dest_compute,
+            "created": mig.created_at,
+            "updated": mig.updated_at,
         }
 
     def migrations(self, name_or_id):
         """A server's migrations, newest first."""
         server = self.find_server(name_or_id)
-        migs = [self._migration_dict(m) for m in self.conn.compute.migrations(instance_uuid=server.id)]
+        migs = [
+            self._migration_dict(m) for m in self.conn.compute.migrations(instance_uuid=server.id)
+        ]
         return sorted(migs, key=lambda m: (m["created"] or "", m["id"]), reverse=True)
 
     def _wait_migrated(self, server_id, source, timeout, status="ACTIVE"):
@@ -526,8 +579,14 @@ class OpenStackProvider(Provider):
             last = (self.migrations(server_id) or [{}])[0]
             raise CloudError(
                 "migration of %s from %s did not move it (status %s, migration %s %s)%s"
-                % (desc["name"], source, desc["status"], last.get("id"), last.get("status"),
-                   ": %s" % desc["fault"] if desc.get("fault") else "")
+                % (
+                    desc["name"],
+                    source,
+                    desc["status"],
+                    last.get("id"),
+                    last.get("status"),
+                    ": %s" % desc["fault"] if desc.get("fault") else "",
+                )
             )
         return desc
 
@@ -543,9 +602,13 @@ class OpenStackProvider(Provider):
         if host:
             self.check_target_host(host, source)
         try:
-            self.conn.compute.live_migrate_server(server, host=host, block_migration=block_migration)
+            self.conn.compute.live_migrate_server(
+                server, host=host, block_migration=block_migration
+            )
         except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to live-migrate %s: %s" % (self.name, server.name, exc)) from exc
+            raise CloudError(
+                "cloud %s refused to live-migrate %s: %s" % (self.name, server.name, exc)
+            ) from exc
         if not wait:
             return self.describe(server.id)
         return self._wait_migrated(server.id, source, timeout)
@@ -559,7 +622,9 @@ class OpenStackProvider(Provider):
         try:
             self.conn.compute.migrate_server(server, host=host)
         except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to migrate %s: %s" % (self.name, server.name, exc)) from exc
+            raise CloudError(
+                "cloud %s refused to migrate %s: %s" % (self.name, server.name, exc)
+            ) from exc
         desc = self._wait_migrated(server.id, source, timeout, status="VERIFY_RESIZE")
         if confirm:
             self.conn.compute.confirm_server_resize(server.id)
@@ -609,12 +674,19 @@ class OpenStackProvider(Provider):
     @staticmethod
     def _volume_dict(vol):
         return {
-            "id": vol.id, "name": vol.name, "size": vol.size, "type": vol.volume_type,
-            "status": vol.status, "bootable": bool(vol.is_bootable),
-            "multiattach": bool(vol.is_multiattach), "encrypted": bool(vol.is_encrypted),
+            "id": vol.id,
+            "name": vol.name,
+            "size": vol.size,
+            "type": vol.volume_type,
+            "status": vol.status,
+            "bootable": bool(vol.is_bootable),
+            "multiattach": bool(vol.is_multiattach),
+            "encrypted": bool(vol.is_encrypted),
             "availability_zone": vol.availability_zone,
-            "attachments": [{"server_id": a.get("server_id"), "device": a.get("device")}
-                            for a in vol.attachments or []],
+            "attachments": [
+                {"server_id": a.get("server_id"), "device": a.get("device")}
+                for a in vol.attachments or []
+            ],
         }
 
     def _volume_find(self, name_or_id):
@@ -623,12 +695,18 @@ class OpenStackProvider(Provider):
             found = self._volume_get(name_or_id)
             if found is not None:
                 return found
-        vols = [v for v in self.conn.block_storage.volumes(all_projects=self.all_projects,
-                                                           name=name_or_id)
-                if v.name == name_or_id]
+        vols = [
+            v
+            for v in self.conn.block_storage.volumes(
+                all_projects=self.all_projects, name=name_or_id
+            )
+            if v.name == name_or_id
+        ]
         if len(vols) > 1:
-            raise Ambiguous("%d volumes are named %r on cloud %s (%s): give the id"
-                            % (len(vols), name_or_id, self.name, ", ".join(v.id for v in vols)))
+            raise Ambiguous(
+                "%d volumes are named %r on cloud %s (%s): give the id"
+                % (len(vols), name_or_id, self.name, ", ".join(v.id for v in vols))
+            )
         return self._volume_dict(vols[0]) if vols else None
 
     def _volume_get(self, volume_id):
@@ -659,30 +737,36 @@ class OpenStackProvider(Provider):
         try:
             return self.conn.block_storage.create_volume(**kwargs).id
         except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to create volume %s: %s"
-                             % (self.name, name, exc)) from exc
+            raise CloudError(
+                "cloud %s refused to create volume %s: %s" % (self.name, name, exc)
+            ) from exc
 
     def _volume_attach(self, server_id, volume_id, device=None):
         kwargs = {"device": device} if device else {}
         try:
             self.conn.compute.create_volume_attachment(server_id, volume=volume_id, **kwargs)
         except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to attach volume %s to %s: %s"
-                             % (self.name, volume_id, server_id, exc)) from exc
+            raise CloudError(
+                "cloud %s refused to attach volume %s to %s: %s"
+                % (self.name, volume_id, server_id, exc)
+            ) from exc
 
     def _volume_detach(self, server_id, volume_id):
         try:
             self.conn.compute.delete_volume_attachment(server_id, volume_id, ignore_missing=False)
         except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to detach volume %s from %s: %s"
-                             % (self.name, volume_id, server_id, exc)) from exc
+            raise CloudError(
+                "cloud %s refused to detach volume %s from %s: %s"
+                % (self.name, volume_id, server_id, exc)
+            ) from exc
 
     def _volume_delete(self, volume_id):
         try:
             self.conn.block_storage.delete_volume(volume_id, ignore_missing=True)
         except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to delete volume %s: %s"
-                             % (self.name, volume_id, exc)) from exc
+            raise CloudError(
+                "cloud %s refused to delete volume %s: %s" % (self.name, volume_id, exc)
+            ) from exc
 
     # ------------------------------------------------------------------ evacuation primitives
     # One cloud call each; the flow that uses them is ``evacuate.py``.
@@ -693,31 +777,45 @@ class OpenStackProvider(Provider):
     def _needs(server):
         """What a server takes from a host in Placement's terms, from its embedded flavor."""
         flavor = server.flavor
-        get = (lambda key: getattr(flavor, key, None) or 0) if flavor is not None else (lambda key: 0)
+        get = (
+            (lambda key: getattr(flavor, key, None) or 0) if flavor is not None else (lambda key: 0)
+        )
         swap = get("swap")
         swap_gb = -(-int(swap) // 1024) if swap and str(swap).isdigit() else 0
-        boot_from_volume = not getattr(server.image, "id", None) if server.image is not None else True
+        boot_from_volume = (
+            not getattr(server.image, "id", None) if server.image is not None else True
+        )
         disk = (0 if boot_from_volume else int(get("disk"))) + int(get("ephemeral")) + swap_gb
         return {"VCPU": int(get("vcpus")), "MEMORY_MB": int(get("ram")), "DISK_GB": disk}
 
     def _state_dict(self, server):
         return {
-            "id": server.id, "name": server.name, "status": server.status,
-            "task_state": server.task_state, "vm_state": server.vm_state,
-            "host": server.compute_host, "project_id": server.project_id,
-            "locked": bool(server.is_locked), "metadata": dict(server.metadata or {}),
-            "needs": self._needs(server), "updated": server.updated_at,
+            "id": server.id,
+            "name": server.name,
+            "status": server.status,
+            "task_state": server.task_state,
+            "vm_state": server.vm_state,
+            "host": server.compute_host,
+            "project_id": server.project_id,
+            "locked": bool(server.is_locked),
+            "metadata": dict(server.metadata or {}),
+            "needs": self._needs(server),
+            "updated": server.updated_at,
         }
 
     def host_server_states(self, host):
         """Every server on ``host`` (all projects), with state, lock, metadata and needs."""
-        return [self._state_dict(s)
-                for s in self.conn.compute.servers(all_projects=True, compute_host=host)]
+        return [
+            self._state_dict(s)
+            for s in self.conn.compute.servers(all_projects=True, compute_host=host)
+        ]
 
     def server_states(self, changes_since):
         """Servers changed since ``changes_since`` (ISO time; all projects, deleted ones too)."""
-        return [self._state_dict(s) for s in self.conn.compute.servers(
-            all_projects=True, changes_since=changes_since)]
+        return [
+            self._state_dict(s)
+            for s in self.conn.compute.servers(all_projects=True, changes_since=changes_since)
+        ]
 
     def server_state(self, server_id):
         server = self._get_server(server_id)
@@ -725,15 +823,24 @@ class OpenStackProvider(Provider):
 
     def host_migrations(self, host, changes_since):
         """Migrations from or to ``host`` changed since ``changes_since``."""
-        return [dict(self._migration_dict(m), server_id=m.server_id)
-                for m in self.conn.compute.migrations(host=host, changes_since=changes_since)]
+        return [
+            dict(self._migration_dict(m), server_id=m.server_id)
+            for m in self.conn.compute.migrations(host=host, changes_since=changes_since)
+        ]
 
     def migration_progress(self, server_id):
         """The in-progress live migrations of a server, with memory and disk remaining."""
-        return [{"id": m.id, "status": m.status,
-                 "memory_total": m.memory_total_bytes, "memory_remaining": m.memory_remaining_bytes,
-                 "disk_total": m.disk_total_bytes, "disk_remaining": m.disk_remaining_bytes}
-                for m in self.conn.compute.server_migrations(server_id)]
+        return [
+            {
+                "id": m.id,
+                "status": m.status,
+                "memory_total": m.memory_total_bytes,
+                "memory_remaining": m.memory_remaining_bytes,
+                "disk_total": m.disk_total_bytes,
+                "disk_remaining": m.disk_remaining_bytes,
+            }
+            for m in self.conn.compute.server_migrations(server_id)
+        ]
 
     def placement_free(self, hosts=None):
         """Free capacity of resource providers, by provider name (a compute's host name):
@@ -746,12 +853,17 @@ class OpenStackProvider(Provider):
         for rp in self.conn.placement.resource_providers():
             if hosts is not None and rp.name not in hosts and rp.name.split(".")[0] not in hosts:
                 continue
-            usages = self.conn.placement.get("/resource_providers/%s/usages" % rp.id).json()["usages"]
+            usages = self.conn.placement.get("/resource_providers/%s/usages" % rp.id).json()[
+                "usages"
+            ]
             res = {}
             for inv in self.conn.placement.resource_provider_inventories(rp):
                 capacity = int((inv.total - inv.reserved) * inv.allocation_ratio)
-                res[inv.resource_class] = {"free": capacity - usages.get(inv.resource_class, 0),
-                                           "capacity": capacity, "max_unit": inv.max_unit}
+                res[inv.resource_class] = {
+                    "free": capacity - usages.get(inv.resource_class, 0),
+                    "capacity": capacity,
+                    "max_unit": inv.max_unit,
+                }
             out[rp.name] = res
         return out
 
@@ -761,30 +873,45 @@ class OpenStackProvider(Provider):
         for group in self.conn.compute.server_groups(all_projects=True):
             policy = getattr(group, "policy", None) or ",".join(group.policies or [])
             if policy == "anti-affinity":
-                out.append({"id": group.id, "name": group.name, "members": list(group.member_ids or [])})
+                out.append(
+                    {"id": group.id, "name": group.name, "members": list(group.member_ids or [])}
+                )
         return out
 
     def _action(self, what, server_id, call, *args, **kwargs):
         try:
             return call(*args, **kwargs)
         except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to %s server %s: %s"
-                             % (self.name, what, server_id, exc)) from exc
+            raise CloudError(
+                "cloud %s refused to %s server %s: %s" % (self.name, what, server_id, exc)
+            ) from exc
 
     def start_live_migration(self, server_id, host=None):
         """Ask Nova to live-migrate (block migration: ``auto``); does not wait."""
-        self._action("live-migrate", server_id, self.conn.compute.live_migrate_server,
-                     server_id, host=host, block_migration="auto")
+        self._action(
+            "live-migrate",
+            server_id,
+            self.conn.compute.live_migrate_server,
+            server_id,
+            host=host,
+            block_migration="auto",
+        )
 
     def start_cold_migration(self, server_id, host=None):
         self._action("migrate", server_id, self.conn.compute.migrate_server, server_id, host=host)
 
     def confirm_migration(self, server_id):
-        self._action("confirm the migration of", server_id,
-                     self.conn.compute.confirm_server_resize, server_id)
+        self._action(
+            "confirm the migration of",
+            server_id,
+            self.conn.compute.confirm_server_resize,
+            server_id,
+        )
 
     def shelve_offload(self, server_id):
-        self._action("shelve-offload", server_id, self.conn.compute.shelve_offload_server, server_id)
+        self._action(
+            "shelve-offload", server_id, self.conn.compute.shelve_offload_server, server_id
+        )
 
     def resume(self, server_id):
         self._action("resume", server_id, self.conn.compute.resume_server, server_id)
@@ -793,13 +920,24 @@ class OpenStackProvider(Provider):
         self._action("stop", server_id, self.conn.compute.stop_server, server_id)
 
     def reset_server_state(self, server_id, state="active"):
-        self._action("reset the state of", server_id, self.conn.compute.reset_server_state,
-                     server_id, state)
+        self._action(
+            "reset the state of", server_id, self.conn.compute.reset_server_state, server_id, state
+        )
 
     def abort_migration_id(self, server_id, migration_id):
-        self._action("abort the migration of", server_id,
-                     self.conn.compute.abort_server_migration, migration_id, server_id)
+        self._action(
+            "abort the migration of",
+            server_id,
+            self.conn.compute.abort_server_migration,
+            migration_id,
+            server_id,
+        )
 
     def force_complete_migration_id(self, server_id, migration_id):
-        self._action("force-complete the migration of", server_id,
-                     self.conn.compute.force_complete_server_migration, migration_id, server_id)
+        self._action(
+            "force-complete the migration of",
+            server_id,
+            self.conn.compute.force_complete_server_migration,
+            migration_id,
+            server_id,
+        )

@@ -23,14 +23,21 @@ import re
 
 from . import waiting
 from .config import check_minion_id
-from .errors import (Ambiguous, CloudError, InvalidInput, NotFound, NotSupported, Timeout,
-                     VmopsError)
+from .errors import Ambiguous, CloudError, InvalidInput, NotFound, NotSupported, Timeout, VmopsError
 
 log = logging.getLogger(__name__)
 
 SPEC_KEYS = (
-    "name", "image", "flavor", "key_name", "security_groups", "networks",
-    "metadata", "availability_zone", "user_data", "volumes",
+    "name",
+    "image",
+    "flavor",
+    "key_name",
+    "security_groups",
+    "networks",
+    "metadata",
+    "availability_zone",
+    "user_data",
+    "volumes",
 )
 
 
@@ -67,8 +74,11 @@ def _translating(fn):
     return method
 
 
-_URL_SECRETS = re.compile(r"(https?://)[^/@\s]+@|([?&](?:X-Amz-[A-Za-z-]+|Signature|token|"
-                          r"AWSAccessKeyId|password)=)[^&\s]+", re.IGNORECASE)
+_URL_SECRETS = re.compile(
+    r"(https?://)[^/@\s]+@|([?&](?:X-Amz-[A-Za-z-]+|Signature|token|"
+    r"AWSAccessKeyId|password)=)[^&\s]+",
+    re.IGNORECASE,
+)
 
 
 def short_reason(text, limit=300):
@@ -97,9 +107,13 @@ class Provider:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         for attr, value in list(vars(cls).items()):
-            if callable(value) and not attr.startswith("__") and \
-                    not isinstance(value, (staticmethod, classmethod, type)) and \
-                    not getattr(value, "translating", False) and attr != "translate_error":
+            if (
+                callable(value)
+                and not attr.startswith("__")
+                and not isinstance(value, (staticmethod, classmethod, type))
+                and not getattr(value, "translating", False)
+                and attr != "translate_error"
+            ):
                 setattr(cls, attr, _translating(value))
 
     def translate_error(self, exc, operation):  # pylint: disable=unused-argument
@@ -220,8 +234,11 @@ class Provider:
         names = []
         for server_id in server_ids:
             server = self._get_server(server_id)
-            names.append("%s (%s)" % (self._describe(server)["name"], server_id)
-                         if server is not None else server_id)
+            names.append(
+                "%s (%s)" % (self._describe(server)["name"], server_id)
+                if server is not None
+                else server_id
+            )
         return names
 
     def _wait_volume(self, volume_id, want, timeout, what):
@@ -233,7 +250,9 @@ class Provider:
             if want == "gone":
                 return vol is None or vol["status"] == "deleted"
             if vol is None:
-                raise NotFound("volume %s disappeared while waiting for it to be %s" % (volume_id, want))
+                raise NotFound(
+                    "volume %s disappeared while waiting for it to be %s" % (volume_id, want)
+                )
             if vol["status"].startswith("error"):
                 raise CloudError("volume %s went to %s while %s" % (volume_id, vol["status"], what))
             return vol if want(vol) else None
@@ -245,7 +264,8 @@ class Provider:
             raise Timeout(
                 "volume %s is still %s after %ss %s: the cloud did not finish it (look at the "
                 "volume service; reset its state only once the backend agrees)"
-                % (volume_id, status, timeout, what)) from None
+                % (volume_id, status, timeout, what)
+            ) from None
 
     def volume_show(self, name_or_id):
         """Describe a volume: size, type, status, bootable, multi-attach, attachments."""
@@ -256,16 +276,28 @@ class Provider:
         server = self.describe(self.find_server(name_or_id))
         out = []
         for vol in self._server_volumes(server["id"]):
-            device = next((a["device"] for a in vol["attachments"] if a["server_id"] == server["id"]),
-                          None)
-            out.append({"volume_id": vol["id"], "name": vol["name"], "device": device,
-                        "size": vol["size"], "type": vol["type"], "status": vol["status"],
-                        "bootable": vol["bootable"], "root": bool(vol.get("root")),
-                        "multiattach": vol["multiattach"], "encrypted": vol["encrypted"]})
+            device = next(
+                (a["device"] for a in vol["attachments"] if a["server_id"] == server["id"]), None
+            )
+            out.append(
+                {
+                    "volume_id": vol["id"],
+                    "name": vol["name"],
+                    "device": device,
+                    "size": vol["size"],
+                    "type": vol["type"],
+                    "status": vol["status"],
+                    "bootable": vol["bootable"],
+                    "root": bool(vol.get("root")),
+                    "multiattach": vol["multiattach"],
+                    "encrypted": vol["encrypted"],
+                }
+            )
         return sorted(out, key=lambda v: (v["device"] or "", v["volume_id"]))
 
-    def volume_create(self, name, size, volume_type=None, availability_zone=None, wait=True,
-                      timeout=300):
+    def volume_create(
+        self, name, size, volume_type=None, availability_zone=None, wait=True, timeout=300
+    ):
         """Create an empty volume of ``size`` GiB and (by default) wait until it is available."""
         check_minion_id(name, "volume name")
         try:
@@ -273,14 +305,17 @@ class Provider:
             if size < 1:
                 raise ValueError
         except (TypeError, ValueError):
-            raise InvalidInput("size must be a whole number of GiB (at least 1), not %r; "
-                               "nothing was changed" % (size,)) from None
+            raise InvalidInput(
+                "size must be a whole number of GiB (at least 1), not %r; "
+                "nothing was changed" % (size,)
+            ) from None
         volume_id = self._volume_create(name, size, volume_type, availability_zone)
         log.info("vmops: %s asked to create volume %s (%s)", self.name, name, volume_id)
         if not wait:
             return self._volume_get(volume_id)
-        return self._wait_volume(volume_id, lambda v: v["status"] == "available", timeout,
-                                 "to become available")
+        return self._wait_volume(
+            volume_id, lambda v: v["status"] == "available", timeout, "to become available"
+        )
 
     def attach_volume(self, name_or_id, volume, device=None, timeout=300, test=False):
         """Attach a volume to a server and wait until it is in-use there.
@@ -292,34 +327,57 @@ class Provider:
         desc = self._describe(server)
         vol = self._volume(volume)
         where = [a["server_id"] for a in vol["attachments"]]
-        result = {"server": desc["name"], "server_id": desc["id"], "volume_id": vol["id"],
-                  "volume": vol["name"]}
+        result = {
+            "server": desc["name"],
+            "server_id": desc["id"],
+            "volume_id": vol["id"],
+            "volume": vol["name"],
+        }
         if desc["id"] in where:
             dev = next(a["device"] for a in vol["attachments"] if a["server_id"] == desc["id"])
-            return dict(result, changed=False, device=dev,
-                        comment="volume %s is already attached to %s at %s"
-                        % (volume, desc["name"], dev))
+            return dict(
+                result,
+                changed=False,
+                device=dev,
+                comment="volume %s is already attached to %s at %s" % (volume, desc["name"], dev),
+            )
         if where and not vol["multiattach"]:
             raise InvalidInput(
                 "volume %s is attached to %s: detach it there first (a volume is never attached "
-                "twice); nothing was changed" % (volume, ", ".join(self._server_names(where))))
+                "twice); nothing was changed" % (volume, ", ".join(self._server_names(where)))
+            )
         if vol["status"] not in ("available", "in-use"):
-            raise InvalidInput("volume %s is %s, not available; nothing was changed"
-                               % (volume, vol["status"]))
+            raise InvalidInput(
+                "volume %s is %s, not available; nothing was changed" % (volume, vol["status"])
+            )
         why = self._volume_zone_ok(server, vol)
         if why:
             raise InvalidInput("%s; nothing was changed" % why)
         if test:
-            return dict(result, changed=True, device=device,
-                        comment="volume %s would be attached to %s" % (volume, desc["name"]))
+            return dict(
+                result,
+                changed=True,
+                device=device,
+                comment="volume %s would be attached to %s" % (volume, desc["name"]),
+            )
         self._volume_attach(desc["id"], vol["id"], device)
         done = self._wait_volume(
-            vol["id"], lambda v: v["status"] == "in-use"
-            and any(a["server_id"] == desc["id"] for a in v["attachments"]),
-            timeout, "to be attached to %s" % desc["name"])
+            vol["id"],
+            lambda v: (
+                v["status"] == "in-use"
+                and any(a["server_id"] == desc["id"] for a in v["attachments"])
+            ),
+            timeout,
+            "to be attached to %s" % desc["name"],
+        )
         dev = next(a["device"] for a in done["attachments"] if a["server_id"] == desc["id"])
-        return dict(result, changed=True, device=dev, attached=True,
-                    comment="volume %s attached to %s at %s" % (volume, desc["name"], dev))
+        return dict(
+            result,
+            changed=True,
+            device=dev,
+            attached=True,
+            comment="volume %s attached to %s at %s" % (volume, desc["name"], dev),
+        )
 
     def detach_volume(self, name_or_id, volume, timeout=300, test=False):
         """Detach a volume from a server and wait until it is available; a no-op when it is
@@ -327,32 +385,57 @@ class Provider:
         server = self.find_server(name_or_id)
         desc = self._describe(server)
         vol = self._volume(volume)
-        result = {"server": desc["name"], "server_id": desc["id"], "volume_id": vol["id"],
-                  "volume": vol["name"]}
+        result = {
+            "server": desc["name"],
+            "server_id": desc["id"],
+            "volume_id": vol["id"],
+            "volume": vol["name"],
+        }
         if not any(a["server_id"] == desc["id"] for a in vol["attachments"]):
-            return dict(result, changed=False,
-                        comment="volume %s is not attached to %s" % (volume, desc["name"]))
+            return dict(
+                result,
+                changed=False,
+                comment="volume %s is not attached to %s" % (volume, desc["name"]),
+            )
         if vol.get("root") and desc["id"] in [a["server_id"] for a in vol["attachments"]]:
-            raise InvalidInput("volume %s is the root disk of %s: it cannot be detached; "
-                               "nothing was changed" % (volume, desc["name"]))
+            raise InvalidInput(
+                "volume %s is the root disk of %s: it cannot be detached; "
+                "nothing was changed" % (volume, desc["name"])
+            )
         if test:
-            return dict(result, changed=True,
-                        comment="volume %s would be detached from %s" % (volume, desc["name"]))
+            return dict(
+                result,
+                changed=True,
+                comment="volume %s would be detached from %s" % (volume, desc["name"]),
+            )
         self._volume_detach(desc["id"], vol["id"])
         self._wait_volume(
-            vol["id"], lambda v: not any(a["server_id"] == desc["id"] for a in v["attachments"])
-            and v["status"] in ("available", "in-use"), timeout,
-            "to be detached from %s" % desc["name"])
-        return dict(result, changed=True, detached=True,
-                    comment="volume %s detached from %s" % (volume, desc["name"]))
+            vol["id"],
+            lambda v: (
+                not any(a["server_id"] == desc["id"] for a in v["attachments"])
+                and v["status"] in ("available", "in-use")
+            ),
+            timeout,
+            "to be detached from %s" % desc["name"],
+        )
+        return dict(
+            result,
+            changed=True,
+            detached=True,
+            comment="volume %s detached from %s" % (volume, desc["name"]),
+        )
 
     def volume_delete(self, name_or_id, wait=True, timeout=300):
         """Delete a volume; one still attached is refused (detach it first)."""
         vol = self._volume(name_or_id)
         if vol["attachments"]:
-            raise InvalidInput("volume %s is attached to %s: detach it first; nothing was changed"
-                               % (name_or_id, ", ".join(self._server_names(
-                                   [a["server_id"] for a in vol["attachments"]]))))
+            raise InvalidInput(
+                "volume %s is attached to %s: detach it first; nothing was changed"
+                % (
+                    name_or_id,
+                    ", ".join(self._server_names([a["server_id"] for a in vol["attachments"]])),
+                )
+            )
         self._volume_delete(vol["id"])
         if wait:
             self._wait_volume(vol["id"], "gone", timeout, "to be deleted")
@@ -398,13 +481,21 @@ class Provider:
             return
         size = len(user_data)
         encoded = len(encode_user_data(user_data))
-        if (self.USER_DATA_MAX and size > self.USER_DATA_MAX) or \
-                (self.USER_DATA_MAX_ENCODED and encoded > self.USER_DATA_MAX_ENCODED):
+        if (self.USER_DATA_MAX and size > self.USER_DATA_MAX) or (
+            self.USER_DATA_MAX_ENCODED and encoded > self.USER_DATA_MAX_ENCODED
+        ):
             raise InvalidInput(
                 "the user-data is %d bytes (%d base64 encoded); cloud %s takes at most %s: "
                 "trim cloud_config; nothing was changed"
-                % (size, encoded, self.name, "%d bytes" % self.USER_DATA_MAX if self.USER_DATA_MAX
-                   else "%d base64 encoded" % self.USER_DATA_MAX_ENCODED))
+                % (
+                    size,
+                    encoded,
+                    self.name,
+                    "%d bytes" % self.USER_DATA_MAX
+                    if self.USER_DATA_MAX
+                    else "%d base64 encoded" % self.USER_DATA_MAX_ENCODED,
+                )
+            )
 
     def describe(self, server):
         """Describe a server given by name, id, or native object."""
@@ -476,15 +567,39 @@ class Provider:
 # Operations only some clouds have (compute services, migrations... are OpenStack's).
 # A driver without one answers with a clear NotSupported rather than an AttributeError.
 OPTIONAL_OPERATIONS = (
-    "allocate_ip", "release_ip", "rebuild", "service_show", "services", "service_disable",
-    "service_enable", "service_force_down", "host_servers", "host_capacity", "migrations",
-    "live_migrate", "cold_migrate", "abort_migration", "force_complete_migration",
+    "allocate_ip",
+    "release_ip",
+    "rebuild",
+    "service_show",
+    "services",
+    "service_disable",
+    "service_enable",
+    "service_force_down",
+    "host_servers",
+    "host_capacity",
+    "migrations",
+    "live_migrate",
+    "cold_migrate",
+    "abort_migration",
+    "force_complete_migration",
     "reset_state",
     # evacuation primitives (evacuate.py)
-    "host_server_states", "server_states", "server_state", "host_migrations",
-    "migration_progress", "placement_free", "anti_affinity_groups", "start_live_migration",
-    "start_cold_migration", "confirm_migration", "shelve_offload", "resume", "power_off",
-    "reset_server_state", "abort_migration_id", "force_complete_migration_id",
+    "host_server_states",
+    "server_states",
+    "server_state",
+    "host_migrations",
+    "migration_progress",
+    "placement_free",
+    "anti_affinity_groups",
+    "start_live_migration",
+    "start_cold_migration",
+    "confirm_migration",
+    "shelve_offload",
+    "resume",
+    "power_off",
+    "reset_server_state",
+    "abort_migration_id",
+    "force_complete_migration_id",
 )
 
 
@@ -535,26 +650,33 @@ def check_boot_volumes(volumes):
     delete_on_termination: false}]``, checked before anything changes.  Data volumes
     outlive their server by default (nothing is lost when it is deleted)."""
     if not isinstance(volumes, list):
-        raise InvalidInput("volumes must be a list of {size: <GiB>, device, type, "
-                           "delete_on_termination}; nothing was changed")
+        raise InvalidInput(
+            "volumes must be a list of {size: <GiB>, device, type, "
+            "delete_on_termination}; nothing was changed"
+        )
     out = []
     for vol in volumes:
         if not isinstance(vol, dict):
             raise InvalidInput("each volume must be a mapping with a size; nothing was changed")
         unknown = set(vol) - {"size", "device", "type", "delete_on_termination"}
         if unknown:
-            raise InvalidInput("unknown volume setting(s) %s; nothing was changed"
-                               % ", ".join(sorted(unknown)))
+            raise InvalidInput(
+                "unknown volume setting(s) %s; nothing was changed" % ", ".join(sorted(unknown))
+            )
         try:
             size = int(str(vol.get("size")).strip())
             if size < 1:
                 raise ValueError
         except (TypeError, ValueError):
-            raise InvalidInput("volume size must be a whole number of GiB, not %r; nothing was "
-                               "changed" % (vol.get("size"),)) from None
+            raise InvalidInput(
+                "volume size must be a whole number of GiB, not %r; nothing was "
+                "changed" % (vol.get("size"),)
+            ) from None
         delete = vol.get("delete_on_termination", False)
         if not isinstance(delete, bool):
-            raise InvalidInput("delete_on_termination must be true or false, not %r; nothing "
-                               "was changed" % (delete,))
+            raise InvalidInput(
+                "delete_on_termination must be true or false, not %r; nothing "
+                "was changed" % (delete,)
+            )
         out.append(dict(vol, size=size, delete_on_termination=delete))
     return out

@@ -99,8 +99,18 @@ class Registry:
         self._write(self.path(entry["minion"]), entry)
         return entry
 
-    def expect(self, name, cloud, source, ttl, provision=True, level=None, state="expected",
-               server_id=None, now=None):
+    def expect(
+        self,
+        name,
+        cloud,
+        source,
+        ttl,
+        provision=True,
+        level=None,
+        state="expected",
+        server_id=None,
+        now=None,
+    ):
         """Register ``name`` as expected on ``cloud``; returns the entry (with its nonce)."""
         if state not in ("expected", "preseeded"):
             raise ValueError("a registration starts as expected or preseeded, not %s" % state)
@@ -143,12 +153,18 @@ class Registry:
         with self.locked(name):
             entry = self.get(name)
             if rule_entry is not None:
-                entry = dict(rule_entry, minion=config.check_minion_id(name, "minion id"),
-                             registered=now, expires=now, nonce=None)
+                entry = dict(
+                    rule_entry,
+                    minion=config.check_minion_id(name, "minion id"),
+                    registered=now,
+                    expires=now,
+                    nonce=None,
+                )
             elif not entry or entry.get("state") != "expected":
                 return None
-            entry.update(state="accepted", server_id=server_id, fingerprint=fingerprint,
-                         accepted_at=now)
+            entry.update(
+                state="accepted", server_id=server_id, fingerprint=fingerprint, accepted_at=now
+            )
             return self.save(entry)
 
     def start_provisioning(self, name, now=None):
@@ -181,8 +197,10 @@ class Registry:
             entry = self.get(name)
             if not entry:
                 return None
-            entry.update(state="provisioned" if ok else "failed",
-                         provisioned_at=time.time() if now is None else now)
+            entry.update(
+                state="provisioned" if ok else "failed",
+                provisioned_at=time.time() if now is None else now,
+            )
             return self.save(entry)
 
     def mark_failed(self, name):
@@ -220,8 +238,10 @@ class Registry:
     # minion retries its authentication every few seconds.
 
     def remember_refusal(self, name, fingerprint, reason, until):
-        self._write(self.path(name, ".refused"),
-                    {"fingerprint": fingerprint, "reason": reason, "until": until})
+        self._write(
+            self.path(name, ".refused"),
+            {"fingerprint": fingerprint, "reason": reason, "until": until},
+        )
 
     def refusal(self, name, fingerprint, now=None):
         """The remembered reason ``fingerprint`` was refused for ``name``, while it holds."""

@@ -41,12 +41,28 @@ from .store import JournalStore
 
 log = logging.getLogger(__name__)
 
-STATES = ("planned", "booting", "booted", "answering", "sane", "checked", "flipped", "done",
-          "rolled_back")
+STATES = (
+    "planned",
+    "booting",
+    "booted",
+    "answering",
+    "sane",
+    "checked",
+    "flipped",
+    "done",
+    "rolled_back",
+)
 TERMINAL = ("done", "rolled_back")
 KEEP_OLD = ("delete", "stop", "rename")
-SPEC_FROM_OLD = ("image", "flavor", "key_name", "security_groups", "networks", "metadata",
-                 "availability_zone")
+SPEC_FROM_OLD = (
+    "image",
+    "flavor",
+    "key_name",
+    "security_groups",
+    "networks",
+    "metadata",
+    "availability_zone",
+)
 
 
 def _proc_start(pid):
@@ -59,8 +75,12 @@ def _proc_start(pid):
 
 def current_owner(token=None):
     pid = os.getpid()
-    return {"pid": pid, "start": _proc_start(pid), "token": token or uuid.uuid4().hex,
-            "since": time.time()}
+    return {
+        "pid": pid,
+        "start": _proc_start(pid),
+        "token": token or uuid.uuid4().hex,
+        "since": time.time(),
+    }
 
 
 def owner_alive(owner):
@@ -109,8 +129,9 @@ class Replacement:
     """The steps of one VM's replacement.  ``minion`` offers ``wait(id, timeout)``
     and ``grain(id, grain)``; ``keys`` is a MasterKeys."""
 
-    def __init__(self, conf, provider, keys, journal, minion, events=None, token=None,
-                 registry=None):
+    def __init__(
+        self, conf, provider, keys, journal, minion, events=None, token=None, registry=None
+    ):
         self.registry = registry
         self.conf = conf
         self.provider = provider
@@ -125,7 +146,9 @@ class Replacement:
     def _load(self, name, need_owner=True):
         record = self.journal.load(name)
         if record is None or record["state"] in TERMINAL:
-            raise InvalidInput("no replacement of %s is in progress: run the plan step first" % name)
+            raise InvalidInput(
+                "no replacement of %s is in progress: run the plan step first" % name
+            )
         self.journal.lock(name)  # no other process acts on this VM while this step runs
         if need_owner and self.token and record["owner"].get("token") != self.token:
             raise InvalidInput(
@@ -138,33 +161,61 @@ class Replacement:
         took = round(time.monotonic() - started, 2)
         if state:
             record["state"] = state
-        record["steps"].append({"step": step, "result": True, "duration": took,
-                                "comment": comment, "at": time.time()})
+        record["steps"].append(
+            {"step": step, "result": True, "duration": took, "comment": comment, "at": time.time()}
+        )
         self.journal.save(record)
         if record["state"] in TERMINAL:
             self.journal.unlock(record["vm"])
-        self.events("replace/%s/%s" % (record["vm"], step), "%s: %s" % (step, comment),
-                    step=step, duration=took, state=record["state"])
-        return {"result": True, "vm": record["vm"], "step": step, "state": record["state"],
-                "duration": took, "comment": comment}
+        self.events(
+            "replace/%s/%s" % (record["vm"], step),
+            "%s: %s" % (step, comment),
+            step=step,
+            duration=took,
+            state=record["state"],
+        )
+        return {
+            "result": True,
+            "vm": record["vm"],
+            "step": step,
+            "state": record["state"],
+            "duration": took,
+            "comment": comment,
+        }
 
     def _skip(self, record, step, why):
-        self.events("replace/%s/%s" % (record["vm"], step), "%s: %s" % (step, why), step=step,
-                    skipped=True, state=record["state"])
-        return {"result": True, "vm": record["vm"], "step": step, "state": record["state"],
-                "skipped": True, "comment": why}
+        self.events(
+            "replace/%s/%s" % (record["vm"], step),
+            "%s: %s" % (step, why),
+            step=step,
+            skipped=True,
+            state=record["state"],
+        )
+        return {
+            "result": True,
+            "vm": record["vm"],
+            "step": step,
+            "state": record["state"],
+            "skipped": True,
+            "comment": why,
+        }
 
     def fail(self, name, step, exc):
         """Record a failed step in the journal (the rollback names it)."""
         record = self.journal.load(name)
-        if record is not None and record["state"] not in TERMINAL and (
-                not self.token or record["owner"].get("token") == self.token):
-            record["steps"].append({"step": step, "result": False, "comment": str(exc),
-                                    "at": time.time()})
+        if (
+            record is not None
+            and record["state"] not in TERMINAL
+            and (not self.token or record["owner"].get("token") == self.token)
+        ):
+            record["steps"].append(
+                {"step": step, "result": False, "comment": str(exc), "at": time.time()}
+            )
             record["failed"] = {"step": step, "reason": str(exc)}
             self.journal.save(record)
-        self.events("replace/%s/%s" % (name, step), "%s failed: %s" % (step, exc), step=step,
-                    result=False)
+        self.events(
+            "replace/%s/%s" % (name, step), "%s failed: %s" % (step, exc), step=step, result=False
+        )
 
     # ------------------------------------------------------------------ 1. plan
 
@@ -175,7 +226,9 @@ class Replacement:
         options = dict(options or {})
         keep_old = options.get("keep_old", "delete")
         if keep_old not in KEEP_OLD:
-            raise InvalidInput("keep_old must be one of %s, not %r" % (", ".join(KEEP_OLD), keep_old))
+            raise InvalidInput(
+                "keep_old must be one of %s, not %r" % (", ".join(KEEP_OLD), keep_old)
+            )
         if not test:
             # the real lock first: from here no other process can plan or step this VM
             self.journal.lock(name)
@@ -184,37 +237,69 @@ class Replacement:
             if owner_alive(record["owner"]) and record["owner"].get("token") != self.token:
                 raise InvalidInput(
                     "a replacement of %s is already running (pid %s, state %s, since %s); "
-                    "nothing was changed" % (name, record["owner"]["pid"], record["state"],
-                                            time.strftime("%H:%M:%S", time.localtime(
-                                                record["owner"]["since"])))
+                    "nothing was changed"
+                    % (
+                        name,
+                        record["owner"]["pid"],
+                        record["state"],
+                        time.strftime("%H:%M:%S", time.localtime(record["owner"]["since"])),
+                    )
                 )
             if test:
-                return dict(self.summary(record), resumable=True,
-                            comment="an interrupted replacement of %s would be resumed at state %s"
-                            % (name, record["state"]))
+                return dict(
+                    self.summary(record),
+                    resumable=True,
+                    comment="an interrupted replacement of %s would be resumed at state %s"
+                    % (name, record["state"]),
+                )
             record["owner"] = current_owner(self.token)
             record.setdefault("resumed", []).append(time.time())
-            return self._step(record, "plan", started,
-                              "resuming the interrupted replacement at state %s" % record["state"])
+            return self._step(
+                record,
+                "plan",
+                started,
+                "resuming the interrupted replacement at state %s" % record["state"],
+            )
         old = self._the_old_server(name)
         spec = self._new_spec(name, old, overrides)
         level = config.vm(self.conf, name, overrides, self.provider.profile).get("level")
         if level is None:  # nothing configured: the new VM carries on the old one's level
             level = self._old_grain(name, "level")
         plan = {
-            "vm": name, "cloud": self.provider.name, "old": old, "spec": spec,
-            "floating_ips": old["floating_ips"], "keep_old": keep_old,
+            "vm": name,
+            "cloud": self.provider.name,
+            "old": old,
+            "spec": spec,
+            "floating_ips": old["floating_ips"],
+            "keep_old": keep_old,
             "keep_failed": config.strict_bool(options.get("keep_failed", False), "keep_failed"),
             "level": level,
             "overrides": overrides,
-            "steps": ["plan", "boot", "wait", "sanity", "highstate", "deploy", "checked",
-                      "smoke", "flip", "retire"],
+            "steps": [
+                "plan",
+                "boot",
+                "wait",
+                "sanity",
+                "highstate",
+                "deploy",
+                "checked",
+                "smoke",
+                "flip",
+                "retire",
+            ],
         }
         if test:
             plan["comment"] = self._describe_plan(plan)
             return plan
-        record = dict(plan, state="planned", owner=current_owner(self.token), new={},
-                      old_pub=self.keys.accepted_pub(name), started=time.time(), steps=[])
+        record = dict(
+            plan,
+            state="planned",
+            owner=current_owner(self.token),
+            new={},
+            old_pub=self.keys.accepted_pub(name),
+            started=time.time(),
+            steps=[],
+        )
         return dict(self._step(record, "plan", started, self._describe_plan(plan)), plan=plan)
 
     def _old_grain(self, name, grain):
@@ -226,12 +311,14 @@ class Replacement:
     def _the_old_server(self, name):
         found = self.provider.servers_named(name)
         if not found:
-            raise InvalidInput("no server named %s on cloud %s: nothing to replace"
-                               % (name, self.provider.name))
+            raise InvalidInput(
+                "no server named %s on cloud %s: nothing to replace" % (name, self.provider.name)
+            )
         if len(found) > 1:
             raise InvalidInput(
                 "%d servers are named %s on cloud %s (%s): resolve that before replacing it"
-                % (len(found), name, self.provider.name, ", ".join(s["id"] for s in found)))
+                % (len(found), name, self.provider.name, ", ".join(s["id"] for s in found))
+            )
         return found[0]
 
     def _new_spec(self, name, old, overrides):
@@ -255,9 +342,17 @@ class Replacement:
         return (
             "replace %s (%s, %s on %s) with a new %s from image %s; then wait for its minion, "
             "check level=%s, highstate, deploy, move %s, and %s the old server"
-            % (plan["vm"], old["id"], old["flavor"], old.get("host") or plan["cloud"],
-               spec["flavor"], spec["image"], plan.get("level") or "(not checked)",
-               ", ".join(plan["floating_ips"]) or "no floating IP", plan["keep_old"])
+            % (
+                plan["vm"],
+                old["id"],
+                old["flavor"],
+                old.get("host") or plan["cloud"],
+                spec["flavor"],
+                spec["image"],
+                plan.get("level") or "(not checked)",
+                ", ".join(plan["floating_ips"]) or "no floating IP",
+                plan["keep_old"],
+            )
         )
 
     # ------------------------------------------------------------------ 2. boot
@@ -272,16 +367,25 @@ class Replacement:
             if adopted:
                 desc = self.provider.wait_for_status(adopted, "ACTIVE", timeout)
                 record["new"] = {"id": desc["id"], "host": desc.get("host")}
-                return self._step(record, "boot", started,
-                                  "adopted the new server %s booted before the interruption"
-                                  % desc["id"], state="booted")
+                return self._step(
+                    record,
+                    "boot",
+                    started,
+                    "adopted the new server %s booted before the interruption" % desc["id"],
+                    state="booted",
+                )
         record["state"] = "booting"
         if self.registry is not None:
             # the new server carries the registration's nonce: the pack knows it as its own,
             # and the reactor leaves the id alone (the pack hands its key over itself)
-            entry = self.registry.expect(name, self.provider.name, "replace_vm",
-                                         config.reactor(self.conf)["expect_ttl"], provision=False,
-                                         state="preseeded")
+            entry = self.registry.expect(
+                name,
+                self.provider.name,
+                "replace_vm",
+                config.reactor(self.conf)["expect_ttl"],
+                provision=False,
+                state="preseeded",
+            )
             record["nonce"] = entry["nonce"]
         else:
             record["nonce"] = new_nonce()
@@ -295,8 +399,11 @@ class Replacement:
         spec = dict(record["spec"])
         spec["metadata"] = dict(spec.get("metadata") or {}, **{NONCE_KEY: record["nonce"]})
         spec["user_data"] = userdata.render(
-            name, self.conf.get("master"), grains=grains,
-            minion_config=settings.get("minion_config"), tag=record["nonce"],
+            name,
+            self.conf.get("master"),
+            grains=grains,
+            minion_config=settings.get("minion_config"),
+            tag=record["nonce"],
             cloud_config=settings.get("cloud_config"),
         )
         desc = self.provider.boot(spec, wait=False)
@@ -304,19 +411,30 @@ class Replacement:
         self.journal.save(record)
         desc = self.provider.wait_for_status(desc["id"], "ACTIVE", timeout)
         record["new"]["host"] = desc.get("host")
-        return self._step(record, "boot", started, "new %s (%s) is ACTIVE on %s"
-                          % (name, desc["id"], desc.get("host")), state="booted")
+        return self._step(
+            record,
+            "boot",
+            started,
+            "new %s (%s) is ACTIVE on %s" % (name, desc["id"], desc.get("host")),
+            state="booted",
+        )
 
     def _adopt(self, record):
         """A server of this name, not the old one, created after the run started."""
         if record["new"].get("id") and self.provider._get_server(record["new"]["id"]):  # pylint: disable=protected-access
             return record["new"]["id"]
-        others = [s for s in self.provider.servers_named(record["vm"]) if s["id"] != record["old"]["id"]]
+        others = [
+            s for s in self.provider.servers_named(record["vm"]) if s["id"] != record["old"]["id"]
+        ]
         if record.get("nonce"):  # only the server this run booted carries its nonce
-            others = [s for s in others if (s.get("metadata") or {}).get(NONCE_KEY) == record["nonce"]]
+            others = [
+                s for s in others if (s.get("metadata") or {}).get(NONCE_KEY) == record["nonce"]
+            ]
         if len(others) > 1:
-            raise InvalidInput("%d new servers named %s exist (%s): delete the extra ones"
-                               % (len(others), record["vm"], ", ".join(s["id"] for s in others)))
+            raise InvalidInput(
+                "%d new servers named %s exist (%s): delete the extra ones"
+                % (len(others), record["vm"], ", ".join(s["id"] for s in others))
+            )
         return others[0]["id"] if others else None
 
     # ------------------------------------------------------------------ 3-5. checks
@@ -337,7 +455,11 @@ class Replacement:
             waited = idle(name, max(timeout - (time.monotonic() - started), 1))
             if waited:
                 comment += "; waited for %s left running by an interrupted run" % ", ".join(waited)
-        state = record["state"] if STATES.index(record["state"]) > STATES.index("answering") else "answering"
+        state = (
+            record["state"]
+            if STATES.index(record["state"]) > STATES.index("answering")
+            else "answering"
+        )
         return self._step(record, "wait", started, comment, state=state)
 
     def _handover(self, record, timeout):
@@ -347,21 +469,28 @@ class Replacement:
         after it (the master's AES key rotated), no job to the id reaches the old VM.
         """
         name = record["vm"]
-        if record.get("new_pub") and record.get("handed_over") and \
-                (self.keys.accepted_pub(name) or "").strip() == record["new_pub"].strip() and \
-                not self.keys.rotation_pending():
+        if (
+            record.get("new_pub")
+            and record.get("handed_over")
+            and (self.keys.accepted_pub(name) or "").strip() == record["new_pub"].strip()
+            and not self.keys.rotation_pending()
+        ):
             return "the key of %s is already the new VM's (%s)" % (name, record["new_fingerprint"])
         if not record.get("nonce"):
-            raise InvalidInput("the replacement of %s has no nonce: its new VM's key cannot be "
-                               "told from another's" % name)
+            raise InvalidInput(
+                "the replacement of %s has no nonce: its new VM's key cannot be "
+                "told from another's" % name
+            )
         if not record.get("new_pub"):
-            found = trust.wait_for_key(self.provider, record["new"]["id"], record["nonce"], timeout,
-                                       nonce=record["nonce"])
+            found = trust.wait_for_key(
+                self.provider, record["new"]["id"], record["nonce"], timeout, nonce=record["nonce"]
+            )
             record["new_pub"] = found["pub"]  # a public key: the journal may hold it
             record["new_fingerprint"] = identity.fingerprint(found["pub"])
             self.journal.save(record)
-        comment = trust.handover(self.keys, name, record["new_pub"], events=self.events,
-                                 what="replace %s" % name)
+        comment = trust.handover(
+            self.keys, name, record["new_pub"], events=self.events, what="replace %s" % name
+        )
         record["handed_over"] = time.time()
         self.journal.save(record)
         self.events("replace/%s/key" % name, comment, fingerprint=record["new_fingerprint"])
@@ -375,8 +504,10 @@ class Replacement:
             return self._skip(record, "sanity", "no level configured for %s" % name)
         value = self.minion.grain(name, "level")
         if value != expected:
-            raise VmopsError("sanity check failed: grain level of the new %s is %r, expected %r"
-                             % (name, value, expected))
+            raise VmopsError(
+                "sanity check failed: grain level of the new %s is %r, expected %r"
+                % (name, value, expected)
+            )
         state = record["state"] if STATES.index(record["state"]) > STATES.index("sane") else "sane"
         return self._step(record, "sanity", started, "level is %s" % value, state=state)
 
@@ -386,10 +517,16 @@ class Replacement:
         if STATES.index(record["state"]) >= STATES.index("checked"):
             return self._skip(record, "checked", "already past its checks")
         if STATES.index(record["state"]) < STATES.index("answering"):
-            raise InvalidInput("the new %s has not answered yet (state %s)" % (name, record["state"]))
-        return self._step(record, "checked", started,
-                          "the new %s passed its checks: the run only goes forward now" % name,
-                          state="checked")
+            raise InvalidInput(
+                "the new %s has not answered yet (state %s)" % (name, record["state"])
+            )
+        return self._step(
+            record,
+            "checked",
+            started,
+            "the new %s passed its checks: the run only goes forward now" % name,
+            state="checked",
+        )
 
     def smoke(self, name, network=None):
         """A temporary floating IP on the new VM (a reachable address to test), then released."""
@@ -400,8 +537,13 @@ class Replacement:
             moved = self.provider.flip_ip(tmp["address"], record["new"]["id"])
         finally:
             self.provider.release_ip(tmp["address"], force=True)
-        return self._step(record, "smoke", started, "temporary %s reached the new VM (%s), released"
-                          % (tmp["address"], moved["new"]["fixed_ip"]))
+        return self._step(
+            record,
+            "smoke",
+            started,
+            "temporary %s reached the new VM (%s), released"
+            % (tmp["address"], moved["new"]["fixed_ip"]),
+        )
 
     # ------------------------------------------------------------------ 7-8. cut-over
 
@@ -409,8 +551,10 @@ class Replacement:
         record = self._load(name)
         started = time.monotonic()
         if STATES.index(record["state"]) < STATES.index("checked"):
-            raise InvalidInput("the new %s has not passed its checks: the floating IPs stay "
-                               "(state %s)" % (name, record["state"]))
+            raise InvalidInput(
+                "the new %s has not passed its checks: the floating IPs stay "
+                "(state %s)" % (name, record["state"])
+            )
         if STATES.index(record["state"]) >= STATES.index("flipped"):
             return self._skip(record, "flip", "already flipped")
         old_id, new_id = record["old"]["id"], record["new"]["id"]
@@ -437,8 +581,9 @@ class Replacement:
         record = self._load(name)
         started = time.monotonic()
         if record["state"] != "flipped":
-            raise InvalidInput("the old %s is retired only after the flip (state %s)"
-                               % (name, record["state"]))
+            raise InvalidInput(
+                "the old %s is retired only after the flip (state %s)" % (name, record["state"])
+            )
         old_id, how = record["old"]["id"], record["keep_old"]
         self._new_serves(record)
         if self.provider._get_server(old_id) is None:  # pylint: disable=protected-access
@@ -463,15 +608,23 @@ class Replacement:
         try:
             new = self.provider.describe(record["new"]["id"])
         except VmopsError as exc:
-            raise InvalidInput("the new %s (%s) cannot be seen (%s): the old server is kept; "
-                               "nothing was changed" % (name, record["new"]["id"], exc)) from exc
+            raise InvalidInput(
+                "the new %s (%s) cannot be seen (%s): the old server is kept; "
+                "nothing was changed" % (name, record["new"]["id"], exc)
+            ) from exc
         missing = sorted(set(record["floating_ips"]) - set(new["floating_ips"]))
         if new["status"] != "ACTIVE" or missing:
             raise InvalidInput(
                 "the new %s (%s) is %s%s: the old server %s is kept until it serves; nothing "
-                "was changed" % (name, new["id"], new["status"],
-                                 " and does not hold %s" % ", ".join(missing) if missing else "",
-                                 record["old"]["id"]))
+                "was changed"
+                % (
+                    name,
+                    new["id"],
+                    new["status"],
+                    " and does not hold %s" % ", ".join(missing) if missing else "",
+                    record["old"]["id"],
+                )
+            )
 
     # ------------------------------------------------------------------ rollback
 
@@ -480,22 +633,30 @@ class Replacement:
         record = self._load(name)
         started = time.monotonic()
         if STATES.index(record["state"]) >= STATES.index("checked"):
-            raise InvalidInput("the new %s passed its checks (state %s): finish the run instead "
-                               "of rolling back" % (name, record["state"]))
-        failed = record.get("failed") or {"step": "unknown", "reason": "a step after %s failed"
-                                          % record["state"]}
+            raise InvalidInput(
+                "the new %s passed its checks (state %s): finish the run instead "
+                "of rolling back" % (name, record["state"])
+            )
+        failed = record.get("failed") or {
+            "step": "unknown",
+            "reason": "a step after %s failed" % record["state"],
+        }
         # the identity first: whatever else goes wrong below, the old minion gets its id back
         notes = []
         try:
             notes.append(trust.restore(self.keys, name, record.get("old_pub")))
         except VmopsError as exc:
             notes.append("the old key could NOT be restored: %s" % exc)
-            self.events("replace/%s/rollback" % name, "rollback: the old key of %s could not be "
-                        "restored: %s" % (name, exc), result=False)
+            self.events(
+                "replace/%s/rollback" % name,
+                "rollback: the old key of %s could not be restored: %s" % (name, exc),
+                result=False,
+            )
         what = "never booted"
         try:
-            new_id = (self._adopt(record) if record["state"] == "booting"
-                      else record["new"].get("id"))
+            new_id = (
+                self._adopt(record) if record["state"] == "booting" else record["new"].get("id")
+            )
         except VmopsError as exc:
             new_id, what = None, "not looked for (%s)" % exc
         if new_id:
@@ -515,12 +676,22 @@ class Replacement:
                 answered = False
         record["rolled_back_from"] = failed
         result = self._step(
-            record, "rollback", started,
+            record,
+            "rollback",
+            started,
             "rolled back after %s failed (%s): %s; new VM %s; the old %s (%s) keeps serving with "
-            "its floating IPs%s" % (failed["step"], failed["reason"], "; ".join(notes), what, name,
-                                    record["old"]["id"],
-                                    "" if answered else "; its minion has NOT answered yet"),
-            state="rolled_back")
+            "its floating IPs%s"
+            % (
+                failed["step"],
+                failed["reason"],
+                "; ".join(notes),
+                what,
+                name,
+                record["old"]["id"],
+                "" if answered else "; its minion has NOT answered yet",
+            ),
+            state="rolled_back",
+        )
         result["summary"] = self.summary(record)
         return result
 
@@ -535,14 +706,19 @@ class Replacement:
                 try:  # a server in ERROR may refuse to stop: it is renamed all the same
                     self.provider.stop(new_id)
                 except VmopsError as exc:
-                    log.warning("vmops: could not stop the failed new %s (%s): %s", name, new_id, exc)
+                    log.warning(
+                        "vmops: could not stop the failed new %s (%s): %s", name, new_id, exc
+                    )
                 self.provider.rename(new_id, kept)
                 return "%s kept as %s" % (new_id, kept)
             self.provider.delete(new_id)
             return "%s deleted" % new_id
         except VmopsError as exc:
-            self.events("replace/%s/rollback" % name, "rollback: the new server %s could not be "
-                        "removed: %s" % (new_id, exc), result=False)
+            self.events(
+                "replace/%s/rollback" % name,
+                "rollback: the new server %s could not be removed: %s" % (new_id, exc),
+                result=False,
+            )
             return "%s NOT removed (%s): delete it by hand" % (new_id, exc)
 
     # ------------------------------------------------------------------ report
@@ -550,10 +726,14 @@ class Replacement:
     @staticmethod
     def summary(record):
         return {
-            "vm": record["vm"], "state": record["state"], "old": record["old"]["id"],
-            "new": (record.get("new") or {}).get("id"), "floating_ips": record["floating_ips"],
-            "steps": [(s["step"], s["result"], s.get("duration"), s["comment"])
-                      for s in record.get("steps", [])],
+            "vm": record["vm"],
+            "state": record["state"],
+            "old": record["old"]["id"],
+            "new": (record.get("new") or {}).get("id"),
+            "floating_ips": record["floating_ips"],
+            "steps": [
+                (s["step"], s["result"], s.get("duration"), s["comment"])
+                for s in record.get("steps", [])
+            ],
             "total": round(sum(s.get("duration") or 0 for s in record.get("steps", [])), 2),
         }
-

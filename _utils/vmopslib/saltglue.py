@@ -106,8 +106,12 @@ class MasterKeys:
     pki_dir by default); this goes through the same API as ``key.gen_accept``.
     """
 
-    _STATES = {"accepted": "minions", "pending": "minions_pre", "rejected": "minions_rejected",
-               "denied": "minions_denied"}
+    _STATES = {
+        "accepted": "minions",
+        "pending": "minions_pre",
+        "rejected": "minions_rejected",
+        "denied": "minions_denied",
+    }
 
     def __init__(self, opts):
         import salt.cache  # pylint: disable=import-outside-toplevel
@@ -161,8 +165,11 @@ class MasterKeys:
         """
         config.check_minion_id(minion_id, "minion id")
         keys = self.key.list_keys()
-        found = {state: [minion_id] for state in self._STATES.values()
-                 if minion_id in keys.get(state, [])}
+        found = {
+            state: [minion_id]
+            for state in self._STATES.values()
+            if minion_id in keys.get(state, [])
+        }
         if not found:
             return False
         if rotate:
@@ -170,8 +177,9 @@ class MasterKeys:
         else:
             self.cache.flush("keys", minion_id)
             self.cache.flush("denied_keys", minion_id)
-            self.key.event.fire_event({"result": True, "act": "delete", "id": minion_id},
-                                      "salt/key")
+            self.key.event.fire_event(
+                {"result": True, "act": "delete", "id": minion_id}, "salt/key"
+            )
         return True
 
     # ------------------------------------------------------------ handing an id over
@@ -200,14 +208,18 @@ class MasterKeys:
         started = time.monotonic()
         if timeout is None:
             timeout = 2 * int(self.opts.get("loop_interval", 60)) + 15
-        waiting.wait_for(lambda: not self.rotation_pending(), timeout,
-                         "the master to rotate its AES key (it does so every loop_interval, "
-                         "%ss; is its maintenance process running?)"
-                         % self.opts.get("loop_interval", 60), interval=0.2)
+        waiting.wait_for(
+            lambda: not self.rotation_pending(),
+            timeout,
+            "the master to rotate its AES key (it does so every loop_interval, "
+            "%ss; is its maintenance process running?)" % self.opts.get("loop_interval", 60),
+            interval=0.2,
+        )
         return time.monotonic() - started
 
     def assert_key(self, minion_id, pub, settle=1.5, tries=5):
-        """Make sure ``pub`` is (and stays, for ``settle`` seconds) the accepted key of ``minion_id``.
+        """Make sure ``pub`` is (and stays, for ``settle`` seconds) the accepted key of
+        ``minion_id``.
 
         Salt's auth handler reads and writes the key record without a lock: a minion
         authenticating while the record was absent can write its pending key over
@@ -217,13 +229,22 @@ class MasterKeys:
         lost = 0
         while True:
             record = self.cache.fetch("keys", minion_id) or {}
-            if record.get("state") != "accepted" or (record.get("pub") or "").strip() != pub.strip():
+            if (
+                record.get("state") != "accepted"
+                or (record.get("pub") or "").strip() != pub.strip()
+            ):
                 lost += 1
                 if lost > tries:
-                    raise VmopsError("the key of %s keeps being replaced (now %s): another "
-                                     "process writes it" % (minion_id, record.get("state")))
-                log.warning("vmops: the key of %s was overwritten (%s) right after it was "
-                            "stored: storing it again", minion_id, record.get("state"))
+                    raise VmopsError(
+                        "the key of %s keeps being replaced (now %s): another "
+                        "process writes it" % (minion_id, record.get("state"))
+                    )
+                log.warning(
+                    "vmops: the key of %s was overwritten (%s) right after it was "
+                    "stored: storing it again",
+                    minion_id,
+                    record.get("state"),
+                )
                 self.cache.store("keys", minion_id, {"pub": pub, "state": "accepted"})
                 deadline = time.monotonic() + settle
             if time.monotonic() >= deadline:
@@ -243,11 +264,13 @@ class MasterKeys:
         previous = self.cache.fetch("keys", minion_id) or {}
         self.cache.store("keys", minion_id, {"pub": pub, "state": "accepted"})
         self.cache.flush("denied_keys", minion_id)
-        self.key.event.fire_event({"result": True, "act": "accept", "id": minion_id},
-                                  "salt/key")
+        self.key.event.fire_event({"result": True, "act": "accept", "id": minion_id}, "salt/key")
         self.assert_key(minion_id, pub)
-        if rotate and previous.get("state") == "accepted" and \
-                (previous.get("pub") or "").strip() != pub.strip():
+        if (
+            rotate
+            and previous.get("state") == "accepted"
+            and (previous.get("pub") or "").strip() != pub.strip()
+        ):
             self.request_rotation()
             return True
         return False
@@ -279,8 +302,9 @@ def minion_answers(opts, minion_id, timeout=2):
 
     config.check_minion_id(minion_id, "minion id")
     with local_client(opts) as client:
-        ret = client.cmd([minion_id], "test.ping", tgt_type="list", timeout=timeout,
-                         gather_job_timeout=timeout)
+        ret = client.cmd(
+            [minion_id], "test.ping", tgt_type="list", timeout=timeout, gather_job_timeout=timeout
+        )
     return ret.get(minion_id) is True
 
 
@@ -299,8 +323,10 @@ def wait_minion(opts, minion_id, timeout):
     from . import waiting  # pylint: disable=import-outside-toplevel
 
     return waiting.wait_for(
-        lambda: minion_answers(opts, minion_id), timeout,
-        "minion %s to answer" % minion_id, interval=1,
+        lambda: minion_answers(opts, minion_id),
+        timeout,
+        "minion %s to answer" % minion_id,
+        interval=1,
     )
 
 
@@ -313,8 +339,11 @@ def minions_on_hosts(opts, pairs, grain="compute_host", timeout=20):
     know are left out.
     """
     accepted = set(MasterKeys(opts).key.list_keys().get("minions", []))  # one listing for all
-    known = [(name, host) for name, host in pairs
-             if config.check_minion_id(name, "minion id") and name in accepted]
+    known = [
+        (name, host)
+        for name, host in pairs
+        if config.check_minion_id(name, "minion id") and name in accepted
+    ]
     if not known:
         return {}
     ids = [name for name, _ in known]
@@ -333,7 +362,8 @@ def minions_on_hosts(opts, pairs, grain="compute_host", timeout=20):
 
 
 def minion_jobs(opts, minion_id, timeout=10):
-    """The jobs running on ``minion_id`` now, as ``fun (jid)`` strings; None when it did not answer."""
+    """The jobs running on ``minion_id`` now, as ``fun (jid)`` strings; None when it did not
+    answer."""
     config.check_minion_id(minion_id, "minion id")
     with local_client(opts) as client:
         ret = client.cmd([minion_id], "saltutil.running", tgt_type="list", timeout=timeout)

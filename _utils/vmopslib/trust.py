@@ -56,23 +56,38 @@ def _basis_problem(server, basis, now, skew):
     created = created_epoch(server)
     if basis["kind"] == "registration":
         if (server.get("metadata") or {}).get(NONCE_KEY) != basis["nonce"]:
-            return ("server %s (%s) does not carry the nonce of the registration %s made"
-                    % (server["name"], server["id"], basis["source"]))
+            return "server %s (%s) does not carry the nonce of the registration %s made" % (
+                server["name"],
+                server["id"],
+                basis["source"],
+            )
         if created is None or created < basis["registered"] - skew:
-            return ("server %s (%s) was created at %s, before %s registered it"
-                    % (server["name"], server["id"], server.get("created"), basis["source"]))
+            return "server %s (%s) was created at %s, before %s registered it" % (
+                server["name"],
+                server["id"],
+                server.get("created"),
+                basis["source"],
+            )
         return None
     # an auto-provisioning rule: the opt-in marker, and a server young enough
     wanted = basis.get("metadata") or {}
     have = server.get("metadata") or {}
     missing = sorted(k for k, v in wanted.items() if have.get(k) != str(v))
     if missing:
-        return ("server %s (%s) does not carry the metadata rule %s asks for (%s)"
-                % (server["name"], server["id"], basis["rule"], ", ".join(missing)))
+        return "server %s (%s) does not carry the metadata rule %s asks for (%s)" % (
+            server["name"],
+            server["id"],
+            basis["rule"],
+            ", ".join(missing),
+        )
     if created is None or created < now - basis["max_age"] - skew:
-        return ("server %s (%s) was created at %s, more than rule %s's max_age (%ss) ago"
-                % (server["name"], server["id"], server.get("created"), basis["rule"],
-                   basis["max_age"]))
+        return "server %s (%s) was created at %s, more than rule %s's max_age (%ss) ago" % (
+            server["name"],
+            server["id"],
+            server.get("created"),
+            basis["rule"],
+            basis["max_age"],
+        )
     return None
 
 
@@ -84,8 +99,8 @@ def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=Non
     ``basis`` (a registration: carries its nonce and was created after it; an
     auto-provisioning rule: carries the rule's metadata and is younger than its
     max_age), and the first minion-key fingerprint line its console printed
-    (cloud-init's, at first boot) equals the key's.  ``transient``: the answer may change by itself (the server is
-    still building, its console shows no fingerprint yet).
+    (cloud-init's, at first boot) equals the key's.  ``transient``: the answer may change by
+    itself (the server is still building, its console shows no fingerprint yet).
     """
     now = time.time() if now is None else now
     finger = identity.fingerprint(pub_pem)
@@ -131,15 +146,22 @@ def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=Non
         )
         return out
     out["ok"] = True
-    out["reason"] = "server %s (%s) is ACTIVE and its console shows this key" % (name, server["id"]) \
-        if printed else "server %s (%s) is ACTIVE" % (name, server["id"])
+    out["reason"] = (
+        "server %s (%s) is ACTIVE and its console shows this key" % (name, server["id"])
+        if printed
+        else "server %s (%s) is ACTIVE" % (name, server["id"])
+    )
     return out
 
 
 def registration_basis(entry):
     """What ``vouch`` checks a server against for a live registration."""
-    return {"kind": "registration", "nonce": entry["nonce"], "registered": entry["registered"],
-            "source": entry["source"]}
+    return {
+        "kind": "registration",
+        "nonce": entry["nonce"],
+        "registered": entry["registered"],
+        "source": entry["source"],
+    }
 
 
 def key_evidence(provider, server_id, tag, nonce=None, server=None):
@@ -163,27 +185,39 @@ def key_evidence(provider, server_id, tag, nonce=None, server=None):
         out["reason"] = problem
         return out
     if nonce and (server.get("metadata") or {}).get(NONCE_KEY) != nonce:
-        out["reason"] = ("server %s (%s) does not carry this run's nonce"
-                         % (server.get("name"), server_id))
+        out["reason"] = "server %s (%s) does not carry this run's nonce" % (
+            server.get("name"),
+            server_id,
+        )
         return out
     if server["status"] != "ACTIVE":
-        out["reason"] = "server %s (%s) is %s, not ACTIVE" % (server.get("name"), server_id,
-                                                              server["status"])
+        out["reason"] = "server %s (%s) is %s, not ACTIVE" % (
+            server.get("name"),
+            server_id,
+            server["status"],
+        )
         out["transient"] = server["status"] in ("BUILD", "REBUILD", "pending")
         return out
     try:
         text = provider.console_output(server_id)
     except VmopsError as exc:
-        out.update(reason="no console output for server %s yet (%s)" % (server_id, exc),
-                   transient=True)
+        out.update(
+            reason="no console output for server %s yet (%s)" % (server_id, exc), transient=True
+        )
         return out
     pub = identity.console_pubkey(text, tag)
     if pub is None:
-        out.update(reason="server %s (%s) has not printed its minion's public key on its console "
-                          "yet" % (server.get("name"), server_id), transient=True)
+        out.update(
+            reason="server %s (%s) has not printed its minion's public key on its console "
+            "yet" % (server.get("name"), server_id),
+            transient=True,
+        )
         return out
-    out.update(pub=pub, reason="server %s (%s) is ACTIVE and its console shows the key %s"
-               % (server.get("name"), server_id, identity.fingerprint(pub)))
+    out.update(
+        pub=pub,
+        reason="server %s (%s) is ACTIVE and its console shows the key %s"
+        % (server.get("name"), server_id, identity.fingerprint(pub)),
+    )
     return out
 
 
@@ -200,19 +234,32 @@ def registered_key(provider, name, entry, now=None, skew=5):
     nonce = entry["nonce"]
     named = provider.servers_named(name)
     if len(named) > 1:  # which one is the VM is not for the pack to guess
-        return {"pub": None, "server": None, "transient": False,
-                "reason": "%d servers are named %s on cloud %s" % (len(named), name, provider.name)}
+        return {
+            "pub": None,
+            "server": None,
+            "transient": False,
+            "reason": "%d servers are named %s on cloud %s" % (len(named), name, provider.name),
+        }
     servers = [s for s in named if (s.get("metadata") or {}).get(NONCE_KEY) == nonce]
     if not servers:
-        return {"pub": None, "server": None, "transient": not named,
-                "reason": "no server named %s yet" % name if not named else
-                "server %s (%s) does not carry the nonce of the registration %s made"
-                % (name, named[0]["id"], entry.get("source"))}
+        return {
+            "pub": None,
+            "server": None,
+            "transient": not named,
+            "reason": "no server named %s yet" % name
+            if not named
+            else "server %s (%s) does not carry the nonce of the registration %s made"
+            % (name, named[0]["id"], entry.get("source")),
+        }
     created = created_epoch(servers[0])
     if created is None or created < entry["registered"] - skew:
-        return {"pub": None, "server": servers[0], "transient": False,
-                "reason": "server %s (%s) was created at %s, before %s registered it"
-                % (name, servers[0]["id"], servers[0].get("created"), entry.get("source"))}
+        return {
+            "pub": None,
+            "server": servers[0],
+            "transient": False,
+            "reason": "server %s (%s) was created at %s, before %s registered it"
+            % (name, servers[0]["id"], servers[0].get("created"), entry.get("source")),
+        }
     return key_evidence(provider, servers[0]["id"], nonce, nonce, server=servers[0])
 
 
@@ -228,11 +275,14 @@ def wait_for_key(provider, server_id, tag, timeout, nonce=None, interval=2.0):
         if found["pub"]:
             return found
         if not found["transient"]:
-            raise InvalidInput("the cloud does not vouch for a key of server %s: %s"
-                               % (server_id, found["reason"]))
+            raise InvalidInput(
+                "the cloud does not vouch for a key of server %s: %s" % (server_id, found["reason"])
+            )
         if time.monotonic() >= deadline:
-            raise Timeout("no key evidence from server %s within %ss: %s"
-                          % (server_id, timeout, found["reason"]))
+            raise Timeout(
+                "no key evidence from server %s within %ss: %s"
+                % (server_id, timeout, found["reason"])
+            )
         time.sleep(min(interval, max(deadline - time.monotonic(), 0.1)))
 
 
@@ -249,12 +299,20 @@ def handover(keys, name, pub, timeout=None, events=None, what="handover"):
         return "the key of %s is already %s" % (name, finger)
     keys.preseed(name, pub)
     if events:
-        events("key/%s/handover" % name, "%s: the key of %s is now %s; ending the id's earlier "
-               "sessions (AES key rotation)" % (what, name, finger), minion=name,
-               fingerprint=finger)
+        events(
+            "key/%s/handover" % name,
+            "%s: the key of %s is now %s; ending the id's earlier "
+            "sessions (AES key rotation)" % (what, name, finger),
+            minion=name,
+            fingerprint=finger,
+        )
     waited = keys.wait_rotated(timeout)
     keys.assert_key(name, pub)  # still ours after the rotation (re-asserted if not)
-    return "the key of %s is now %s; the master rotated its AES key (%.1fs)" % (name, finger, waited)
+    return "the key of %s is now %s; the master rotated its AES key (%.1fs)" % (
+        name,
+        finger,
+        waited,
+    )
 
 
 def restore(keys, name, old_pub, timeout=None):
@@ -264,7 +322,6 @@ def restore(keys, name, old_pub, timeout=None):
     keys.delete(name, rotate=True)
     keys.wait_rotated(timeout)
     return "the key of %s is deleted (it had none before)" % name
-
 
 
 def admit_registered(keys, registry, name, found, events=None, now=None):
@@ -284,7 +341,19 @@ def admit_registered(keys, registry, name, found, events=None, now=None):
     base = {"minion": name, "fingerprint": finger, "server_id": server["id"]}
     reason = "registration by %s: %s" % (entry.get("source"), found["reason"])
     if events:
-        events("key/%s/accepted" % name, "accepted %s (%s)" % (name, reason), reason=reason,
-               provision=entry.get("provision"), **base)
-    return dict(base, result=True, accepted=True, action="accepted", reason=reason,
-                comment=reason, provision=entry.get("provision"))
+        events(
+            "key/%s/accepted" % name,
+            "accepted %s (%s)" % (name, reason),
+            reason=reason,
+            provision=entry.get("provision"),
+            **base,
+        )
+    return dict(
+        base,
+        result=True,
+        accepted=True,
+        action="accepted",
+        reason=reason,
+        comment=reason,
+        provision=entry.get("provision"),
+    )

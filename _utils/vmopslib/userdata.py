@@ -55,8 +55,10 @@ def render(name, master, grains=None, minion_config=None, tag=None, cloud_config
     extra = dict(cloud_config or {})
     for secret in ("public_key", "private_key"):
         if secret in (extra.get("salt_minion") or {}):
-            raise InvalidInput("cloud_config must not carry salt_minion:%s: a VM makes its own "
-                               "key; nothing was changed" % secret)
+            raise InvalidInput(
+                "cloud_config must not carry salt_minion:%s: a VM makes its own "
+                "key; nothing was changed" % secret
+            )
     runcmd = list(extra.pop("runcmd", []) or [])
     doc = deep_merge(extra, {"salt_minion": salt_minion})
     doc["runcmd"] = runcmd + [PRINT_FINGERPRINT] + ([print_pubkey_cmd(tag)] if tag else [])

@@ -9,8 +9,12 @@ from vmopslib.openstack import OpenStackProvider
 
 @pytest.fixture(scope="session")
 def profile(local_cloud):
-    return {"name": "local", "driver": "openstack", "cloud": local_cloud["cloud"],
-            "client_config_file": local_cloud["clouds_yaml"]}
+    return {
+        "name": "local",
+        "driver": "openstack",
+        "cloud": local_cloud["cloud"],
+        "client_config_file": local_cloud["clouds_yaml"],
+    }
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +33,15 @@ def boot(prov, os_conn):
     made = []
 
     def _boot(server_name, wait=True, **spec):
-        spec = dict({"name": server_name, "image": "fake-image", "flavor": "m1.fake",
-                     "networks": ["private"]}, **spec)
+        spec = dict(
+            {
+                "name": server_name,
+                "image": "fake-image",
+                "flavor": "m1.fake",
+                "networks": ["private"],
+            },
+            **spec,
+        )
         desc = prov.boot(spec, wait=wait, timeout=120)
         made.append(desc["id"])
         return desc

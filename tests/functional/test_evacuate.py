@@ -252,9 +252,13 @@ def test_anti_affinity_group_with_no_free_host_is_refused(prov, os_conn, name, s
         members = []
         for host in ("cmp1", "cmp2", "cmp3"):
             server = os_conn.compute.create_server(
-                name="%s-%s" % (name, host), image_id=image.id, flavor_id=flavor.id,
-                networks=[{"uuid": net.id}], availability_zone="nova:%s" % host,
-                scheduler_hints={"group": group.id})
+                name="%s-%s" % (name, host),
+                image_id=image.id,
+                flavor_id=flavor.id,
+                networks=[{"uuid": net.id}],
+                availability_zone="nova:%s" % host,
+                scheduler_hints={"group": group.id},
+            )
             members.append(os_conn.compute.wait_for_server(server, wait=120))
         with pytest.raises(InvalidInput, match="anti-affinity group %s.*no" % name):
             evac(prov, store).run(NODE, "functional: anti-affinity")

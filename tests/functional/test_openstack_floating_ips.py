@@ -57,8 +57,9 @@ def test_a_floating_ip_of_another_project_is_refused(prov, boot, name, fips, loc
     from vmopslib.openstack import connect  # pylint: disable=import-outside-toplevel
 
     a = boot(name)
-    demo = connect({"name": "demo", "cloud": "local-demo",
-                    "client_config_file": local_cloud["clouds_yaml"]})
+    demo = connect(
+        {"name": "demo", "cloud": "local-demo", "client_config_file": local_cloud["clouds_yaml"]}
+    )
     public = demo.network.find_network("public")
     foreign = demo.network.create_ip(floating_network_id=public.id)
     fips.append(foreign.id)

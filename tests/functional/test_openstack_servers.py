@@ -33,15 +33,19 @@ def test_two_servers_with_one_name_are_ambiguous(prov, boot, name):
     assert {s["id"] for s in prov.servers_named(name)} == {a["id"], b["id"]}
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("flavor", "no-such-flavor", "flavor 'no-such-flavor' does not exist"),
-    ("image", "no-such-image", "image 'no-such-image' does not exist"),
-    ("networks", ["no-such-net"], "network 'no-such-net' does not exist"),
-    ("security_groups", ["no-such-sg"], "security group 'no-such-sg' does not exist"),
-    ("key_name", "no-such-key", "key pair 'no-such-key' does not exist"),
-])
-def test_bad_boot_input_is_refused_before_anything_changes(prov, name, os_conn, field, value,
-                                                           message):
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("flavor", "no-such-flavor", "flavor 'no-such-flavor' does not exist"),
+        ("image", "no-such-image", "image 'no-such-image' does not exist"),
+        ("networks", ["no-such-net"], "network 'no-such-net' does not exist"),
+        ("security_groups", ["no-such-sg"], "security group 'no-such-sg' does not exist"),
+        ("key_name", "no-such-key", "key pair 'no-such-key' does not exist"),
+    ],
+)
+def test_bad_boot_input_is_refused_before_anything_changes(
+    prov, name, os_conn, field, value, message
+):
     spec = {"name": name, "image": "fake-image", "flavor": "m1.fake", "networks": ["private"]}
     spec[field] = value
     with pytest.raises(NotFound, match=message):
@@ -56,7 +60,8 @@ def test_boot_refuses_a_glob_name(prov):
 
 def test_a_server_that_goes_to_error_fails_with_novas_fault(prov, boot, name, os_conn):
     flavor = os_conn.compute.find_flavor("fn-huge") or os_conn.compute.create_flavor(
-        name="fn-huge", ram=100 * 1024 * 1024, vcpus=1, disk=1)
+        name="fn-huge", ram=100 * 1024 * 1024, vcpus=1, disk=1
+    )
     assert flavor
     with pytest.raises(CloudError, match="went to ERROR: No valid host was found"):
         boot(name, flavor="fn-huge")
@@ -67,8 +72,9 @@ def test_rebuild_keeps_the_server_and_its_ips_with_new_user_data(prov, boot, nam
     rebuilt = prov.rebuild(name, user_data="#cloud-config\n# second\n")
     assert rebuilt["id"] == desc["id"] and rebuilt["status"] == "ACTIVE"
     assert rebuilt["fixed_ips"] == desc["fixed_ips"]
-    raw = os_conn.compute.get("/servers/%s" % desc["id"],
-                              headers={"OpenStack-API-Version": "compute 2.3"}).json()["server"]
+    raw = os_conn.compute.get(
+        "/servers/%s" % desc["id"], headers={"OpenStack-API-Version": "compute 2.3"}
+    ).json()["server"]
     assert base64.b64decode(raw["OS-EXT-SRV-ATTR:user_data"]).decode().endswith("# second\n")
 
 
@@ -85,21 +91,41 @@ def test_another_projects_server_never_vouches_for_a_key(local_cloud, prov, name
     from vmopslib import identity, minions
     from vmopslib.openstack import OpenStackProvider
 
-    demo = OpenStackProvider({"name": "local-demo", "driver": "openstack", "cloud": "local-demo",
-                              "client_config_file": local_cloud["clouds_yaml"]})
-    desc = demo.boot({"name": name, "image": "fake-image", "flavor": "m1.fake",
-                      "networks": ["private"]}, timeout=120)
+    demo = OpenStackProvider(
+        {
+            "name": "local-demo",
+            "driver": "openstack",
+            "cloud": "local-demo",
+            "client_config_file": local_cloud["clouds_yaml"],
+        }
+    )
+    desc = demo.boot(
+        {"name": name, "image": "fake-image", "flavor": "m1.fake", "networks": ["private"]},
+        timeout=120,
+    )
     try:
-        admin_all = OpenStackProvider({"name": "local", "driver": "openstack",
-                                       "cloud": local_cloud["cloud"], "all_projects": True,
-                                       "client_config_file": local_cloud["clouds_yaml"]})
+        admin_all = OpenStackProvider(
+            {
+                "name": "local",
+                "driver": "openstack",
+                "cloud": local_cloud["cloud"],
+                "all_projects": True,
+                "client_config_file": local_cloud["clouds_yaml"],
+            }
+        )
         pub, _ = identity.generate_keypair(bits=1024)
         verdict = minions.vouch(admin_all, name, pub, require_fingerprint=False)
         assert not verdict["ok"] and "belongs to project" in verdict["reason"], verdict
-        trusting = OpenStackProvider({"name": "local", "driver": "openstack",
-                                      "cloud": local_cloud["cloud"], "all_projects": True,
-                                      "vouch_projects": [desc["project_id"]],
-                                      "client_config_file": local_cloud["clouds_yaml"]})
+        trusting = OpenStackProvider(
+            {
+                "name": "local",
+                "driver": "openstack",
+                "cloud": local_cloud["cloud"],
+                "all_projects": True,
+                "vouch_projects": [desc["project_id"]],
+                "client_config_file": local_cloud["clouds_yaml"],
+            }
+        )
         assert minions.vouch(trusting, name, pub, require_fingerprint=False)["ok"]
     finally:
         demo.delete(desc["id"], timeout=120)

@@ -17,10 +17,16 @@ def cloud(request, prov, moto_cloud, ec2_image, os_conn):
         provider = prov
         spec = {"image": "fake-image", "flavor": "m1.fake", "networks": ["private"]}
     else:
-        provider = EC2Provider({"name": "aws", "driver": "ec2", "region_name": "us-east-1",
-                                "endpoint_url": moto_cloud.endpoint_url,
-                                "aws_access_key_id": "testing",
-                                "aws_secret_access_key": "testing"})
+        provider = EC2Provider(
+            {
+                "name": "aws",
+                "driver": "ec2",
+                "region_name": "us-east-1",
+                "endpoint_url": moto_cloud.endpoint_url,
+                "aws_access_key_id": "testing",
+                "aws_secret_access_key": "testing",
+            }
+        )
         spec = {"image": ec2_image, "flavor": "t3.micro"}
     yield provider, spec, servers, volumes
     for server_id in servers:

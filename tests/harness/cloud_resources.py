@@ -8,6 +8,7 @@ shared tenant network ``private`` 198.51.100.0/24, and router1 between them.
 
 Usage: OS_CLIENT_CONFIG_FILE=<base>/clouds.yaml python3 cloud_resources.py
 """
+
 import os
 
 import openstack
@@ -35,20 +36,31 @@ if not conn.image.find_image("fake-image"):
 if not conn.network.find_security_group("frontend", project_id=conn.current_project_id):
     sg = conn.network.create_security_group(name="frontend", description="web front ends")
     conn.network.create_security_group_rule(
-        security_group_id=sg.id, direction="ingress", protocol="tcp",
-        port_range_min=80, port_range_max=80, remote_ip_prefix="0.0.0.0/0",
+        security_group_id=sg.id,
+        direction="ingress",
+        protocol="tcp",
+        port_range_min=80,
+        port_range_max=80,
+        remote_ip_prefix="0.0.0.0/0",
     )
 
 public = conn.network.find_network("public")
 if not public:
     public = conn.network.create_network(
-        name="public", is_router_external=True, is_shared=False,
-        provider_network_type="flat", provider_physical_network="public",
+        name="public",
+        is_router_external=True,
+        is_shared=False,
+        provider_network_type="flat",
+        provider_physical_network="public",
     )
 if not conn.network.find_subnet("public-subnet"):
     conn.network.create_subnet(
-        network_id=public.id, name="public-subnet", ip_version=4,
-        cidr="203.0.113.0/24", gateway_ip="203.0.113.1", is_dhcp_enabled=False,
+        network_id=public.id,
+        name="public-subnet",
+        ip_version=4,
+        cidr="203.0.113.0/24",
+        gateway_ip="203.0.113.1",
+        is_dhcp_enabled=False,
         allocation_pools=[{"start": "203.0.113.10", "end": "203.0.113.250"}],
     )
 

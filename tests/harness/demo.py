@@ -89,7 +89,9 @@ def write_config(ret_port, pub_port):
         # the replacement's identity hand-over waits for the master's AES key rotation,
         # which happens every loop_interval seconds (default 60)
         "loop_interval": 5,
-        "file_roots": {"base": [str(REPO), str(REPO / "tests" / "integration" / "files" / "state")]},
+        "file_roots": {
+            "base": [str(REPO), str(REPO / "tests" / "integration" / "files" / "state")]
+        },
         "vmops": {
             "default_cloud": "local",
             "clouds": {
@@ -117,7 +119,10 @@ def start_master():
     log = open(DEMO / "master.out", "ab")  # pylint: disable=consider-using-with
     proc = subprocess.Popen(  # pylint: disable=consider-using-with
         [str(BIN / "salt-master"), "-c", str(DEMO / "etc"), "--log-level=quiet"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     (DEMO / "master.pid").write_text(str(proc.pid))
     deadline = time.time() + 60
@@ -165,8 +170,14 @@ def main():
         say("clean up: delete %s and its floating IP, stop the demo master" % VM)
         salt("salt-run", "vmops.delete", VM, check=False)
         for address in ADDRESS:
-            salt("salt-run", "salt.cmd", "vmops.floating_ip_release", address, "force=True",
-                 check=False)
+            salt(
+                "salt-run",
+                "salt.cmd",
+                "vmops.floating_ip_release",
+                address,
+                "force=True",
+                check=False,
+            )
         stop(master)
     print("\n== Summary")
     width = max(len(name) for name, _, _ in STEPS)
@@ -177,8 +188,9 @@ def main():
 
 def orch(sls, pillar, *extra):
     """Run an orchestration; return (ok, {step id: state})."""
-    data, _ = salt("salt-run", "state.orch", sls, "pillar=%s" % json.dumps(pillar), *extra,
-                   check=False)
+    data, _ = salt(
+        "salt-run", "state.orch", sls, "pillar=%s" % json.dumps(pillar), *extra, check=False
+    )
     states = next(iter((data or {}).get("data", {}).values()), {})
     if isinstance(states, list):  # a render error
         raise SystemExit("demo: %s did not render: %s" % (sls, states))
@@ -189,9 +201,19 @@ def orch(sls, pillar, *extra):
 def watch_events(tag):
     """Print the pack's events for ``tag`` as they arrive (a salt-run state.event process)."""
     proc = subprocess.Popen(  # pylint: disable=consider-using-with
-        [str(BIN / "salt-run"), "-c", str(DEMO / "etc"), "--log-level=quiet", "state.event",
-         "tagmatch=%s" % tag, "count=-1"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        [
+            str(BIN / "salt-run"),
+            "-c",
+            str(DEMO / "etc"),
+            "--log-level=quiet",
+            "state.event",
+            "tagmatch=%s" % tag,
+            "count=-1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
     )
 
     def pump():
@@ -212,20 +234,29 @@ def watch_events(tag):
 
 def run(ret_port):  # pylint: disable=unused-argument
     say("sync the pack from the state tree (salt-run saltutil.sync_all)")
-    step("sync the pack", lambda: "runners: %s" % ", ".join(
-        salt("salt-run", "saltutil.sync_all")[0]["runners"]) or "already synced")
+    step(
+        "sync the pack",
+        lambda: (
+            "runners: %s" % ", ".join(salt("salt-run", "saltutil.sync_all")[0]["runners"])
+            or "already synced"
+        ),
+    )
 
     existing, _ = salt("salt-run", "vmops.show", VM, check=False, quiet=True)
     if isinstance(existing, dict) and existing.get("id"):
         salt("salt-run", "vmops.delete", VM)
 
-    say("the VM in service today: %s, booted and highstated by orch.create_vm, with a floating IP" % VM)
+    say(
+        "the VM in service today: %s, booted and highstated by orch.create_vm, with a floating IP"
+        % VM
+    )
 
     def create():
         ok, states = orch("orch.create_vm", {"vm": VM})
         if not ok:
             raise SystemExit("demo: orch.create_vm failed: %s" % states)
         return "%d steps: %s" % (len(states), ", ".join(states))
+
     step("orch.create_vm %s" % VM, create)
 
     def floating_ip():
@@ -233,6 +264,7 @@ def run(ret_port):  # pylint: disable=unused-argument
         salt("salt-run", "vmops.flip_floating_ip", fip["address"], VM)
         ADDRESS.append(fip["address"])
         return "%s -> %s" % (fip["address"], VM)
+
     step("floating IP", floating_ip)
     old, _ = salt("salt-run", "vmops.show", VM, quiet=True)
 
@@ -242,17 +274,23 @@ def run(ret_port):  # pylint: disable=unused-argument
         _, states = orch("orch.replace_vm", {"vm": VM, "flavor": "lightspeed"}, "test=True")
         (state,) = states.values()
         return state["comment"]
+
     step("replace_vm plan", plan)
 
-    say("replace %s with a bigger one, same name, no downtime; the pack's events as they happen" % VM)
+    say(
+        "replace %s with a bigger one, same name, no downtime; the pack's events as they happen"
+        % VM
+    )
     watcher = watch_events("vmops/replace/%s/*" % VM)
     try:
+
         def replace():
             ok, states = orch("orch.replace_vm", {"vm": VM, "flavor": "lightspeed"})
             failed = [k for k, st in states.items() if st.get("result") is False]
             if not ok:
                 raise SystemExit("demo: replace_vm failed at %s" % failed)
             return "%d orchestration steps succeeded" % len(states)
+
         step("orch.replace_vm %s" % VM, replace)
     finally:
         time.sleep(1)
@@ -266,8 +304,15 @@ def run(ret_port):  # pylint: disable=unused-argument
             raise SystemExit("demo: unexpected result %s" % new)
         answer, _ = salt("salt", VM, "grains.item", "level", "compute_host")
         return "%s (%s, %s on %s) has %s; minion answers, level=%s; old %s deleted" % (
-            VM, new["id"][:8], new["flavor"], new["host"], ", ".join(new["floating_ips"]),
-            answer[VM].get("level"), old["id"][:8])
+            VM,
+            new["id"][:8],
+            new["flavor"],
+            new["host"],
+            ", ".join(new["floating_ips"]),
+            answer[VM].get("level"),
+            old["id"][:8],
+        )
+
     step("check", after)
     status, _ = salt("salt-run", "vmops.replace_vm", VM, "step=status", quiet=True)
     print("\n== The replacement, step by step (from its journal)")

@@ -102,8 +102,12 @@ class MotoCloud:
             attr = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
             user_data = (attr.get("UserData") or {}).get("Value")
             name = {t["Key"]: t["Value"] for t in inst.get("Tags") or []}.get("Name")
-            fakevm.boot(instance_id, user_data, name=name,
-                        host=inst.get("Placement", {}).get("AvailabilityZone"))
+            fakevm.boot(
+                instance_id,
+                user_data,
+                name=name,
+                host=inst.get("Placement", {}).get("AvailabilityZone"),
+            )
         elif state == "running":
             fakevm.power_on(instance_id)
         elif state in ("stopping", "stopped"):

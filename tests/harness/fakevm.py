@@ -25,8 +25,8 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -82,13 +82,20 @@ def launch_template(name, master_port, level="staging"):
     doc = {
         "salt_minion": {
             # rejected_retry: a minion whose key the master refuses keeps trying
-            "conf": {"master": "127.0.0.1", "master_port": master_port, "id": name,
-                     "rejected_retry": True,
-                     "acceptance_wait_time": 1, "acceptance_wait_time_max": 2},
+            "conf": {
+                "master": "127.0.0.1",
+                "master_port": master_port,
+                "id": name,
+                "rejected_retry": True,
+                "acceptance_wait_time": 1,
+                "acceptance_wait_time_max": 2,
+            },
             "grains": {"level": level},
         },
-        "runcmd": ['echo "%s$(salt-call --local --out=newline_values_only key.finger)"'
-                   % FINGERPRINT_PREFIX],
+        "runcmd": [
+            'echo "%s$(salt-call --local --out=newline_values_only key.finger)"'
+            % FINGERPRINT_PREFIX
+        ],
     }
     return "#cloud-config\n" + yaml.safe_dump(doc)
 
@@ -232,8 +239,11 @@ def _start_minion(server_id, root, etc, pki, runcmd=()):
         for cmd in runcmd:
             match = _PUBKEY_TAG.search(cmd)
             if match:
-                _console(root, "%s%s]: %s" % (PUBKEY_MARKER, match.group(1),
-                                               base64.b64encode(pub.encode()).decode()))
+                _console(
+                    root,
+                    "%s%s]: %s"
+                    % (PUBKEY_MARKER, match.group(1), base64.b64encode(pub.encode()).decode()),
+                )
     _console(root, "Cloud-init v. 23.1.2 finished.")
 
 

@@ -19,9 +19,18 @@ def one(mgr, name, **kw):
 
 
 def main(pw, users, services):
-    ks = client.Client(session=session.Session(auth=v3.Password(
-        auth_url="http://127.0.0.1:5000/v3", username="admin", password=pw,
-        project_name="admin", user_domain_id="default", project_domain_id="default")))
+    ks = client.Client(
+        session=session.Session(
+            auth=v3.Password(
+                auth_url="http://127.0.0.1:5000/v3",
+                username="admin",
+                password=pw,
+                project_name="admin",
+                user_domain_id="default",
+                project_domain_id="default",
+            )
+        )
+    )
     admin_role = one(ks.roles, "admin")
     member_role = one(ks.roles, "member")
     service = one(ks.projects, "service") or ks.projects.create("service", "default")

@@ -4,6 +4,7 @@ Nova loads ``compute_driver`` as ``nova.virt.<value>``; this finder serves
 ``nova.virt.saltminion_driver`` from the test hypervisor's file beside it, so
 nothing is written into the system's nova package.
 """
+
 import importlib.abc
 import importlib.util
 import os

@@ -38,11 +38,19 @@ LOG = logging.getLogger(__name__)
 class SaltMinionDriver(fake.FakeDriver):
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi, read_only)
-        self._held = {}          # server id -> None (running), "abort" or "complete"
+        self._held = {}  # server id -> None (running), "abort" or "complete"
         self._failed_once = set()
 
-    def live_migration(self, context, instance, dest, post_method, recover_method,
-                       block_migration=False, migrate_data=None):
+    def live_migration(
+        self,
+        context,
+        instance,
+        dest,
+        post_method,
+        recover_method,
+        block_migration=False,
+        migrate_data=None,
+    ):
         mode = str((instance.metadata or {}).get("fakevm:migrate", ""))
         if mode == "fail" or (mode == "fail-once" and instance.uuid not in self._failed_once):
             self._failed_once.add(instance.uuid)
@@ -50,16 +58,25 @@ class SaltMinionDriver(fake.FakeDriver):
             recover_method(context, instance, dest, migrate_data)
             return
         if mode == "hang":
-            self._hold(context, instance, dest, post_method, recover_method, block_migration,
-                       migrate_data)
+            self._hold(
+                context, instance, dest, post_method, recover_method, block_migration, migrate_data
+            )
             return
         if mode.startswith("slow:"):
             time.sleep(float(mode.split(":", 1)[1]))
-        super().live_migration(context, instance, dest, post_method, recover_method,
-                               block_migration=block_migration, migrate_data=migrate_data)
+        super().live_migration(
+            context,
+            instance,
+            dest,
+            post_method,
+            recover_method,
+            block_migration=block_migration,
+            migrate_data=migrate_data,
+        )
 
-    def _hold(self, context, instance, dest, post_method, recover_method, block_migration,
-              migrate_data):
+    def _hold(
+        self, context, instance, dest, post_method, recover_method, block_migration, migrate_data
+    ):
         self._held[instance.uuid] = None
         migration = getattr(migrate_data, "migration", None)
         deadline = time.time() + 600
@@ -92,19 +109,35 @@ class SaltMinionDriver(fake.FakeDriver):
     def _adopt(self, instance):
         if instance.uuid not in self.instances and fakevm.exists(instance.uuid):
             state = (
-                power_state.RUNNING
-                if fakevm.minion_pid(instance.uuid)
-                else power_state.SHUTDOWN
+                power_state.RUNNING if fakevm.minion_pid(instance.uuid) else power_state.SHUTDOWN
             )
             self.instances[instance.uuid] = fake.FakeInstance(instance.name, state, instance.uuid)
 
-    def spawn(self, context, instance, image_meta, injected_files, admin_password,
-              allocations, network_info=None, block_device_info=None, power_on=True,
-              accel_info=None):
-        super().spawn(context, instance, image_meta, injected_files, admin_password,
-                      allocations, network_info=network_info,
-                      block_device_info=block_device_info, power_on=power_on,
-                      accel_info=accel_info)
+    def spawn(
+        self,
+        context,
+        instance,
+        image_meta,
+        injected_files,
+        admin_password,
+        allocations,
+        network_info=None,
+        block_device_info=None,
+        power_on=True,
+        accel_info=None,
+    ):
+        super().spawn(
+            context,
+            instance,
+            image_meta,
+            injected_files,
+            admin_password,
+            allocations,
+            network_info=network_info,
+            block_device_info=block_device_info,
+            power_on=power_on,
+            accel_info=accel_info,
+        )
         if not power_on:
             return
         if (instance.metadata or {}).get("fakevm") == "broken-image":
@@ -112,44 +145,88 @@ class SaltMinionDriver(fake.FakeDriver):
             LOG.info("fakevm: broken image, no guest minion", instance=instance)
             return
         try:
-            result = fakevm.boot(instance.uuid, instance.user_data,
-                                 name=instance.display_name, host=CONF.host)
+            result = fakevm.boot(
+                instance.uuid, instance.user_data, name=instance.display_name, host=CONF.host
+            )
             LOG.info("fakevm guest %s: %s", instance.uuid, result, instance=instance)
         except Exception:  # a guest that fails to boot still exists, as on real clouds
             LOG.exception("fakevm: could not boot the guest", instance=instance)
 
-    def destroy(self, context, instance, network_info, block_device_info=None,
-                destroy_disks=True, destroy_secrets=True):
-        super().destroy(context, instance, network_info,
-                        block_device_info=block_device_info,
-                        destroy_disks=destroy_disks, destroy_secrets=destroy_secrets)
+    def destroy(
+        self,
+        context,
+        instance,
+        network_info,
+        block_device_info=None,
+        destroy_disks=True,
+        destroy_secrets=True,
+    ):
+        super().destroy(
+            context,
+            instance,
+            network_info,
+            block_device_info=block_device_info,
+            destroy_disks=destroy_disks,
+            destroy_secrets=destroy_secrets,
+        )
         if instance.host and instance.host != CONF.host:
             # clean-up on the source of a migration: the guest lives on elsewhere
-            LOG.info("fakevm: guest now on %s, leaving it running", instance.host,
-                     instance=instance)
+            LOG.info(
+                "fakevm: guest now on %s, leaving it running", instance.host, instance=instance
+            )
             return
         fakevm.destroy(instance.uuid)
 
-    def post_live_migration_at_destination(self, context, instance, network_info,
-                                           block_migration=False, block_device_info=None):
+    def post_live_migration_at_destination(
+        self, context, instance, network_info, block_migration=False, block_device_info=None
+    ):
         super().post_live_migration_at_destination(
-            context, instance, network_info, block_migration=block_migration,
-            block_device_info=block_device_info)
+            context,
+            instance,
+            network_info,
+            block_migration=block_migration,
+            block_device_info=block_device_info,
+        )
         fakevm.set_host(instance.uuid, CONF.host)
 
-    def finish_migration(self, context, migration, instance, disk_info, network_info,
-                         image_meta, resize_instance, allocations, block_device_info=None,
-                         power_on=True):
-        super().finish_migration(context, migration, instance, disk_info, network_info,
-                                 image_meta, resize_instance, allocations,
-                                 block_device_info=block_device_info, power_on=power_on)
+    def finish_migration(
+        self,
+        context,
+        migration,
+        instance,
+        disk_info,
+        network_info,
+        image_meta,
+        resize_instance,
+        allocations,
+        block_device_info=None,
+        power_on=True,
+    ):
+        super().finish_migration(
+            context,
+            migration,
+            instance,
+            disk_info,
+            network_info,
+            image_meta,
+            resize_instance,
+            allocations,
+            block_device_info=block_device_info,
+            power_on=power_on,
+        )
         fakevm.set_host(instance.uuid, CONF.host)
 
-    def finish_revert_migration(self, context, instance, network_info, migration,
-                                block_device_info=None, power_on=True):
-        super().finish_revert_migration(context, instance, network_info, migration,
-                                        block_device_info=block_device_info,
-                                        power_on=power_on)
+    def finish_revert_migration(
+        self, context, instance, network_info, migration, block_device_info=None, power_on=True
+    ):
+        super().finish_revert_migration(
+            context,
+            instance,
+            network_info,
+            migration,
+            block_device_info=block_device_info,
+            power_on=power_on,
+        )
         fakevm.set_host(instance.uuid, CONF.host)
 
     def power_off(self, instance, timeout=0, retry_interval=0):
@@ -157,20 +234,38 @@ class SaltMinionDriver(fake.FakeDriver):
         super().power_off(instance, timeout=timeout, retry_interval=retry_interval)
         fakevm.power_off(instance.uuid)
 
-    def power_on(self, context, instance, network_info, block_device_info=None,
-                 accel_info=None):
+    def power_on(self, context, instance, network_info, block_device_info=None, accel_info=None):
         self._adopt(instance)
-        super().power_on(context, instance, network_info,
-                         block_device_info=block_device_info, accel_info=accel_info)
+        super().power_on(
+            context,
+            instance,
+            network_info,
+            block_device_info=block_device_info,
+            accel_info=accel_info,
+        )
         fakevm.power_on(instance.uuid)
 
-    def reboot(self, context, instance, network_info, reboot_type, block_device_info=None,
-               bad_volumes_callback=None, accel_info=None):
+    def reboot(
+        self,
+        context,
+        instance,
+        network_info,
+        reboot_type,
+        block_device_info=None,
+        bad_volumes_callback=None,
+        accel_info=None,
+    ):
         self._adopt(instance)
         fakevm.power_off(instance.uuid)
-        super().reboot(context, instance, network_info, reboot_type,
-                       block_device_info=block_device_info,
-                       bad_volumes_callback=bad_volumes_callback, accel_info=accel_info)
+        super().reboot(
+            context,
+            instance,
+            network_info,
+            reboot_type,
+            block_device_info=block_device_info,
+            bad_volumes_callback=bad_volumes_callback,
+            accel_info=accel_info,
+        )
 
     def get_info(self, instance, use_cache=True):
         self._adopt(instance)

@@ -51,8 +51,10 @@ def _never_accept(master_factory, event_data):  # pylint: disable=unused-argumen
 
 @pytest.fixture(scope="session")
 def master_ports():
-    return {"ret_port": ports.get_unused_localhost_port(),
-            "publish_port": ports.get_unused_localhost_port()}
+    return {
+        "ret_port": ports.get_unused_localhost_port(),
+        "publish_port": ports.get_unused_localhost_port(),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +82,11 @@ def vmops_config(local_cloud, moto_cloud, ec2_image, master_ports):
             "flavor": "m1.fake",
             "networks": ["private"],
             # a pending minion retries every acceptance_wait_time (default 10 s)
-            "minion_config": {"acceptance_wait_time": 1, "acceptance_wait_time_max": 2,
-                              "log_level_logfile": "info"},
+            "minion_config": {
+                "acceptance_wait_time": 1,
+                "acceptance_wait_time_max": 2,
+                "log_level_logfile": "info",
+            },
         },
         "vms": {},
     }
@@ -93,7 +98,8 @@ def pillar_tree(tmp_path_factory, vmops_config):
     tree = tmp_path_factory.mktemp("pillar")
     (tree / "top.sls").write_text(
         "base:\n  '*':\n    - vmops\n  'it-hsfail-*':\n    - fail_highstate\n"
-        "  'it-slowhs-*':\n    - slow_highstate\n")
+        "  'it-slowhs-*':\n    - slow_highstate\n"
+    )
     (tree / "fail_highstate.sls").write_text("vmops_test_fail_highstate: true\n")
     (tree / "slow_highstate.sls").write_text("vmops_test_slow_highstate: 8\n")
     (tree / "vmops.sls").write_text(yaml.safe_dump({"vmops": vmops_config}))
@@ -204,18 +210,19 @@ def cleanup(os_conn, moto_cloud, keys):
     for name in names:
         for server in os_conn.compute.servers(name="^%s$" % name):
             os_conn.compute.delete_server(server)
-        reservations = ec2.describe_instances(
-            Filters=[{"Name": "tag:Name", "Values": [name]}])["Reservations"]
+        reservations = ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])[
+            "Reservations"
+        ]
         for inst in [i for r in reservations for i in r["Instances"]]:
-            ec2.modify_instance_attribute(InstanceId=inst["InstanceId"],
-                                          DisableApiTermination={"Value": False})
+            ec2.modify_instance_attribute(
+                InstanceId=inst["InstanceId"], DisableApiTermination={"Value": False}
+            )
             ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
         keys.delete(name)
 
 
 @pytest.fixture
-def vm_minion(synced, salt_run_cli, salt_cli, keys, vm_name, cleanup, event_listener,
-              salt_master):
+def vm_minion(synced, salt_run_cli, salt_cli, keys, vm_name, cleanup, event_listener, salt_master):
     """A VM on the local cloud whose minion the pack accepted, with the pack synced to it."""
     del synced  # the master's runners first (a test file run alone has not synced them)
     cleanup.append(vm_name)
@@ -225,7 +232,8 @@ def vm_minion(synced, salt_run_cli, salt_cli, keys, vm_name, cleanup, event_list
     ret = salt_run_cli.run("vmops.accept_minion", vm_name, "wait=60")
     assert ret.returncode == 0 and ret.data["accepted"], ret
     started = event_listener.wait_for_events(
-        [(salt_master.id, "salt/minion/%s/start" % vm_name)], after_time=t0, timeout=60)
+        [(salt_master.id, "salt/minion/%s/start" % vm_name)], after_time=t0, timeout=60
+    )
     assert started.found_all_events
     ret = salt_cli.run("saltutil.sync_all", minion_tgt=vm_name)
     assert ret.returncode == 0, ret
@@ -244,8 +252,10 @@ def orch_failures(ret):
     out = {}
     for key, state in orch_states(ret).items():
         if state.get("result") is not True:
-            out[key.split("_|-")[1]] = (state.get("comment"),
-                                        (state.get("changes") or {}).get("return"))
+            out[key.split("_|-")[1]] = (
+                state.get("comment"),
+                (state.get("changes") or {}).get("return"),
+            )
     return out
 
 
@@ -270,6 +280,11 @@ def old_vm(salt_run_cli, salt_cli, event_listener, salt_master, os_conn, cleanup
     ret = salt_run_cli.run("vmops.flip_floating_ip", fip.floating_ip_address, name)
     assert ret.returncode == 0, ret
     desc = salt_run_cli.run("vmops.show", name).data
-    yield {"name": name, "id": desc["id"], "address": fip.floating_ip_address, "fip": fip.id,
-           "flavor": desc["flavor"]}
+    yield {
+        "name": name,
+        "id": desc["id"],
+        "address": fip.floating_ip_address,
+        "fip": fip.id,
+        "flavor": desc["flavor"],
+    }
     os_conn.network.delete_ip(fip.id, ignore_missing=True)

@@ -42,6 +42,7 @@ def _boot_accept_answer(salt_run_cli, salt_cli, keys, name, cloud, label, events
     def answers():
         r = salt_cli.run("--timeout=10", "test.version", minion_tgt=name)
         return r.returncode == 0 and r.data
+
     version = wait_until(answers, 60, interval=1, what="%s to answer test.version" % name)
     t_answer = time.monotonic()
     assert version.startswith("3008"), version
@@ -82,6 +83,7 @@ def test_ec2_vm_minion_reaches_master(
     def gone():
         r = salt_cli.run("--timeout=5", "test.ping", minion_tgt=vm_name)
         return r.data is not True
+
     wait_until(gone, 30, what="the terminated instance's minion to stop answering")
     assert not moto_cloud.errors, moto_cloud.errors
 
@@ -91,7 +93,13 @@ def test_live_migration_keeps_minion(
 ):
     cleanup.append(vm_name)
     _boot_accept_answer(
-        salt_run_cli, salt_cli, keys, vm_name, "local", "openstack (migration)", event_listener,
+        salt_run_cli,
+        salt_cli,
+        keys,
+        vm_name,
+        "local",
+        "openstack (migration)",
+        event_listener,
         salt_master,
     )
     server = next(os_conn.compute.servers(name="^%s$" % vm_name))
@@ -104,6 +112,7 @@ def test_live_migration_keeps_minion(
     def moved():
         s = os_conn.compute.get_server(server.id)
         return s.compute_host == target and s.status == "ACTIVE" and not s.task_state
+
     wait_until(moved, 120, what="live migration to %s" % target)
     record("live migration (host switched)", time.monotonic() - t0)
 

@@ -26,15 +26,18 @@ def test_module_on_a_minion_that_holds_credentials(salt_cli, vm_minion, os_conn)
     server_dir = VMOPS_HOME / "vms" / desc["id"]
     salt_call = VMOPS_HOME / "venv" / "bin" / "salt-call"
     cmd = "%s -c %s --out=json --log-level=quiet vmops.service_list" % (
-        salt_call, server_dir / "etc" / "salt")
+        salt_call,
+        server_dir / "etc" / "salt",
+    )
     ret = salt_cli.run("cmd.run", cmd, minion_tgt=vm_minion)
     assert ret.returncode == 0, ret
     services = json.loads(ret.data)["local"]
     assert {s["host"] for s in services} >= {"cmp1", "cmp2", "cmp3"}
 
 
-def test_flip_runner_moves_the_ip_and_fires_events(salt_run_cli, vm_minion, vm_name, os_conn,
-                                                   event_listener, salt_master, cleanup):
+def test_flip_runner_moves_the_ip_and_fires_events(
+    salt_run_cli, vm_minion, vm_name, os_conn, event_listener, salt_master, cleanup
+):
     other = vm_name + "-b"
     cleanup.append(other)
     assert salt_run_cli.run("vmops.create", other).returncode == 0
@@ -49,7 +52,8 @@ def test_flip_runner_moves_the_ip_and_fires_events(salt_run_cli, vm_minion, vm_n
         ret = salt_run_cli.run("vmops.flip_floating_ip", address, other)
         assert ret.data["changed"] is True and ret.data["old"]["server_id"]
         events = event_listener.wait_for_events(
-            [(salt_master.id, "vmops/ip/%s/flipped" % address)], after_time=t0, timeout=30)
+            [(salt_master.id, "vmops/ip/%s/flipped" % address)], after_time=t0, timeout=30
+        )
         assert events.found_all_events
         ret = salt_run_cli.run("vmops.flip_floating_ip", address, other)
         assert ret.data["changed"] is False
@@ -74,7 +78,9 @@ def test_states_test_mode_then_apply(salt_run_cli, vm_name, os_conn, cleanup):
         assert "would be booted" in comments and "would be disabled" in comments
         # test=True changed nothing
         assert not list(os_conn.compute.servers(name="^%s$" % vm_name))
-        assert next(os_conn.compute.services(host="cmp3", binary="nova-compute")).status == "enabled"
+        assert (
+            next(os_conn.compute.services(host="cmp3", binary="nova-compute")).status == "enabled"
+        )
 
         ret = salt_run_cli.run("state.orch", "vmops_test.states", pillar)
         assert ret.returncode == 0, ret
@@ -88,8 +94,9 @@ def test_states_test_mode_then_apply(salt_run_cli, vm_name, os_conn, cleanup):
         assert ret.returncode == 0, ret
         assert not any(s["changes"] for s in orch_states(ret).values()), orch_states(ret)
     finally:
-        ret = salt_run_cli.run("state.orch", "vmops_test.states_cleanup",
-                               "pillar={vm: %s, host: cmp3}" % vm_name)
+        ret = salt_run_cli.run(
+            "state.orch", "vmops_test.states_cleanup", "pillar={vm: %s, host: cmp3}" % vm_name
+        )
         os_conn.network.delete_ip(fip)
     assert ret.returncode == 0, ret
     assert not list(os_conn.compute.servers(name="^%s$" % vm_name))

@@ -7,8 +7,6 @@ from tests.integration.conftest import orch_failures, orch_states
 pytestmark = pytest.mark.usefixtures("synced")
 
 
-
-
 def test_create_vm_orchestration(salt_run_cli, salt_cli, keys, vm_name, cleanup):
     cleanup.append(vm_name)
     ret = salt_run_cli.run(
@@ -28,20 +26,24 @@ def test_create_vm_wrong_level_stops_before_highstate(salt_run_cli, salt_cli, vm
     cleanup.append(vm_name)
     # the VM's grain says staging, the operator expects production: no highstate
     ret = salt_run_cli.run(
-        "state.orch", "orch.create_vm",
+        "state.orch",
+        "orch.create_vm",
         "pillar={vm: %s, overrides: {level: staging}, expect_level: production}" % vm_name,
     )
     assert ret.returncode != 0, ret
     states = orch_states(ret)
     failed = [s for s in states.values() if s["result"] is False]
-    assert any("level of %s is 'staging', expected 'production'" % vm_name in str(s.get("changes"))
-               for s in failed), states
+    assert any(
+        "level of %s is 'staging', expected 'production'" % vm_name in str(s.get("changes"))
+        for s in failed
+    ), states
     highstate = [s for k, s in states.items() if "highstate" in k]
     assert highstate and highstate[0]["result"] is False, highstate
     assert "requisite failed" in highstate[0]["comment"].lower(), highstate
     cachedir = salt_cli.run("config.get", "cachedir", minion_tgt=vm_name).data
-    marker = salt_cli.run("file.file_exists", "%s/highstate/marker.txt" % cachedir,
-                          minion_tgt=vm_name)
+    marker = salt_cli.run(
+        "file.file_exists", "%s/highstate/marker.txt" % cachedir, minion_tgt=vm_name
+    )
     assert marker.data is False
 
 

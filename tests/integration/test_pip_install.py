@@ -17,11 +17,25 @@ from tests.conftest import REPO
 def installed_pack(tmp_path_factory):
     wheels = tmp_path_factory.mktemp("wheel")
     target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
-                    str(REPO)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
+        check=True,
+    )
     wheel = next(wheels.glob("saltext_vmops-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
-                    str(target), str(wheel)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+    )
     return target
 
 
@@ -30,8 +44,11 @@ def pip_master(salt_factories, installed_pack, vmops_config, tmp_path_factory):
     empty_tree = tmp_path_factory.mktemp("tree")
     factory = salt_factories.salt_master_daemon(
         "pip-master",
-        overrides={"interface": "127.0.0.1", "file_roots": {"base": [str(empty_tree)]},
-                   "vmops": vmops_config},
+        overrides={
+            "interface": "127.0.0.1",
+            "file_roots": {"base": [str(empty_tree)]},
+            "vmops": vmops_config,
+        },
         on_auth_event_callback=lambda *_: None,
     )
     # a dict of its own: salt-factories shares one environ dict between factories

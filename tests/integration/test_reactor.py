@@ -29,8 +29,10 @@ RULE_MARK = {"vmops-autoprovision": "web"}
 
 @pytest.fixture(scope="module")
 def reactor_ports():
-    return {"ret_port": ports.get_unused_localhost_port(),
-            "publish_port": ports.get_unused_localhost_port()}
+    return {
+        "ret_port": ports.get_unused_localhost_port(),
+        "publish_port": ports.get_unused_localhost_port(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +41,20 @@ def reactor_master(salt_factories, vmops_config, reactor_ports, pillar_tree):
     conf["master"]["port"] = reactor_ports["ret_port"]
     conf["autoprovision"] = {
         # servers booted by hand or by an autoscaler that opt in with this metadata / tag
-        "web": {"cloud": "local", "metadata": RULE_MARK, "minion_id": "ap-[0-9a-f]+",
-                "max_age": 900, "level": "staging"},
-        "web-ec2": {"cloud": "aws", "metadata": RULE_MARK, "minion_id": "ae-[0-9a-f]+",
-                    "max_age": 900, "level": "staging"},
+        "web": {
+            "cloud": "local",
+            "metadata": RULE_MARK,
+            "minion_id": "ap-[0-9a-f]+",
+            "max_age": 900,
+            "level": "staging",
+        },
+        "web-ec2": {
+            "cloud": "aws",
+            "metadata": RULE_MARK,
+            "minion_id": "ae-[0-9a-f]+",
+            "max_age": 900,
+            "level": "staging",
+        },
     }
     # the master.d snippet users copy, plus this test master's own settings
     snippet = yaml.safe_load((REPO / "pillar.example" / "master.d" / "vmops.conf").read_text())
@@ -57,7 +69,8 @@ def reactor_master(salt_factories, vmops_config, reactor_ports, pillar_tree):
         "vmops": conf,
     }
     factory = salt_factories.salt_master_daemon(
-        "vmops-reactor", overrides=overrides, on_auth_event_callback=_never_accept)
+        "vmops-reactor", overrides=overrides, on_auth_event_callback=_never_accept
+    )
     with factory.started():
         ret = factory.salt_run_cli(timeout=120).run("saltutil.sync_all")
         assert ret.returncode == 0 and "modules.vmops" in ret.data["modules"], ret
@@ -101,9 +114,13 @@ def boot_os(os_conn, booted, name, port, metadata=RULE_MARK, level="staging"):
     flavor = os_conn.compute.find_flavor("m1.fake")
     net = os_conn.network.find_network("private")
     server = os_conn.compute.create_server(
-        name=name, image_id=image.id, flavor_id=flavor.id, networks=[{"uuid": net.id}],
+        name=name,
+        image_id=image.id,
+        flavor_id=flavor.id,
+        networks=[{"uuid": net.id}],
         metadata=dict(metadata),
-        user_data=encode_user_data(fakevm.launch_template(name, port, level)))
+        user_data=encode_user_data(fakevm.launch_template(name, port, level)),
+    )
     booted["os"].append(server.id)
     booted["keys"].append(name)
     return server.id
@@ -111,10 +128,19 @@ def boot_os(os_conn, booted, name, port, metadata=RULE_MARK, level="staging"):
 
 def boot_ec2(moto_cloud, ec2_image, booted, name, port):
     ret = moto_cloud.client().run_instances(
-        ImageId=ec2_image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        ImageId=ec2_image,
+        MinCount=1,
+        MaxCount=1,
+        InstanceType="t3.micro",
         UserData=fakevm.launch_template(name, port),
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [
-            {"Key": "Name", "Value": name}] + [{"Key": k, "Value": v} for k, v in RULE_MARK.items()]}])
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": [{"Key": "Name", "Value": name}]
+                + [{"Key": k, "Value": v} for k, v in RULE_MARK.items()],
+            }
+        ],
+    )
     instance_id = ret["Instances"][0]["InstanceId"]
     booted["ec2"].append(instance_id)
     booted["keys"].append(name)
@@ -146,15 +172,17 @@ def wait_event(event_listener, master, tag, after, timeout=120):
 
 def events_of(event_listener, master, tag, after):
     """The events seen so far, oldest first."""
-    return sorted(event_listener.get_events([(master.id, tag)], after_time=after),
-                  key=lambda e: e.stamp)
+    return sorted(
+        event_listener.get_events([(master.id, tag)], after_time=after), key=lambda e: e.stamp
+    )
 
 
 # ---------------------------------------------------------------------- auto-provisioning
 
 
 def test_autoprovisioned_openstack_server_is_accepted_and_highstated(
-        os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener):
+    os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener
+):
     name = "ap-%s" % uuid.uuid4().hex[:6]
     t0 = time.time()
     server_id = boot_os(os_conn, booted, name, reactor_ports["ret_port"])
@@ -169,17 +197,24 @@ def test_autoprovisioned_openstack_server_is_accepted_and_highstated(
     assert rkeys.state(name) == "minions"
     assert marker(server_id) == "highstate of %s at level staging" % name
     # the start reaction ran once: the orchestration, not an inline highstate
-    runs = [e for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
-            if e.data.get("fun") == "runner.state.orchestrate"
-            and name in str(e.data.get("fun_args"))]
+    runs = [
+        e
+        for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
+        if e.data.get("fun") == "runner.state.orchestrate" and name in str(e.data.get("fun_args"))
+    ]
     assert len(runs) == 1, runs
 
     # a rogue minion claiming the id of this existing, accepted VM gets nowhere
     t1 = time.time()
     start_rogue(booted, name, reactor_ports["ret_port"])
-    wait_until(lambda: any(e.data.get("id") == name and e.data.get("act") == "denied"
-                           for e in events_of(event_listener, reactor_master, "salt/auth", t1)),
-               30, what="the master to deny the rogue's key")
+    wait_until(
+        lambda: any(
+            e.data.get("id") == name and e.data.get("act") == "denied"
+            for e in events_of(event_listener, reactor_master, "salt/auth", t1)
+        ),
+        30,
+        what="the master to deny the rogue's key",
+    )
     refused = wait_event(event_listener, reactor_master, "vmops/key/%s/refused" % name, t1, 30)
     assert "already accepted" in refused.data["reason"] and refused.data["action"] == "denied"
     assert rkeys.state(name) == "minions"
@@ -188,7 +223,8 @@ def test_autoprovisioned_openstack_server_is_accepted_and_highstated(
 
 
 def test_autoprovisioned_ec2_instance_is_accepted_and_highstated(
-        moto_cloud, ec2_image, booted, reactor_master, reactor_ports, rkeys, event_listener):
+    moto_cloud, ec2_image, booted, reactor_master, reactor_ports, rkeys, event_listener
+):
     name = "ae-%s" % uuid.uuid4().hex[:6]
     t0 = time.time()
     instance_id = boot_ec2(moto_cloud, ec2_image, booted, name, reactor_ports["ret_port"])
@@ -201,7 +237,8 @@ def test_autoprovisioned_ec2_instance_is_accepted_and_highstated(
 
 
 def test_pack_created_vm_is_admitted_through_its_registration(
-        rrun, booted, reactor_master, rkeys, event_listener, os_conn):
+    rrun, booted, reactor_master, rkeys, event_listener, os_conn
+):
     name = "rc-%s" % uuid.uuid4().hex[:6]  # matches no rule: only the registration vouches
     booted["keys"].append(name)
     t0 = time.time()
@@ -219,7 +256,8 @@ def test_pack_created_vm_is_admitted_through_its_registration(
 
 
 def test_wrong_sanity_grain_stops_before_highstate(
-        os_conn, booted, reactor_master, reactor_ports, event_listener):
+    os_conn, booted, reactor_master, reactor_ports, event_listener
+):
     name = "ap-%s" % uuid.uuid4().hex[:6]
     t0 = time.time()
     server_id = boot_os(os_conn, booted, name, reactor_ports["ret_port"], level="production")
@@ -232,7 +270,8 @@ def test_wrong_sanity_grain_stops_before_highstate(
 
 
 def test_rogue_minion_with_the_id_of_an_expected_vm_is_never_accepted(
-        rrun, os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener):
+    rrun, os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener
+):
     name = "rx-%s" % uuid.uuid4().hex[:6]
     ret = rrun.run("vmops.expect", name)  # a VM about to be booted by hand...
     assert ret.returncode == 0 and "vmops-nonce" in ret.data["metadata"], ret
@@ -246,18 +285,24 @@ def test_rogue_minion_with_the_id_of_an_expected_vm_is_never_accepted(
     time.sleep(8)
     assert rkeys.state(name) == "minions_pre"
     assert len(events_of(event_listener, reactor_master, "vmops/key/%s/*" % name, t0)) == 1
-    decisions = [e for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
-                 if e.data.get("fun") == "runner.vmops.admit_minion"
-                 and name in str(e.data.get("fun_args"))]
-    attempts = [e for e in events_of(event_listener, reactor_master, "salt/auth", t0)
-                if e.data.get("id") == name]
+    decisions = [
+        e
+        for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
+        if e.data.get("fun") == "runner.vmops.admit_minion" and name in str(e.data.get("fun_args"))
+    ]
+    attempts = [
+        e
+        for e in events_of(event_listener, reactor_master, "salt/auth", t0)
+        if e.data.get("id") == name
+    ]
     assert len(decisions) == 1 and len(attempts) >= 3, (len(decisions), len(attempts))
 
     # the real VM boots with the registration's nonce: Salt denies its key (the rogue's
     # holds the id pending), the cloud vouches for it, and it takes the id
     t1 = time.time()
-    server_id = boot_os(os_conn, booted, name, reactor_ports["ret_port"],
-                        metadata=ret.data["metadata"])
+    server_id = boot_os(
+        os_conn, booted, name, reactor_ports["ret_port"], metadata=ret.data["metadata"]
+    )
     done = wait_event(event_listener, reactor_master, "vmops/provision/%s/done" % name, t1)
     assert done.data["result"] is True and done.data["server_id"] == server_id, done.data
     accepted = events_of(event_listener, reactor_master, "vmops/key/%s/accepted" % name, t1)
@@ -269,18 +314,23 @@ def test_rogue_minion_with_the_id_of_an_expected_vm_is_never_accepted(
 
 
 def test_rogue_minion_with_the_id_of_an_existing_vm_is_never_accepted(
-        os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener):
+    os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener
+):
     name = "ap-%s" % uuid.uuid4().hex[:6]
     # a real, opted-in server whose own minion talks to another master (nothing listens
     # there): its console shows its key's fingerprint, but its key never arrives here
     server_id = boot_os(os_conn, booted, name, ports.get_unused_localhost_port())
-    wait_until(lambda: "key fingerprint" in fakevm.console(server_id), 60,
-               what="the server's console to show its key")
+    wait_until(
+        lambda: "key fingerprint" in fakevm.console(server_id),
+        60,
+        what="the server's console to show its key",
+    )
     t0 = time.time()
     start_rogue(booted, name, reactor_ports["ret_port"])
     refused = wait_event(event_listener, reactor_master, "vmops/key/%s/refused" % name, t0, 60)
-    assert "is not the one server %s printed on its console" % server_id in refused.data["reason"], \
-        refused.data
+    assert (
+        "is not the one server %s printed on its console" % server_id in refused.data["reason"]
+    ), refused.data
     time.sleep(3)
     assert rkeys.state(name) == "minions_pre"
     assert not events_of(event_listener, reactor_master, "vmops/key/%s/accepted" % name, t0)
@@ -288,24 +338,31 @@ def test_rogue_minion_with_the_id_of_an_existing_vm_is_never_accepted(
 
 @pytest.mark.parametrize("rogues", [2, 5])
 def test_any_number_of_rogue_keys_never_lock_out_a_registered_vm(
-        rrun, booted, reactor_master, reactor_ports, rkeys, event_listener, rogues):
+    rrun, booted, reactor_master, reactor_ports, rkeys, event_listener, rogues
+):
     """Rogues claim the id before the pack's VM boots: one key pending, the others denied
     (and the VM's own key denied in turn).  The VM printed its own key on its console with
     the registration's nonce: the pack writes that one, whatever is pending or denied."""
     name = "rc-%s" % uuid.uuid4().hex[:6]
     booted["keys"].append(name)
     guests = [start_rogue(booted, name, reactor_ports["ret_port"]) for _ in range(rogues)]
-    wait_until(lambda: rkeys.state(name) == "minions_pre"
-               and name in rkeys.listing().get("minions_denied", []), 60,
-               what="the rogues' keys: one pending, the others denied")
+    wait_until(
+        lambda: (
+            rkeys.state(name) == "minions_pre" and name in rkeys.listing().get("minions_denied", [])
+        ),
+        60,
+        what="the rogues' keys: one pending, the others denied",
+    )
     t0 = time.time()
     ret = rrun.run("vmops.create", name, "level=staging")
     assert ret.returncode == 0, ret
     booted["os"].append(ret.data["id"])
     done = wait_event(event_listener, reactor_master, "vmops/provision/%s/done" % name, t0)
     assert done.data["result"] is True and done.data["server_id"] == ret.data["id"], done.data
-    record("reactor: created VM admitted past %d rogue keys -> highstated" % rogues,
-           done.stamp.timestamp() - t0)
+    record(
+        "reactor: created VM admitted past %d rogue keys -> highstated" % rogues,
+        done.stamp.timestamp() - t0,
+    )
     assert rkeys.state(name) == "minions"
     assert marker(ret.data["id"]) == "highstate of %s at level staging" % name
     pub = rkeys.cli.run("-p", name).data["minions"][name]
@@ -320,36 +377,47 @@ def test_any_number_of_rogue_keys_never_lock_out_a_registered_vm(
 
 
 def test_glob_ids_are_never_accepted_nor_widen_an_accept(
-        os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener):
+    os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener
+):
     t0 = time.time()
     # bystanders a glob would match, pending (nobody vouches for them)...
     for bystander in ("app2", "bpp2"):
         start_rogue(booted, bystander, reactor_ports["ret_port"])
         booted["keys"].append(bystander)
-    wait_until(lambda: {"app2", "bpp2"} <= set(rkeys.listing().get("minions_pre", [])), 60,
-               what="the bystanders' keys to be pending")
+    wait_until(
+        lambda: {"app2", "bpp2"} <= set(rkeys.listing().get("minions_pre", [])),
+        60,
+        what="the bystanders' keys to be pending",
+    )
     # ...and a legitimate server admitted while the glob ids knock
     name = "ap-%s" % uuid.uuid4().hex[:6]
     server_id = boot_os(os_conn, booted, name, reactor_ports["ret_port"])
     globs = ("*", "app*", "[ab]pp2")
     for glob in globs:
         start_rogue(booted, glob, reactor_ports["ret_port"])
-    wait_until(lambda: set(globs) <= set(rkeys.listing().get("minions_pre", [])), 60,
-               what="the glob ids' keys to be pending")
+    wait_until(
+        lambda: set(globs) <= set(rkeys.listing().get("minions_pre", [])),
+        60,
+        what="the glob ids' keys to be pending",
+    )
     done = wait_event(event_listener, reactor_master, "vmops/provision/%s/done" % name, t0)
     assert done.data["result"] is True and marker(server_id)
     time.sleep(3)
     for never in globs + ("app2", "bpp2"):
         assert rkeys.state(never) == "minions_pre", never
     assert rkeys.state(name) == "minions"
-    audited = {e.data["minion"]: e.data for e in
-               events_of(event_listener, reactor_master, "vmops/key/_invalid_/refused", t0)}
+    audited = {
+        e.data["minion"]: e.data
+        for e in events_of(event_listener, reactor_master, "vmops/key/_invalid_/refused", t0)
+    }
     for glob in globs:
         assert "not a plain minion id" in audited[glob]["reason"], audited
     # no decision ran for a glob id: only plain ids reach the runner
-    decided = {str(e.data.get("fun_args")) for e in
-               events_of(event_listener, reactor_master, "salt/run/*/new", t0)
-               if e.data.get("fun") == "runner.vmops.admit_minion"}
+    decided = {
+        str(e.data.get("fun_args"))
+        for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
+        if e.data.get("fun") == "runner.vmops.admit_minion"
+    }
     assert not any(g in args for g in ("'*'", "app*", "[ab]pp2") for args in decided), decided
 
 
@@ -357,7 +425,8 @@ def test_glob_ids_are_never_accepted_nor_widen_an_accept(
 
 
 def test_burst_of_ten_servers_all_accepted_and_highstated(
-        os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener):
+    os_conn, booted, reactor_master, reactor_ports, rkeys, event_listener
+):
     names = ["ap-%s" % uuid.uuid4().hex[:6] for _ in range(10)]
     t0 = time.time()
     booted_at, ids = {}, {}
@@ -365,8 +434,10 @@ def test_burst_of_ten_servers_all_accepted_and_highstated(
         booted_at[name] = time.time()
         ids[name] = boot_os(os_conn, booted, name, reactor_ports["ret_port"])
     matched = event_listener.wait_for_events(
-        [(reactor_master.id, "vmops/provision/%s/done" % n) for n in names], after_time=t0,
-        timeout=300)
+        [(reactor_master.id, "vmops/provision/%s/done" % n) for n in names],
+        after_time=t0,
+        timeout=300,
+    )
     assert matched.found_all_events, matched.missed
     took = {}
     for event in matched:
@@ -380,12 +451,15 @@ def test_burst_of_ten_servers_all_accepted_and_highstated(
     first, last = min(took.values()), max(took.values())
     record("reactor burst of 10: boot -> highstated, first", first)
     record("reactor burst of 10: boot -> highstated, last", last)
-    record("reactor burst of 10: first boot -> last highstated", max(
-        e.stamp.timestamp() for e in matched) - t0)
+    record(
+        "reactor burst of 10: first boot -> last highstated",
+        max(e.stamp.timestamp() for e in matched) - t0,
+    )
 
 
 def test_without_the_reactor_nothing_is_accepted(
-        os_conn, booted, salt_master, master_ports, keys, event_listener, synced):
+    os_conn, booted, salt_master, master_ports, keys, event_listener, synced
+):
     """The control: the same opted-in server against the master without the reactor."""
     name = "ap-%s" % uuid.uuid4().hex[:6]
     t0 = time.time()
@@ -403,7 +477,8 @@ def test_without_the_reactor_nothing_is_accepted(
 # (by design: junk never gets more than AUDITS_PER_MINUTE audit events), which the tests
 # above would miss.
 def test_a_flood_of_junk_auth_events_does_not_delay_a_registered_vm(
-        rrun, booted, reactor_master, event_listener):
+    rrun, booted, reactor_master, event_listener
+):
     """Anyone who reaches the master's port (or any accepted minion, on the bus) can make
     salt/auth events: 500 for junk ids and 300 for glob ids cost no decision."""
     import salt.utils.event  # pylint: disable=import-outside-toplevel
@@ -414,8 +489,10 @@ def test_a_flood_of_junk_auth_events_does_not_delay_a_registered_vm(
     t0 = time.time()
     with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
         for i in range(500):
-            bus.fire_event({"act": "pend", "id": "junk-%d" % i, "result": True,
-                            "pub": "not a key"}, "salt/auth")
+            bus.fire_event(
+                {"act": "pend", "id": "junk-%d" % i, "result": True, "pub": "not a key"},
+                "salt/auth",
+            )
         for i in range(300):
             bus.fire_event({"act": "pend", "id": "junk-*%d" % i, "result": True}, "salt/auth")
     ret = rrun.run("vmops.create", name, "level=staging")
@@ -426,8 +503,13 @@ def test_a_flood_of_junk_auth_events_does_not_delay_a_registered_vm(
     took = done.stamp.timestamp() - t0
     record("reactor: registered VM admitted behind a flood of 800 junk auth events", took)
     assert took < 90, took  # alone it takes 10-20 s here; a starved admission waits minutes
-    decisions = [e for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
-                 if e.data.get("fun") == "runner.vmops.admit_minion"]
+    decisions = [
+        e
+        for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
+        if e.data.get("fun") == "runner.vmops.admit_minion"
+    ]
     assert all(name in str(e.data.get("fun_args")) for e in decisions), len(decisions)
     audits = events_of(event_listener, reactor_master, "vmops/key/*/refused", t0)
-    assert len([e for e in audits if "junk" in str(e.data.get("minion"))]) <= 10  # AUDITS_PER_MINUTE
+    assert (
+        len([e for e in audits if "junk" in str(e.data.get("minion"))]) <= 10
+    )  # AUDITS_PER_MINUTE

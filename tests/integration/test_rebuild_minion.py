@@ -7,8 +7,9 @@ from vmopslib import identity
 pytestmark = pytest.mark.usefixtures("synced")
 
 
-def test_rebuild_minion_answers_with_a_new_key(salt_run_cli, salt_cli, salt_key_cli, vm_minion,
-                                               os_conn):
+def test_rebuild_minion_answers_with_a_new_key(
+    salt_run_cli, salt_cli, salt_key_cli, vm_minion, os_conn
+):
     before = salt_run_cli.run("vmops.show", vm_minion).data
     old_pub = salt_key_cli.run("-p", vm_minion).data["minions"][vm_minion]
     ret = salt_run_cli.run("state.orch", "orch.rebuild_minion", "pillar={vm: %s}" % vm_minion)
@@ -25,8 +26,12 @@ def test_rebuild_minion_answers_with_a_new_key(salt_run_cli, salt_cli, salt_key_
     assert identity.console_fingerprints(console) == [identity.fingerprint(new_pub)]
     assert salt_cli.run("test.ping", minion_tgt=vm_minion).data is True
     cachedir = salt_cli.run("config.get", "cachedir", minion_tgt=vm_minion).data
-    assert salt_cli.run("file.file_exists", "%s/highstate/marker.txt" % cachedir,
-                        minion_tgt=vm_minion).data is True
+    assert (
+        salt_cli.run(
+            "file.file_exists", "%s/highstate/marker.txt" % cachedir, minion_tgt=vm_minion
+        ).data
+        is True
+    )
 
 
 def test_rebuild_minion_refuses_bad_input(salt_run_cli):

@@ -18,8 +18,6 @@ from tests.integration.conftest import orch_failures, orch_states, wait_until
 pytestmark = pytest.mark.usefixtures("synced")
 
 
-
-
 def _servers(os_conn, name):
     return list(os_conn.compute.servers(name="^%s$" % name))
 
@@ -34,6 +32,7 @@ def _old_still_serves(os_conn, salt_cli, old_vm):
     def answers():
         r = salt_cli.run("--timeout=5", "test.ping", minion_tgt=old_vm["name"])
         return r.data is True
+
     wait_until(answers, 90, interval=2, what="the old minion to answer again")
     grains = salt_cli.run("grains.item", "compute_host", minion_tgt=old_vm["name"]).data
     assert grains["compute_host"] == os_conn.compute.get_server(old_vm["id"]).compute_host
@@ -46,14 +45,17 @@ def _replace(salt_run_cli, name, *pillar_items):
     return ret, time.monotonic() - t0
 
 
-def test_replace_vm_success(salt_run_cli, salt_cli, os_conn, old_vm, keys, event_listener,
-                            salt_master):
+def test_replace_vm_success(
+    salt_run_cli, salt_cli, os_conn, old_vm, keys, event_listener, salt_master
+):
     t0 = time.time()
     ret, took = _replace(salt_run_cli, old_vm["name"], "flavor: m1.small", "smoke: true")
     assert ret.returncode == 0, orch_failures(ret)
     record("replace_vm end to end (orch)", took)
     states = orch_states(ret)
-    assert all(s["result"] is True for k, s in states.items() if "rollback" not in k), orch_failures(ret)
+    assert all(s["result"] is True for k, s in states.items() if "rollback" not in k), (
+        orch_failures(ret)
+    )
     # exactly one VM of that name: the new one, with the new flavor and the IP
     servers = _servers(os_conn, old_vm["name"])
     assert len(servers) == 1 and servers[0].id != old_vm["id"]
@@ -62,8 +64,9 @@ def test_replace_vm_success(salt_run_cli, salt_cli, os_conn, old_vm, keys, event
     assert os_conn.compute.find_server(old_vm["id"]) is None
     # the new minion answers, highstate applied, the level it was built with
     cachedir = salt_cli.run("config.get", "cachedir", minion_tgt=old_vm["name"]).data
-    marker = salt_cli.run("file.read", "%s/highstate/marker.txt" % cachedir,
-                          minion_tgt=old_vm["name"]).data
+    marker = salt_cli.run(
+        "file.read", "%s/highstate/marker.txt" % cachedir, minion_tgt=old_vm["name"]
+    ).data
     assert marker.strip() == "highstate of %s at level staging" % old_vm["name"]
     assert salt_cli.run("grains.get", "compute_host", minion_tgt=old_vm["name"]).data == new["host"]
     # the summary lists every step, and the bus heard them
@@ -73,7 +76,8 @@ def test_replace_vm_success(salt_run_cli, salt_cli, os_conn, old_vm, keys, event
     assert steps == ["plan", "boot", "wait", "sanity", "checked", "smoke", "flip", "retire"], steps
     assert "released" in status["steps"][5][3]
     events = event_listener.get_events(
-        [(salt_master.id, "vmops/replace/%s/*" % old_vm["name"])], after_time=t0)
+        [(salt_master.id, "vmops/replace/%s/*" % old_vm["name"])], after_time=t0
+    )
     assert {e.tag.rsplit("/", 1)[1] for e in events} >= {"plan", "key", "boot", "flip", "retire"}
     assert not any("BEGIN RSA PRIVATE KEY" in json.dumps(e.data) for e in events)
     assert keys.state(old_vm["name"]) == "minions"
@@ -105,8 +109,13 @@ def test_new_vm_in_error_rolls_back(salt_run_cli, salt_cli, os_conn, old_vm):
 
 
 def test_new_minion_never_shows_up_rolls_back(salt_run_cli, salt_cli, os_conn, old_vm):
-    ret, _ = _replace(salt_run_cli, old_vm["name"], "metadata: {fakevm: broken-image}",
-                      "timeout: 20", "keep_failed: true")
+    ret, _ = _replace(
+        salt_run_cli,
+        old_vm["name"],
+        "metadata: {fakevm: broken-image}",
+        "timeout: 20",
+        "keep_failed: true",
+    )
     assert ret.returncode != 0
     why = orch_failures(ret)
     # the broken image never starts a minion: its key never shows on the console, so the
@@ -120,8 +129,12 @@ def test_new_minion_never_shows_up_rolls_back(salt_run_cli, salt_cli, os_conn, o
 
 
 def test_test_mode_prints_the_plan_and_changes_nothing(salt_run_cli, os_conn, old_vm):
-    ret = salt_run_cli.run("state.orch", "orch.replace_vm",
-                           "pillar={vm: %s, flavor: m1.small}" % old_vm["name"], "test=True")
+    ret = salt_run_cli.run(
+        "state.orch",
+        "orch.replace_vm",
+        "pillar={vm: %s, flavor: m1.small}" % old_vm["name"],
+        "test=True",
+    )
     assert ret.returncode == 0, ret
     (state,) = orch_states(ret).values()
     assert "PLAN: replace %s (%s" % (old_vm["name"], old_vm["id"]) in state["comment"]
@@ -148,8 +161,13 @@ SLOW_DEPLOY = "deploy: {cmd: 'sleep 15'}"  # keeps a run in progress long enough
 def _background_replace(salt_run_cli, name, *pillar_items):
     pillar = ", ".join(("vm: %s" % name,) + pillar_items)
     cmd = salt_run_cli.cmdline("state.orch", "orch.replace_vm", "pillar={%s}" % pillar)
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # noqa: S603
-                            start_new_session=True, env=dict(salt_run_cli.environ))
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # noqa: S603
+        start_new_session=True,
+        env=dict(salt_run_cli.environ),
+    )
 
 
 def _journal_state(salt_run_cli, name):
@@ -169,8 +187,12 @@ def _journal_file_state(salt_master, name):
 def test_a_concurrent_run_is_refused(salt_run_cli, os_conn, old_vm, salt_master):
     first = _background_replace(salt_run_cli, old_vm["name"], SLOW_DEPLOY)
     try:
-        wait_until(lambda: _journal_file_state(salt_master, old_vm["name"]) == "sane",
-                   60, interval=0.1, what="the first run to reach its deploy step")
+        wait_until(
+            lambda: _journal_file_state(salt_master, old_vm["name"]) == "sane",
+            60,
+            interval=0.1,
+            what="the first run to reach its deploy step",
+        )
         ret, _ = _replace(salt_run_cli, old_vm["name"])
         assert ret.returncode != 0
         why = orch_failures(ret)
@@ -184,8 +206,9 @@ def test_a_concurrent_run_is_refused(salt_run_cli, os_conn, old_vm, salt_master)
 
 
 @pytest.mark.parametrize("old_vm", ["it-slowhs"], indirect=True)  # an 8 s highstate
-def test_killed_run_resumes_with_exactly_one_vm(salt_run_cli, salt_cli, os_conn, old_vm,
-                                                 salt_master):
+def test_killed_run_resumes_with_exactly_one_vm(
+    salt_run_cli, salt_cli, os_conn, old_vm, salt_master
+):
     """Killed while its highstate runs on the new minion: the re-run waits for that
     highstate (never fails on "state.highstate is running") and adopts the booted VM."""
     first = _background_replace(salt_run_cli, old_vm["name"])
@@ -197,8 +220,12 @@ def test_killed_run_resumes_with_exactly_one_vm(salt_run_cli, salt_cli, os_conn,
         return isinstance(jobs, list) and any(j.get("fun") == "state.highstate" for j in jobs)
 
     try:
-        wait_until(highstate_running, 120, interval=0.2,
-                   what="the first run's highstate to run on the new VM")
+        wait_until(
+            highstate_running,
+            120,
+            interval=0.2,
+            what="the first run's highstate to run on the new VM",
+        )
     finally:
         first.kill()  # the whole salt-run, mid-way (its highstate still runs on the minion)
         first.wait()
@@ -210,7 +237,9 @@ def test_killed_run_resumes_with_exactly_one_vm(salt_run_cli, salt_cli, os_conn,
     # the resumed run finished with the VM the killed one booted: no second boot
     servers = _servers(os_conn, old_vm["name"])
     assert [s.id for s in servers] == [booted]
-    assert salt_run_cli.run("vmops.show", old_vm["name"]).data["floating_ips"] == [old_vm["address"]]
+    assert salt_run_cli.run("vmops.show", old_vm["name"]).data["floating_ips"] == [
+        old_vm["address"]
+    ]
     status = salt_run_cli.run("vmops.replace_vm", old_vm["name"], "step=status").data
     assert status["state"] == "done" and status["new"] == booted, status
     assert [s[0] for s in status["steps"]].count("boot") == 1, status["steps"]

@@ -46,7 +46,8 @@ def _user_data(os_conn, server_id):
 
 
 def test_user_data_gets_an_attacker_nothing_and_the_old_vm_runs_no_job_after_the_handover(
-        salt_run_cli, salt_cli, os_conn, old_vm, keys):
+    salt_run_cli, salt_cli, os_conn, old_vm, keys
+):
     """Stolen user-data: no key in it; a minion started from it is refused.  The old VM,
     kept running (keep_old: rename) and retrying its authentication all along, runs
     neither the highstate nor the deploy meant for the new one."""
@@ -70,8 +71,11 @@ def test_user_data_gets_an_attacker_nothing_and_the_old_vm_runs_no_job_after_the
     thief = "thief-%s" % uuid.uuid4().hex[:8]
     try:
         fakevm.boot(thief, text, name=name)
-        wait_until(lambda: name in keys.listing().get("minions_denied", []), 60,
-                   what="the thief's key to be denied")
+        wait_until(
+            lambda: name in keys.listing().get("minions_denied", []),
+            60,
+            what="the thief's key to be denied",
+        )
         ret = salt_cli.run("cmd.run", DEPLOY_CMD.replace("deploy-cmd", "after"), minion_tgt=name)
         assert ret.returncode == 0, ret
         assert _ran(new_id, "after.txt") and not _ran(thief, "after.txt")
@@ -85,8 +89,9 @@ def test_user_data_gets_an_attacker_nothing_and_the_old_vm_runs_no_job_after_the
     assert base64.b64encode(accepted.encode()).decode() in console
 
 
-def test_a_rebuild_the_cloud_refuses_keeps_the_minion_and_its_key(salt_run_cli, salt_cli,
-                                                                  salt_key_cli, vm_minion):
+def test_a_rebuild_the_cloud_refuses_keeps_the_minion_and_its_key(
+    salt_run_cli, salt_cli, salt_key_cli, vm_minion
+):
     old_pub = salt_key_cli.run("-p", vm_minion).data["minions"][vm_minion]
     ret = salt_run_cli.run("vmops.rebuild_minion", vm_minion, "image=no-such-image")
     assert ret.returncode != 0 and "no-such-image" in ret.data["comment"], ret
@@ -95,13 +100,15 @@ def test_a_rebuild_the_cloud_refuses_keeps_the_minion_and_its_key(salt_run_cli, 
     assert salt_cli.run("--timeout=10", "test.ping", minion_tgt=vm_minion).data is True
 
 
-def test_oversized_user_data_is_refused_without_echoing_it(salt_run_cli, vm_name, cleanup,
-                                                           os_conn):
+def test_oversized_user_data_is_refused_without_echoing_it(salt_run_cli, vm_name, cleanup, os_conn):
     cleanup.append(vm_name)
     blob = "x" * 70000  # Nova takes at most 65535 bytes of (base64) user-data
     t0 = time.time()
-    ret = salt_run_cli.run("vmops.create", vm_name,
-                           "cloud_config={write_files: [{path: /etc/blob, content: %s}]}" % blob)
+    ret = salt_run_cli.run(
+        "vmops.create",
+        vm_name,
+        "cloud_config={write_files: [{path: /etc/blob, content: %s}]}" % blob,
+    )
     assert ret.returncode != 0, str(ret)[:500]
     comment = ret.data["comment"] if isinstance(ret.data, dict) else str(ret.data)
     assert "xxxxxxxxxx" not in comment and len(comment) < 2000, comment[:300]
@@ -111,7 +118,8 @@ def test_oversized_user_data_is_refused_without_echoing_it(salt_run_cli, vm_name
 
 
 def test_handovers_hold_twenty_times_in_a_row_with_the_old_minion_hammering(
-        salt_run_cli, salt_cli, old_vm, keys):
+    salt_run_cli, salt_cli, old_vm, keys
+):
     """Each replacement's old minion keeps authenticating through the handover (it retries
     every second or two once refused): the key record is overwritten in place, never left
     empty, so no retry can plant a pending key; every run ends with the new VM's key."""
@@ -132,7 +140,8 @@ def test_handovers_hold_twenty_times_in_a_row_with_the_old_minion_hammering(
 
 
 def test_on_ec2_the_user_data_holds_no_key_and_the_console_key_is_the_one_accepted(
-        salt_run_cli, salt_cli, moto_cloud, keys, vm_name, cleanup):
+    salt_run_cli, salt_cli, moto_cloud, keys, vm_name, cleanup
+):
     """EC2 principals with DescribeInstanceAttribute (AWS's read-only policy has it) read
     user-data: there is no key in it.  The instance's console key is accepted; a rebuild,
     which EC2 cannot do, is refused without touching the key."""
@@ -149,8 +158,12 @@ def test_on_ec2_the_user_data_holds_no_key_and_the_console_key_is_the_one_accept
     assert "registration by vmops.create" in ret.data["comment"], ret.data
     accepted = keys.cli.run("-p", vm_name).data["minions"][vm_name]
     assert base64.b64encode(accepted.encode()).decode() in fakevm.console(instance_id)
-    wait_until(lambda: salt_cli.run("--timeout=5", "test.ping", minion_tgt=vm_name).data is True,
-               60, interval=2, what="the EC2 minion to answer")
+    wait_until(
+        lambda: salt_cli.run("--timeout=5", "test.ping", minion_tgt=vm_name).data is True,
+        60,
+        interval=2,
+        what="the EC2 minion to answer",
+    )
     ret = salt_run_cli.run("vmops.rebuild_minion", vm_name, "cloud=aws")
     assert ret.returncode != 0, ret
     assert keys.cli.run("-p", vm_name).data["minions"][vm_name] == accepted

@@ -9,7 +9,7 @@ import datetime
 import pytest
 
 from vmopslib import admission, config, identity
-from vmopslib.errors import VmopsError
+from vmopslib.errors import InvalidInput, VmopsError
 from vmopslib.registry import NONCE_KEY, Registry
 
 NOW = 1_800_000_000.0
@@ -18,7 +18,9 @@ KEY_B = identity.generate_keypair()[0]
 
 
 def iso(epoch):
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
 
 
 class FakeCloud:
@@ -29,11 +31,20 @@ class FakeCloud:
 
     def add(self, name, status="ACTIVE", created=NOW, metadata=None, console_key=None):
         sid = "srv-%d" % len(self.servers)
-        self.servers.append({"id": sid, "name": name, "status": status, "created": iso(created),
-                             "metadata": dict(metadata or {})})
+        self.servers.append(
+            {
+                "id": sid,
+                "name": name,
+                "status": status,
+                "created": iso(created),
+                "metadata": dict(metadata or {}),
+            }
+        )
         if console_key:
-            self.consoles[sid] = "boot\n%s%s\n" % (identity.FINGERPRINT_LINE,
-                                                  identity.fingerprint(console_key))
+            self.consoles[sid] = "boot\n%s%s\n" % (
+                identity.FINGERPRINT_LINE,
+                identity.fingerprint(console_key),
+            )
         return sid
 
     def servers_named(self, name):
@@ -95,13 +106,18 @@ def world(tmp_path):
         keys = FakeKeys()
         registry = Registry(str(tmp_path / "expected"))
         events = Events()
-        conf = {"default_cloud": "local", "clouds": {"local": {}, "aws": {}},
-                "reactor": {}, "autoprovision": {}}
+        conf = {
+            "default_cloud": "local",
+            "clouds": {"local": {}, "aws": {}},
+            "reactor": {},
+            "autoprovision": {},
+        }
 
         def decide(self, name, now=NOW + 10):
             clouds = {"local": self.cloud, "aws": self.aws, None: self.cloud}
-            return admission.decide(self.conf, self.keys, self.registry, clouds.__getitem__, name,
-                                    self.events, now=now)
+            return admission.decide(
+                self.conf, self.keys, self.registry, clouds.__getitem__, name, self.events, now=now
+            )
 
     return World()
 
@@ -125,21 +141,28 @@ def test_registered_vm_with_nonce_and_console_key_is_accepted_once(world):
     assert not ret["accepted"] and "not expected" in ret["reason"], ret
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("no-server", "no server named app2"),
-    ("wrong-nonce", "does not carry the nonce"),
-    ("created-before", "before vmops.create registered it"),
-    ("other-key-on-console", "is not the one server"),
-    ("two-servers", "2 servers are named app2"),
-    ("expired", "expired"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("no-server", "no server named app2"),
+        ("wrong-nonce", "does not carry the nonce"),
+        ("created-before", "before vmops.create registered it"),
+        ("other-key-on-console", "is not the one server"),
+        ("two-servers", "2 servers are named app2"),
+        ("expired", "expired"),
+    ],
+)
 def test_registration_refusals_name_the_reason(world, case, reason):
     entry = _register(world, "app2")
     nonce = entry["nonce"] if case != "wrong-nonce" else "0" * 32
     created = NOW - 3600 if case == "created-before" else NOW
     if case != "no-server":
-        world.cloud.add("app2", created=created, metadata={NONCE_KEY: nonce},
-                        console_key=KEY_B if case == "other-key-on-console" else KEY_A)
+        world.cloud.add(
+            "app2",
+            created=created,
+            metadata={NONCE_KEY: nonce},
+            console_key=KEY_B if case == "other-key-on-console" else KEY_A,
+        )
     if case == "two-servers":
         world.cloud.add("app2", metadata={NONCE_KEY: nonce}, console_key=KEY_A)
     world.keys.keys["app2"] = ("pending", KEY_A)
@@ -175,14 +198,21 @@ def test_definitive_refusal_rejects_when_configured_and_is_remembered(world):
     assert world.keys.calls == [("reject", "rogue")]
     # remembered: the gate drops the same key's next attempts without a runner
     assert world.registry.refusal("rogue", identity.fingerprint(KEY_A), NOW + 20)
-    assert not admission.gate(world.conf, world.registry, "salt/auth",
-                              {"act": "pend", "id": "rogue", "pub": KEY_A}, world.events,
-                              throttle=admission.Throttle(), now=NOW + 20)
+    assert not admission.gate(
+        world.conf,
+        world.registry,
+        "salt/auth",
+        {"act": "pend", "id": "rogue", "pub": KEY_A},
+        world.events,
+        throttle=admission.Throttle(),
+        now=NOW + 20,
+    )
 
 
 def test_preseeded_ids_never_take_a_pending_key(world):
-    world.registry.expect("app2", "local", "replace_vm", 600, state="preseeded", provision=False,
-                          now=NOW)
+    world.registry.expect(
+        "app2", "local", "replace_vm", 600, state="preseeded", provision=False, now=NOW
+    )
     world.cloud.add("app2", console_key=KEY_A)
     world.keys.keys["app2"] = ("pending", KEY_A)
     ret = world.decide("app2")
@@ -191,10 +221,19 @@ def test_preseeded_ids_never_take_a_pending_key(world):
 
 def _rules(world):
     world.conf["autoprovision"] = {
-        "web": {"cloud": "local", "metadata": {"vmops-autoprovision": "web"},
-                "minion_id": "web-[0-9a-f]+", "max_age": 600, "level": "staging"},
-        "ec2web": {"cloud": "aws", "metadata": {"vmops-autoprovision": "web"},
-                   "minion_id": "ec2web-[0-9a-f]+", "max_age": 600},
+        "web": {
+            "cloud": "local",
+            "metadata": {"vmops-autoprovision": "web"},
+            "minion_id": "web-[0-9a-f]+",
+            "max_age": 600,
+            "level": "staging",
+        },
+        "ec2web": {
+            "cloud": "aws",
+            "metadata": {"vmops-autoprovision": "web"},
+            "minion_id": "ec2web-[0-9a-f]+",
+            "max_age": 600,
+        },
     }
 
 
@@ -214,19 +253,24 @@ def test_auto_provisioning_rule_admits_a_marked_young_server_once(world):
     assert "admitted once already" in ret["reason"], ret
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("no-marker", "no auto-provisioning rule matches"),
-    ("wrong-marker", "no auto-provisioning rule matches"),
-    ("too-old", "max_age"),
-    ("id-pattern", "no auto-provisioning rule matches"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("no-marker", "no auto-provisioning rule matches"),
+        ("wrong-marker", "no auto-provisioning rule matches"),
+        ("too-old", "max_age"),
+        ("id-pattern", "no auto-provisioning rule matches"),
+    ],
+)
 def test_auto_provisioning_refusals(world, case, reason):
     _rules(world)
     name = "db-1" if case == "id-pattern" else "web-2b"
     metadata = {"no-marker": {}, "wrong-marker": {"vmops-autoprovision": "db"}}.get(
-        case, {"vmops-autoprovision": "web"})
-    world.cloud.add(name, metadata=metadata, console_key=KEY_A,
-                    created=NOW - 3600 if case == "too-old" else NOW)
+        case, {"vmops-autoprovision": "web"}
+    )
+    world.cloud.add(
+        name, metadata=metadata, console_key=KEY_A, created=NOW - 3600 if case == "too-old" else NOW
+    )
     world.keys.keys[name] = ("pending", KEY_A)
     ret = world.decide(name)
     assert not ret["accepted"] and reason in ret["reason"], ret
@@ -246,14 +290,26 @@ def test_auto_provisioning_on_two_clouds_at_once_is_ambiguous(world):
 def test_gate_drops_and_audits_ids_with_matcher_characters(world, bad):
     throttle, audit = admission.Throttle(), admission.Throttle()
     data = {"act": "pend", "id": bad, "pub": KEY_A}
-    assert admission.gate(world.conf, world.registry, "salt/auth", data, world.events,
-                          throttle=throttle, now=NOW, audit=audit) is False
+    assert (
+        admission.gate(
+            world.conf,
+            world.registry,
+            "salt/auth",
+            data,
+            world.events,
+            throttle=throttle,
+            now=NOW,
+            audit=audit,
+        )
+        is False
+    )
     assert world.events[-1][0] == "key/_invalid_/refused" and world.events[-1][2]["minion"] == bad
     # audited once, not on every retry
-    admission.gate(world.conf, world.registry, "salt/auth", data, world.events, throttle=throttle,
-                   audit=audit)
+    admission.gate(
+        world.conf, world.registry, "salt/auth", data, world.events, throttle=throttle, audit=audit
+    )
     assert len(world.events) == 1
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidInput):
         world.decide(bad)
 
 
@@ -269,8 +325,11 @@ def test_gate_throttles_per_id_and_overall():
 
 
 def test_gate_only_lets_pending_auth_and_admitted_starts_through(world):
-    gate = lambda tag, data: admission.gate(world.conf, world.registry, tag, data, world.events,  # noqa: E731
-                                            throttle=admission.Throttle())
+    def gate(tag, data):
+        return admission.gate(
+            world.conf, world.registry, tag, data, world.events, throttle=admission.Throttle()
+        )
+
     assert not gate("salt/auth", {"act": "accept", "id": "app2"})
     assert not gate("salt/auth", {"act": "reject", "id": "app2"})
     # an id nothing could admit (no registration, no rule) gets no decision at all
@@ -314,8 +373,9 @@ def test_bad_reactor_settings_and_rules_are_clear_errors():
     with pytest.raises(Exception, match="opt-in marker"):
         config.autoprovision_rules({"autoprovision": {"web": {"cloud": "local"}}})
     with pytest.raises(Exception, match="not a regular expression"):
-        config.autoprovision_rules({"autoprovision": {"web": {"metadata": {"a": 1},
-                                                              "minion_id": "("}}})
+        config.autoprovision_rules(
+            {"autoprovision": {"web": {"metadata": {"a": 1}, "minion_id": "("}}}
+        )
 
 
 def test_only_one_decision_per_id_runs_at_a_time(world):
@@ -367,9 +427,16 @@ def test_a_flood_of_junk_costs_nothing_and_a_registered_vm_still_gets_its_decisi
     throttle, audit = admission.Throttle(max_ids=128), admission.Throttle()
 
     def gate(minion_id, now):
-        return admission.gate(world.conf, world.registry, "salt/auth",
-                              {"act": "pend", "id": minion_id, "pub": KEY_A}, world.events,
-                              throttle=throttle, now=now, audit=audit)
+        return admission.gate(
+            world.conf,
+            world.registry,
+            "salt/auth",
+            {"act": "pend", "id": minion_id, "pub": KEY_A},
+            world.events,
+            throttle=throttle,
+            now=now,
+            audit=audit,
+        )
 
     assert not any(gate("junk-%04d" % i, NOW) for i in range(500))
     assert not any(gate(bad, NOW) for bad in ("*", "app*", "[x]y") * 100)
@@ -397,11 +464,19 @@ def test_a_start_before_the_minion_answers_rearms_provisioning(world):
     out = admission.provision_done(world.registry, "app2", False, world.events)
     assert out["state"] == "accepted" and world.events[-1][0] == "provision/app2/rearmed"
     # the real start later provisions it
-    assert admission.gate(world.conf, world.registry, "salt/minion/app2/start", {"id": "app2"},
-                          world.events, throttle=admission.Throttle())
+    assert admission.gate(
+        world.conf,
+        world.registry,
+        "salt/minion/app2/start",
+        {"id": "app2"},
+        world.events,
+        throttle=admission.Throttle(),
+    )
     assert world.registry.get("app2")["state"] == "provisioning"
     # re-armed a few times at most, then it counts as failed
     world.registry.update("app2", rearmed=admission.REARM_LIMIT)
     with pytest.raises(VmopsError):
         admission.provision_check(world.conf, world.registry, "app2", silent, None)
-    assert admission.provision_done(world.registry, "app2", False, world.events)["state"] == "failed"
+    assert (
+        admission.provision_done(world.registry, "app2", False, world.events)["state"] == "failed"
+    )

@@ -38,8 +38,9 @@ def _ec2(raise_this):
 
 
 def test_an_openstack_503_is_a_cloud_error_naming_cloud_and_operation():
-    exc = openstack_exceptions.HttpException(message="Service Unavailable",
-                                             details="nova-api is restarting", http_status=503)
+    exc = openstack_exceptions.HttpException(
+        message="Service Unavailable", details="nova-api is restarting", http_status=503
+    )
     with pytest.raises(CloudError, match=r"cloud local: get_server failed: HTTP 503 nova-api"):
         _openstack(exc)._get_server("x")
 
@@ -56,16 +57,21 @@ def test_openstack_not_found_and_connection_refused():
 def test_ec2_client_errors():
     def client_error(code, status):
         return botocore_exceptions.ClientError(
-            {"Error": {"Code": code, "Message": "words"},
-             "ResponseMetadata": {"HTTPStatusCode": status}}, "DescribeInstances")
+            {
+                "Error": {"Code": code, "Message": "words"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            "DescribeInstances",
+        )
 
     with pytest.raises(NotFound, match="InvalidInstanceID.NotFound"):
         _ec2(client_error("InvalidInstanceID.NotFound", 400))._get_server("i-1")
     with pytest.raises(CloudError, match=r"cloud aws: get_server failed: Unavailable \(HTTP 503\)"):
         _ec2(client_error("Unavailable", 503))._get_server("i-1")
     with pytest.raises(CloudError, match="EndpointConnectionError"):
-        _ec2(botocore_exceptions.EndpointConnectionError(
-            endpoint_url="https://ec2.example"))._get_server("i-1")
+        _ec2(
+            botocore_exceptions.EndpointConnectionError(endpoint_url="https://ec2.example")
+        )._get_server("i-1")
 
 
 def test_a_bug_is_not_translated():
@@ -74,8 +80,10 @@ def test_a_bug_is_not_translated():
 
 
 def test_credentials_in_urls_are_cut():
-    text = ("GET https://admin:secret@cloud.example/v3?token=abc&X-Amz-Signature=def failed "
-            + "x" * 400)
+    text = (
+        "GET https://admin:secret@cloud.example/v3?token=abc&X-Amz-Signature=def failed "
+        + "x" * 400
+    )
     out = short_reason(text)
     assert "secret" not in out and "abc" not in out and "def" not in out
     assert len(out) <= 303
@@ -85,11 +93,20 @@ def test_a_cloud_that_does_not_answer_is_a_cloud_error_not_a_traceback():
     """Real clients, a port nobody listens on (connection refused at once)."""
     from vmopslib.provider import get_provider
 
-    dead = get_provider({"name": "dead", "driver": "openstack",
-                         "auth": {"auth_url": "http://127.0.0.1:9/v3", "username": "u",
-                                  "password": "topsecret", "project_name": "p",
-                                  "user_domain_name": "Default",
-                                  "project_domain_name": "Default"}})
+    dead = get_provider(
+        {
+            "name": "dead",
+            "driver": "openstack",
+            "auth": {
+                "auth_url": "http://127.0.0.1:9/v3",
+                "username": "u",
+                "password": "topsecret",
+                "project_name": "p",
+                "user_domain_name": "Default",
+                "project_domain_name": "Default",
+            },
+        }
+    )
     with pytest.raises(CloudError) as err:
         dead.servers_named("app2")
     assert "cloud dead: servers_named failed" in str(err.value)

@@ -10,8 +10,23 @@ def test_plain_minion_ids_pass(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["app*", "*", "[ab]pp2", "app?", "L@app1,app2", "G@level:staging", "app2 app3",
-             "app1,app2", "", "-app", "app-", None, 7, "a" * 300],
+    "name",
+    [
+        "app*",
+        "*",
+        "[ab]pp2",
+        "app?",
+        "L@app1,app2",
+        "G@level:staging",
+        "app2 app3",
+        "app1,app2",
+        "",
+        "-app",
+        "app-",
+        None,
+        7,
+        "a" * 300,
+    ],
 )
 def test_globs_lists_and_compound_matchers_are_refused(name):
     with pytest.raises(InvalidInput, match="not a plain minion id"):
@@ -19,8 +34,12 @@ def test_globs_lists_and_compound_matchers_are_refused(name):
 
 
 def test_pillar_wins_key_by_key():
-    opts = {"vmops": {"clouds": {"c": {"driver": "openstack", "cloud": "c", "auth": {"password": "x"}}},
-                      "defaults": {"flavor": "small", "grains": {"a": 1}}}}
+    opts = {
+        "vmops": {
+            "clouds": {"c": {"driver": "openstack", "cloud": "c", "auth": {"password": "x"}}},
+            "defaults": {"flavor": "small", "grains": {"a": 1}},
+        }
+    }
     pillar = {"vmops": {"defaults": {"grains": {"b": 2}}}}
     conf = config.load(opts, pillar)
     assert conf["defaults"]["flavor"] == "small"
@@ -29,10 +48,14 @@ def test_pillar_wins_key_by_key():
 
 
 def test_vm_settings_layering_and_level_grain():
-    conf = config.load({"vmops": {
-        "defaults": {"flavor": "small", "image": "img"},
-        "vms": {"app2": {"flavor": "lightspeed", "level": "staging"}},
-    }})
+    conf = config.load(
+        {
+            "vmops": {
+                "defaults": {"flavor": "small", "image": "img"},
+                "vms": {"app2": {"flavor": "lightspeed", "level": "staging"}},
+            }
+        }
+    )
     profile = {"defaults": {"image": "cloud-img", "networks": ["n1"]}}
     settings = config.vm(conf, "app2", {"networks": ["n2"]}, profile)
     assert settings["flavor"] == "lightspeed"
@@ -60,8 +83,13 @@ def test_only_cloud_is_the_default():
 
 
 def test_redact_hides_secrets_at_any_depth():
-    data = {"auth": {"username": "ops", "password": "s3cret"}, "aws_secret_access_key": "k",
-            "private_key": "-----BEGIN", "list": [{"token": "t"}], "name": "app2"}
+    data = {
+        "auth": {"username": "ops", "password": "s3cret"},
+        "aws_secret_access_key": "k",
+        "private_key": "-----BEGIN",
+        "list": [{"token": "t"}],
+        "name": "app2",
+    }
     red = config.redact(data)
     assert "s3cret" not in repr(red) and "-----BEGIN" not in repr(red)
     assert red["auth"]["username"] == "ops" and red["name"] == "app2"

@@ -16,8 +16,11 @@ def _public_functions(path):
 
 @pytest.mark.parametrize("path", ["_modules/vmops.py", "_runners/vmops.py"])
 def test_every_public_function_has_a_cli_example(path):
-    missing = [f.name for f in _public_functions(path)
-               if "CLI Example:" not in (ast.get_docstring(f) or "")]
+    missing = [
+        f.name
+        for f in _public_functions(path)
+        if "CLI Example:" not in (ast.get_docstring(f) or "")
+    ]
     assert not missing, "%s: no 'CLI Example:' in %s" % (path, missing)
 
 

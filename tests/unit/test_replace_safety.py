@@ -33,22 +33,36 @@ class Cloud:
         if not test:
             self.calls.append(("flip", address, server))
             self.new_ips.append(address)
-        return {"address": address, "old": {"server_id": self.ip_owner.get(address, "old")
-                                            if self.ip_owner else "old"}}
+        return {
+            "address": address,
+            "old": {"server_id": self.ip_owner.get(address, "old") if self.ip_owner else "old"},
+        }
 
 
 def _replacement(tmp_path, cloud, state, ips=("203.0.113.7",)):
     journal = replace.Journal(str(tmp_path))
-    journal.save({"vm": "app2", "state": state, "old": {"id": "old"}, "new": {"id": "new"},
-                  "floating_ips": list(ips), "keep_old": "delete", "steps": [],
-                  "owner": replace.current_owner("tok")})
+    journal.save(
+        {
+            "vm": "app2",
+            "state": state,
+            "old": {"id": "old"},
+            "new": {"id": "new"},
+            "floating_ips": list(ips),
+            "keep_old": "delete",
+            "steps": [],
+            "owner": replace.current_owner("tok"),
+        }
+    )
     return replace.Replacement({}, cloud, None, journal, None, token="tok")
 
 
-@pytest.mark.parametrize("status, ips, why", [
-    ("BUILD", ["203.0.113.7"], "is BUILD"),
-    ("ACTIVE", [], "does not hold 203.0.113.7"),
-])
+@pytest.mark.parametrize(
+    "status, ips, why",
+    [
+        ("BUILD", ["203.0.113.7"], "is BUILD"),
+        ("ACTIVE", [], "does not hold 203.0.113.7"),
+    ],
+)
 def test_retire_keeps_the_old_server_until_the_new_one_serves(tmp_path, status, ips, why):
     cloud = Cloud(new_status=status, new_ips=ips)
     rep = _replacement(tmp_path, cloud, "flipped")
@@ -88,8 +102,9 @@ def test_the_lock_is_real_across_processes_and_dies_with_its_holder(tmp_path):
     holder.start()
     try:
         assert ready.wait(10)
-        with pytest.raises(Locked, match="replacement of app2 is already running \\(pid %d"
-                           % holder.pid):
+        with pytest.raises(
+            Locked, match="replacement of app2 is already running \\(pid %d" % holder.pid
+        ):
             replace.Journal(str(tmp_path)).store.lock("app2")
     finally:
         holder.kill()

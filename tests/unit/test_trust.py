@@ -5,10 +5,10 @@ import base64
 
 import pytest
 
+from tests.unit.test_admission import NOW, Events, FakeCloud, FakeKeys, iso
 from vmopslib import admission, identity, replace, saltglue, trust
 from vmopslib.errors import CloudError, InvalidInput
 from vmopslib.registry import NONCE_KEY, Registry
-from tests.unit.test_admission import NOW, FakeCloud, FakeKeys, Events, iso
 
 KEY_A = identity.generate_keypair(bits=1024)[0]
 KEY_R = identity.generate_keypair(bits=1024)[0]
@@ -38,8 +38,9 @@ def test_the_operator_accept_takes_the_vouched_denied_key_over_a_rogues_pending_
     keys.keys["app2"] = ("pending", KEY_R)
     keys.denied["app2"] = [KEY_A]
     events = Events()
-    out = admission.Admission({}, keys, registry, None, events, now=NOW,
-                              operator=cloud).accept("app2")
+    out = admission.Admission({}, keys, registry, None, events, now=NOW, operator=cloud).accept(
+        "app2"
+    )
     assert out["accepted"] and "replaces a pending key" in out["reason"]
     assert keys.keys["app2"] == ("accepted", KEY_A) and keys.calls == [("preseed", "app2")]
     assert events[-1][0] == "key/app2/accepted"
@@ -54,15 +55,15 @@ def test_a_registered_vm_console_key_wins_over_any_number_of_rogue_keys(tmp_path
     cloud.consoles[sid] = _console_key(entry["nonce"], KEY_A)
     keys.keys["app2"] = ("pending", KEY_R)
     keys.denied["app2"] = [identity.generate_keypair(bits=1024)[0] for _ in range(5)]
-    out = admission.decide({}, keys, registry, lambda cloud_name: cloud, "app2", Events(),
-                           now=NOW)
+    out = admission.decide({}, keys, registry, lambda cloud_name: cloud, "app2", Events(), now=NOW)
     assert out["accepted"], out
     assert keys.keys["app2"] == ("accepted", KEY_A) and not keys.denied.get("app2")
     assert registry.get("app2")["state"] == "accepted"
     # the registration is used up: a second decision changes nothing
     keys.keys["app2"] = ("pending", KEY_R)
-    again = admission.decide({}, keys, registry, lambda cloud_name: cloud, "app2", Events(),
-                             now=NOW + 1)
+    again = admission.decide(
+        {}, keys, registry, lambda cloud_name: cloud, "app2", Events(), now=NOW + 1
+    )
     assert not again["accepted"]
 
 
@@ -72,15 +73,15 @@ def test_a_registered_vm_console_key_wins_over_any_number_of_rogue_keys(tmp_path
 def test_registry_transitions_check_where_they_start(tmp_path):
     registry = Registry(str(tmp_path))
     registry.expect("app2", "local", "vmops.create", 600, provision=True, now=NOW)
-    assert registry.start_provisioning("app2") is None          # not admitted yet
+    assert registry.start_provisioning("app2") is None  # not admitted yet
     assert registry.admit("app2", "srv", "fp", NOW)["state"] == "accepted"
-    assert registry.admit("app2", "srv2", "fp2", NOW) is None   # used up
+    assert registry.admit("app2", "srv2", "fp2", NOW) is None  # used up
     assert registry.start_provisioning("app2")["state"] == "provisioning"
-    assert registry.start_provisioning("app2") is None          # once
+    assert registry.start_provisioning("app2") is None  # once
     assert registry.rearm("app2", limit=1) == 1
     assert registry.get("app2")["state"] == "accepted"
     registry.start_provisioning("app2")
-    assert registry.rearm("app2", limit=1) is None              # limit used up
+    assert registry.rearm("app2", limit=1) is None  # limit used up
     assert registry.finish_provisioning("app2", False)["state"] == "failed"
 
 
@@ -117,6 +118,7 @@ def _keys(tmp_path, cache):
             @staticmethod
             def fire_event(data, tag):
                 pass
+
     keys.key = Key
     return keys
 
@@ -145,6 +147,7 @@ def test_the_handover_waits_for_the_rotation_it_asked_for(tmp_path, monkeypatch)
     def pending():  # the master's maintenance loop removes the drop file on its third look
         looks.append(1)
         return len(looks) < 3
+
     monkeypatch.setattr(keys, "rotation_pending", pending)
     assert "rotated its AES key" in trust.handover(keys, "app2", KEY_A, timeout=5)
     assert len(looks) == 3
@@ -205,11 +208,23 @@ class Minion:
 def test_a_rollback_restores_the_identity_first_and_finishes_when_the_cloud_fails(tmp_path):
     log = []
     journal = replace.Journal(str(tmp_path))
-    journal.save({"vm": "app2", "state": "answering", "old": {"id": "old"}, "new": {"id": "new"},
-                  "floating_ips": [], "keep_old": "delete", "steps": [], "old_pub": KEY_R,
-                  "owner": replace.current_owner("tok"), "nonce": "ab" * 16})
-    rep = replace.Replacement({}, RollbackCloud(log), RollbackKeys(log), journal, Minion(log),
-                              token="tok")
+    journal.save(
+        {
+            "vm": "app2",
+            "state": "answering",
+            "old": {"id": "old"},
+            "new": {"id": "new"},
+            "floating_ips": [],
+            "keep_old": "delete",
+            "steps": [],
+            "old_pub": KEY_R,
+            "owner": replace.current_owner("tok"),
+            "nonce": "ab" * 16,
+        }
+    )
+    rep = replace.Replacement(
+        {}, RollbackCloud(log), RollbackKeys(log), journal, Minion(log), token="tok"
+    )
     out = rep.rollback("app2")
     assert log == ["old key back", "rotated", "delete new", "old minion answers"]
     assert out["state"] == "rolled_back" and "NOT removed" in out["comment"]

@@ -1,23 +1,31 @@
 import pytest
 import yaml
 
+from tests.harness import fakevm
 from vmopslib import identity, userdata
 from vmopslib.errors import InvalidInput
-from tests.harness import fakevm
 
 
 def test_user_data_is_cloud_config_for_the_salt_minion_module():
     tag = "0123456789abcdef0123456789abcdef"
     text = userdata.render(
-        "app2", {"address": "salt.example.com", "port": 4506}, grains={"level": "staging"},
-        minion_config={"hash_type": "sha256"}, tag=tag,
+        "app2",
+        {"address": "salt.example.com", "port": 4506},
+        grains={"level": "staging"},
+        minion_config={"hash_type": "sha256"},
+        tag=tag,
         cloud_config={"packages": ["htop"], "runcmd": ["echo hi"]},
     )
     assert text.startswith("#cloud-config\n")
     doc = yaml.safe_load(text)
     conf = doc["salt_minion"]["conf"]
-    assert conf == {"rejected_retry": True, "hash_type": "sha256", "master": "salt.example.com",
-                    "master_port": 4506, "id": "app2"}
+    assert conf == {
+        "rejected_retry": True,
+        "hash_type": "sha256",
+        "master": "salt.example.com",
+        "master_port": 4506,
+        "id": "app2",
+    }
     assert doc["salt_minion"]["grains"] == {"level": "staging"}
     # the VM makes its own key: no key material at all in what the cloud keeps
     assert "public_key" not in doc["salt_minion"] and "private_key" not in doc["salt_minion"]
@@ -30,8 +38,11 @@ def test_user_data_is_cloud_config_for_the_salt_minion_module():
 
 def test_user_data_refuses_key_material_from_cloud_config():
     with pytest.raises(InvalidInput, match="private_key"):
-        userdata.render("app2", {"address": "m"},
-                        cloud_config={"salt_minion": {"private_key": "-----BEGIN RSA..."}})
+        userdata.render(
+            "app2",
+            {"address": "m"},
+            cloud_config={"salt_minion": {"private_key": "-----BEGIN RSA..."}},
+        )
 
 
 def test_the_console_public_key_is_read_back_whole_lines_first_tagged_only():
@@ -41,14 +52,21 @@ def test_the_console_public_key_is_read_back_whole_lines_first_tagged_only():
     mine, rogue = identity.generate_keypair(bits=1024)[0], identity.generate_keypair(bits=1024)[0]
 
     def line(t, pem, prefix=""):
-        return "%s%s%s]: %s" % (prefix, identity.PUBKEY_MARKER, t, base64.b64encode(pem.encode()).decode())
+        return "%s%s%s]: %s" % (
+            prefix,
+            identity.PUBKEY_MARKER,
+            t,
+            base64.b64encode(pem.encode()).decode(),
+        )
 
-    console = "\n".join([
-        line(other_tag, rogue),                                  # another run's tag
-        "GET /?q=" + line(tag, rogue) + " HTTP/1.1",             # echoed inside a line
-        line(tag, mine, "[   12.345] cloud-init[812]: "),         # cloud-init's
-        line(tag, rogue),                                        # printed later
-    ])
+    console = "\n".join(
+        [
+            line(other_tag, rogue),  # another run's tag
+            "GET /?q=" + line(tag, rogue) + " HTTP/1.1",  # echoed inside a line
+            line(tag, mine, "[   12.345] cloud-init[812]: "),  # cloud-init's
+            line(tag, rogue),  # printed later
+        ]
+    )
     assert identity.console_pubkey(console, tag) == mine
     assert identity.console_pubkey(console, "ef" * 16) is None
     assert identity.console_pubkey(line(tag, "not a key"), tag) is None
@@ -67,8 +85,9 @@ def test_the_test_hypervisor_prints_the_key_the_way_the_pack_reads_it(tmp_path, 
 
 
 def test_user_data_cannot_override_the_id_or_master():
-    doc = yaml.safe_load(userdata.render("app2", {"address": "m"},
-                                         minion_config={"id": "evil", "master": "x"}))
+    doc = yaml.safe_load(
+        userdata.render("app2", {"address": "m"}, minion_config={"id": "evil", "master": "x"})
+    )
     assert doc["salt_minion"]["conf"]["id"] == "app2"
     assert doc["salt_minion"]["conf"]["master"] == "m"
 
@@ -92,7 +111,12 @@ def _body(pem):
 
 def test_console_fingerprints_are_found_in_order():
     a, b = "aa:" * 31 + "aa", "bb:" * 31 + "bb"
-    console = "boot\n%s%s\nnoise\n%s%s\n" % (identity.FINGERPRINT_LINE, a, identity.FINGERPRINT_LINE, b)
+    console = "boot\n%s%s\nnoise\n%s%s\n" % (
+        identity.FINGERPRINT_LINE,
+        a,
+        identity.FINGERPRINT_LINE,
+        b,
+    )
     assert identity.console_fingerprints(console) == [a, b]
     assert identity.console_fingerprints("FAKE CONSOLE OUTPUT") == []
 
@@ -110,12 +134,14 @@ def test_console_fingerprints_are_whole_lines_only():
 
     fp = "ab:" * 31 + "cd"
     other = "12:" * 31 + "34"
-    console = "\n".join([
-        "[   12.345] cloud-init[812]: " + identity.FINGERPRINT_LINE + fp,
-        "GET /?q=" + identity.FINGERPRINT_LINE + other + " HTTP/1.1",   # echoed by a workload
-        identity.FINGERPRINT_LINE + other + " trailing words",
-        identity.FINGERPRINT_LINE + other,                               # printed later
-    ])
+    console = "\n".join(
+        [
+            "[   12.345] cloud-init[812]: " + identity.FINGERPRINT_LINE + fp,
+            "GET /?q=" + identity.FINGERPRINT_LINE + other + " HTTP/1.1",  # echoed by a workload
+            identity.FINGERPRINT_LINE + other + " trailing words",
+            identity.FINGERPRINT_LINE + other,  # printed later
+        ]
+    )
     assert identity.console_fingerprints(console) == [fp, other]
 
 
@@ -173,8 +199,10 @@ def test_ec2_creation_time_survives_a_stop_and_start():
 
     launched = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
     restarted = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
-    server = {"LaunchTime": restarted,  # AWS resets it on start
-              "NetworkInterfaces": [{"Attachment": {"DeviceIndex": 0, "AttachTime": launched}}]}
+    server = {
+        "LaunchTime": restarted,  # AWS resets it on start
+        "NetworkInterfaces": [{"Attachment": {"DeviceIndex": 0, "AttachTime": launched}}],
+    }
     assert _created(server) == launched.isoformat()
     assert _created({"LaunchTime": restarted}) == restarted.isoformat()
 
@@ -184,8 +212,10 @@ def test_a_cloud_error_that_echoes_the_user_data_is_scrubbed():
     from vmopslib.provider import encode_user_data, scrub_user_data
 
     text = "#cloud-config\nsecret: %s\n" % ("y" * 5000)
-    echoed = CloudError("400: Invalid input for field/attribute user_data. Value: %s is too long"
-                        % encode_user_data(text))
+    echoed = CloudError(
+        "400: Invalid input for field/attribute user_data. Value: %s is too long"
+        % encode_user_data(text)
+    )
     out = scrub_user_data(echoed, text.encode())
     assert isinstance(out, CloudError)
     assert "<user-data, %d bytes>" % len(text) in str(out) and "eXl5" not in str(out)
@@ -198,8 +228,10 @@ def test_user_data_over_the_cloud_limit_is_refused_before_anything(monkeypatch):
     from vmopslib.ec2 import EC2Provider
     from vmopslib.openstack import OpenStackProvider
 
-    for cls, size, words in ((OpenStackProvider, 50000, "65535 base64 encoded"),
-                             (EC2Provider, 17000, "16384 bytes")):
+    for cls, size, words in (
+        (OpenStackProvider, 50000, "65535 base64 encoded"),
+        (EC2Provider, 17000, "16384 bytes"),
+    ):
         prov = cls.__new__(cls)
         prov.name = "c"
         prov.check_user_data(b"x" * 1000)
@@ -213,6 +245,6 @@ def test_ec2_console_output_is_decoded_only_when_it_is_base64():
     from vmopslib.ec2 import decode_console
 
     text = "ci-info: x\nci-info: salt-minion public key [abcd1234]: QUJDRA==\nfinished.\n"
-    assert decode_console(base64.b64encode(text.encode()).decode()) == text   # AWS
-    assert decode_console(text) == text                                         # emulators
+    assert decode_console(base64.b64encode(text.encode()).decode()) == text  # AWS
+    assert decode_console(text) == text  # emulators
     assert decode_console("QUJD\nRA==\nQUJD") == "QUJD\nRA==\nQUJD"  # not valid base64 as a whole

@@ -13,10 +13,18 @@ class Stuck(provider_mod.Provider):
 
     def __init__(self):
         super().__init__({"name": "stuck"})
-        self.vol = {"id": "v1", "name": "data", "size": 1, "type": None, "status": "in-use",
-                    "bootable": False, "multiattach": False, "encrypted": False,
-                    "availability_zone": None,
-                    "attachments": [{"server_id": "s1", "device": "/dev/vdb"}]}
+        self.vol = {
+            "id": "v1",
+            "name": "data",
+            "size": 1,
+            "type": None,
+            "status": "in-use",
+            "bootable": False,
+            "multiattach": False,
+            "encrypted": False,
+            "availability_zone": None,
+            "attachments": [{"server_id": "s1", "device": "/dev/vdb"}],
+        }
         self.calls = []
 
     def _looks_like_id(self, value):
@@ -52,12 +60,15 @@ def test_test_mode_changes_nothing():
     assert out["changed"] and "would be detached" in out["comment"] and cloud.calls == []
 
 
-@pytest.mark.parametrize("volumes, match", [
-    ("big", "must be a list"),
-    ([{"size": 0}], "whole number of GiB"),
-    ([{"size": 1, "delete_on_termination": "yes"}], "true or false"),
-    ([{"size": 1, "colour": "red"}], "unknown volume setting"),
-])
+@pytest.mark.parametrize(
+    "volumes, match",
+    [
+        ("big", "must be a list"),
+        ([{"size": 0}], "whole number of GiB"),
+        ([{"size": 1, "delete_on_termination": "yes"}], "true or false"),
+        ([{"size": 1, "colour": "red"}], "unknown volume setting"),
+    ],
+)
 def test_boot_volumes_are_checked_first(volumes, match):
     with pytest.raises(InvalidInput, match=match):
         provider_mod.check_boot_volumes(volumes)
@@ -65,7 +76,8 @@ def test_boot_volumes_are_checked_first(volumes, match):
 
 def test_boot_volumes_outlive_their_server_by_default():
     assert provider_mod.check_boot_volumes([{"size": "2"}]) == [
-        {"size": 2, "delete_on_termination": False}]
+        {"size": 2, "delete_on_termination": False}
+    ]
 
 
 def test_an_openstack_cloud_without_a_volume_service_says_so():
@@ -79,7 +91,10 @@ def test_an_openstack_cloud_without_a_volume_service_says_so():
             return False
 
     prov = OpenStackProvider({"name": "novol", "driver": "openstack"}, conn=Conn())
-    for call in (lambda: prov.volume_show("v1"), lambda: prov.volume_create("v1", 1),
-                 lambda: prov._server_volumes("s1")):  # pylint: disable=protected-access
+    for call in (
+        lambda: prov.volume_show("v1"),
+        lambda: prov.volume_create("v1", 1),
+        lambda: prov._server_volumes("s1"),
+    ):  # pylint: disable=protected-access
         with pytest.raises(NotSupported, match="cloud novol has no volume service"):
             call()

@@ -28,7 +28,9 @@ def test_wait_for_backs_off_and_returns_the_value():
         calls.append(1)
         return "ok" if len(calls) == 5 else None
 
-    assert waiting.wait_for(probe, 60, "x", interval=1, backoff=2, max_interval=4, clock=clock) == "ok"
+    assert (
+        waiting.wait_for(probe, 60, "x", interval=1, backoff=2, max_interval=4, clock=clock) == "ok"
+    )
     assert clock.sleeps == [1, 2, 4, 4]
 
 
@@ -45,9 +47,7 @@ def test_entry_point_dirs_hold_the_loader_modules():
     # in a checkout the wheel's package dirs are the repo's _modules/_runners/_states
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
-    mapping = dict(
-        line.split(" = ") for line in cfg["options"]["package_dir"].strip().splitlines()
-    )
+    mapping = dict(line.split(" = ") for line in cfg["options"]["package_dir"].strip().splitlines())
     assert mapping["vmopslib.salt_modules"] == "_modules"
     assert mapping["vmopslib.salt_runners"] == "_runners"
     assert "vmopslib.loader:get_loader_dirs" in cfg["options.entry_points"]["salt.loader"]
