@@ -178,21 +178,31 @@ def wait_minion(name, timeout=120):
     return _run(_wait)
 
 
-def check_grain(name, grain, expected):
+def check_grain(name, expected, grain=None):
     """
     The runbook's sanity check: fail unless grain ``grain`` of minion ``name``
     equals ``expected`` (e.g. ``level`` is ``staging``).
+
+    name
+        the minion id (exact, never a glob)
+    expected
+        the value the grain must have
+    grain
+        the grain to read; default: ``vmops:sanity_grain`` (``level``)
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run vmops.check_grain app2 level staging
+        salt-run vmops.check_grain app2 staging
+        salt-run vmops.check_grain app2 staging grain=role
     """
 
     def _check():
-        value = minions.check_grain(_grain, name, grain, expected)
-        return {"result": True, "minion": name, "grain": grain, "value": value}
+        conf = saltglue.settings(__opts__, _pillar())
+        use = grain or config.sanity_grain(conf)
+        value = minions.check_grain(_grain, name, use, expected)
+        return {"result": True, "minion": name, "grain": use, "value": value}
 
     return _run(_check)
 

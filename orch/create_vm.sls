@@ -48,7 +48,6 @@ check_level:
     - name: vmops.check_grain
     - kwarg:
         name: {{ vm | json }}
-        grain: level
         expected: {{ expect_level | json }}
     - require:
       - salt: wait_minion

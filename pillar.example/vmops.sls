@@ -93,8 +93,12 @@ vmops:
     poll_interval: 0.5         # first poll; back-off while nothing changes ...
     max_poll_interval: 2.0     # ... up to this
 
-  # Per VM: overrides of the defaults.  `level` is both a grain of the new VM and
-  # the value the runbook's sanity check expects (salt app2 grains.get level).
+  # The grain the runbook's sanity check reads (orch.replace_vm's sanity step,
+  # orch.create_vm's check, the reactor's provisioning check).
+  sanity_grain: level
+
+  # Per VM: overrides of the defaults.  `level` is the value of the sanity grain:
+  # both a grain of the new VM and what the check expects (salt app2 grains.get level).
   # orch.replace_vm reads `deploy` here when its pillar gives none:
   #   {sls: app.deploy} | {cmd: 'wpd-deploy app'} | {orchestrate: orch.deploy_app}
   vms:

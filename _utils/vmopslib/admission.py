@@ -596,7 +596,7 @@ def provision_check(conf, registry, name, wait_minion, grain_of):
                 % (name, rearms, REARM_LIMIT)
             ) from None
         raise
-    grain = settings["sanity_grain"]
+    grain = config.sanity_grain(conf)
     expected = entry.get("level")
     if expected is None:
         return {

@@ -64,7 +64,7 @@ REACTOR_DEFAULTS = {
     "max_decisions_per_minute": 120,
     "require_fingerprint": True,  # the server's console must show the key's fingerprint
     "clock_skew": 5,  # seconds of slack between the master's clock and the cloud's
-    "sanity_grain": "level",
+    "sanity_grain": None,  # deprecated here: vmops:sanity_grain (config.sanity_grain)
     "minion_timeout": 120,  # provisioning: seconds for the new minion to answer
 }
 
@@ -186,6 +186,20 @@ def cloud(conf, name=None):
     return profile
 
 
+def sanity_grain(conf):
+    """The grain the runbook's sanity check reads (``vmops:sanity_grain``, default ``level``;
+    ``vmops:reactor:sanity_grain`` is read too, for configurations written before).
+
+    One setting for the replacement's sanity step, ``orch.create_vm``'s check and the
+    reactor's provisioning check; a VM's ``level`` setting is that grain's value.
+    """
+    conf = conf or {}
+    grain = conf.get("sanity_grain") or (conf.get("reactor") or {}).get("sanity_grain") or "level"
+    if not isinstance(grain, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]+", grain):
+        raise InvalidInput("vmops:sanity_grain must be a grain name, not %r" % (grain,))
+    return grain
+
+
 def vm(conf, name, overrides=None, profile=None):
     """Settings for VM ``name``.
 
@@ -197,7 +211,7 @@ def vm(conf, name, overrides=None, profile=None):
     settings = deep_merge(settings, overrides or {})
     # the runbook's sanity grain: ``level: staging`` is both a grain and the expected value
     if settings.get("level") is not None:
-        settings.setdefault("grains", {})["level"] = settings["level"]
+        settings.setdefault("grains", {})[sanity_grain(conf)] = settings["level"]
     settings["name"] = name
     return settings
 

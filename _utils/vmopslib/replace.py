@@ -262,9 +262,21 @@ class Replacement:
             )
         old = self._the_old_server(name)
         spec = self._new_spec(name, old, overrides)
-        level = config.vm(self.conf, name, overrides, self.provider.profile).get("level")
-        if level is None:  # nothing configured: the new VM carries on the old one's level
-            level = self._old_grain(name, "level")
+        # resolved once, here, and frozen in the journal: a pillar change between steps
+        # does not change the new VM after its plan was shown
+        resolved = config.vm(self.conf, name, overrides, self.provider.profile)
+        grain = config.sanity_grain(self.conf)
+        level = resolved.get("level")
+        if level is None:  # nothing configured: the new VM carries on the old one's value
+            level = self._old_grain(name, grain)
+        settings = {
+            "grains": dict(resolved.get("grains") or {}),
+            "minion_config": resolved.get("minion_config"),
+            "cloud_config": resolved.get("cloud_config"),
+            "sanity_grain": grain,
+        }
+        if level is not None:
+            settings["grains"][grain] = level
         plan = {
             "vm": name,
             "cloud": self.provider.name,
@@ -274,6 +286,7 @@ class Replacement:
             "keep_old": keep_old,
             "keep_failed": config.strict_bool(options.get("keep_failed", False), "keep_failed"),
             "level": level,
+            "settings": settings,
             "overrides": overrides,
             "steps": [
                 "plan",
@@ -341,7 +354,7 @@ class Replacement:
         old, spec = plan["old"], plan["spec"]
         return (
             "replace %s (%s, %s on %s) with a new %s from image %s; then wait for its minion, "
-            "check level=%s, highstate, deploy, move %s, and %s the old server"
+            "check %s=%s, highstate, deploy, move %s, and %s the old server"
             % (
                 plan["vm"],
                 old["id"],
@@ -349,6 +362,7 @@ class Replacement:
                 old.get("host") or plan["cloud"],
                 spec["flavor"],
                 spec["image"],
+                (plan.get("settings") or {}).get("sanity_grain", "level"),
                 plan.get("level") or "(not checked)",
                 ", ".join(plan["floating_ips"]) or "no floating IP",
                 plan["keep_old"],
@@ -392,10 +406,8 @@ class Replacement:
         self.journal.save(record)
         # No key changes hands here: the old minion keeps its id (and serves) until the new
         # VM has shown its own key on its console (see wait/_handover).
-        settings = config.vm(self.conf, name, record.get("overrides"), self.provider.profile)
+        settings = record["settings"]  # frozen at plan
         grains = dict(settings.get("grains") or {})
-        if record.get("level"):
-            grains["level"] = record["level"]
         spec = dict(record["spec"])
         spec["metadata"] = dict(spec.get("metadata") or {}, **{NONCE_KEY: record["nonce"]})
         spec["user_data"] = userdata.render(
@@ -500,16 +512,17 @@ class Replacement:
         record = self._load(name)
         started = time.monotonic()
         expected = record.get("level")
+        grain = record["settings"]["sanity_grain"]
         if not expected:
-            return self._skip(record, "sanity", "no level configured for %s" % name)
-        value = self.minion.grain(name, "level")
+            return self._skip(record, "sanity", "no %s configured for %s" % (grain, name))
+        value = self.minion.grain(name, grain)
         if value != expected:
             raise VmopsError(
-                "sanity check failed: grain level of the new %s is %r, expected %r"
-                % (name, value, expected)
+                "sanity check failed: grain %s of the new %s is %r, expected %r"
+                % (grain, name, value, expected)
             )
         state = record["state"] if STATES.index(record["state"]) > STATES.index("sane") else "sane"
-        return self._step(record, "sanity", started, "level is %s" % value, state=state)
+        return self._step(record, "sanity", started, "%s is %s" % (grain, value), state=state)
 
     def checked(self, name):
         record = self._load(name)

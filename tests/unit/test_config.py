@@ -126,3 +126,15 @@ def test_an_autoprovision_rule_must_say_which_ids_it_admits(pattern):
         rule["minion_id"] = pattern
     with pytest.raises(InvalidInput, match="vmops:autoprovision:web: minion_id .* is required"):
         config.autoprovision_rules({"autoprovision": {"web": rule}})
+
+
+def test_one_sanity_grain_for_every_check():
+    from vmopslib import config as cfg
+
+    assert cfg.sanity_grain({}) == "level"
+    assert cfg.sanity_grain({"reactor": {"sanity_grain": "tier"}}) == "tier"  # older configs
+    assert cfg.sanity_grain({"sanity_grain": "role", "reactor": {"sanity_grain": "x"}}) == "role"
+    with pytest.raises(InvalidInput):
+        cfg.sanity_grain({"sanity_grain": "a b"})
+    settings = cfg.vm({"sanity_grain": "role", "vms": {"app2": {"level": "web"}}}, "app2")
+    assert settings["grains"] == {"role": "web"}

@@ -117,3 +117,71 @@ def test_a_corrupt_journal_is_a_clear_error(tmp_path):
     (tmp_path / "app2.json").write_text('{"vm": "app2", "sta')
     with pytest.raises(InvalidInput, match="not valid JSON.*move it aside"):
         replace.Journal(str(tmp_path)).load("app2")
+
+
+class PlanCloud:
+    name, driver, profile = "fake", "openstack", {}
+
+    def __init__(self):
+        self.booted = []
+
+    def servers_named(self, name):
+        return [
+            {
+                "id": "old",
+                "name": name,
+                "status": "ACTIVE",
+                "flavor": "m1",
+                "image": "img",
+                "key_name": None,
+                "security_groups": [],
+                "networks": {"private": ["10.0.0.5"]},
+                "metadata": {},
+                "availability_zone": None,
+                "floating_ips": [],
+                "host": "cmp1",
+            }
+        ]
+
+    def _check_spec(self, spec):
+        pass
+
+    def _get_server(self, server_id):
+        return None
+
+    def boot(self, spec, wait=False):
+        self.booted.append(spec)
+        return {"id": "new"}
+
+    def wait_for_status(self, server_id, status, timeout):
+        return {"id": server_id, "host": "cmp2"}
+
+
+class PlanKeys:
+    def accepted_pub(self, name):
+        return "OLD PUB"
+
+
+def test_the_plan_freezes_the_settings_a_later_pillar_change_does_not_reach_the_new_vm(tmp_path):
+    import yaml
+
+    conf = {
+        "master": {"address": "salt.example"},
+        "sanity_grain": "role",
+        "vms": {"app2": {"level": "web", "grains": {"team": "a"}}},
+    }
+    cloud = PlanCloud()
+    rep = replace.Replacement(
+        conf, cloud, PlanKeys(), replace.Journal(str(tmp_path)), None, token="tok"
+    )
+    plan = rep.plan("app2")
+    assert "check role=web" in plan["comment"]
+    conf["vms"]["app2"] = {"level": "db", "grains": {"team": "b"}}  # changed mid-run
+    conf["sanity_grain"] = "tier"
+    rep.boot("app2")
+    doc = yaml.safe_load(cloud.booted[0]["user_data"])
+    assert doc["salt_minion"]["grains"] == {"team": "a", "role": "web"}
+    record = rep.journal.load("app2")
+    assert record["settings"]["sanity_grain"] == "role" and record["level"] == "web"
+    assert "PRIVATE" not in cloud.booted[0]["user_data"]
+    rep.journal.unlock("app2")
