@@ -24,6 +24,7 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
 import types  # pylint: disable=wrong-import-order
 
 from vmopslib import admission, config, evacuate, minions, replace, saltglue
+from vmopslib import events as tags
 from vmopslib.errors import InvalidInput, NotSupported, VmopsError
 from vmopslib.registry import NONCE_KEY, Registry, is_live
 from vmopslib.store import JournalStore
@@ -172,7 +173,7 @@ def wait_minion(name, timeout=120):
         started = time.monotonic()
         saltglue.wait_minion(__opts__, name, int(timeout))
         took = round(time.monotonic() - started, 2)
-        _events()("minion/%s/answering" % name, "%s answers" % name, duration=took)
+        _events()(tags.minion(name), "%s answers" % name, duration=took)
         return {"result": True, "minion": name, "waited": took}
 
     return _run(_wait)
@@ -223,7 +224,7 @@ def delete(name, cloud=None, wait=True):
         _, prov = saltglue.provider(__opts__, _pillar(), cloud)
         desc = prov.delete(name, wait=wait)
         _events()(
-            "delete/%s/done" % desc["name"],
+            tags.delete(desc["name"]),
             "deleted %s (%s)" % (desc["name"], desc["id"]),
             server_id=desc["id"],
         )
@@ -250,7 +251,7 @@ def flip_floating_ip(address, server, fixed_ip=None, cloud=None):
         _, prov = saltglue.provider(__opts__, _pillar(), cloud)
         ret = prov.flip_ip(address, server, fixed_ip=fixed_ip)
         _events()(
-            "ip/%s/%s" % (address, "flipped" if ret["changed"] else "unchanged"),
+            tags.ip(address, ret["changed"]),
             ret["comment"],
             **ret,
         )
@@ -551,7 +552,7 @@ def expect(name, cloud=None, ttl=None, provision=True, level=None):
             level=level,
         )
         _events()(
-            "expect/%s" % name,
+            tags.expect(name),
             "%s is expected on %s until %s"
             % (
                 name,

@@ -25,6 +25,7 @@ import logging
 import time
 
 from . import config, identity, minions, trust
+from . import events as tags
 from .errors import InvalidInput, VmopsError
 from .registry import ADMITTED, is_live
 
@@ -114,7 +115,7 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
             # never handed on: any key call with it could match other keys
             if audit.allow("invalid:" + repr(minion_id), 60, AUDITS_PER_MINUTE):
                 events(
-                    "key/_invalid_/refused",
+                    tags.key("_invalid_", "refused"),
                     "not accepting %r: %s" % (minion_id, exc),
                     minion=minion_id,
                     reason=str(exc),
@@ -129,7 +130,7 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
             # nothing could admit it: no decision, no cloud call, no budget used
             if audit.allow("unexpected:" + minion_id, 60, AUDITS_PER_MINUTE):
                 events(
-                    "key/%s/refused" % minion_id,
+                    tags.key(minion_id, "refused"),
                     "%s is not expected: no registration, and no auto-provisioning rule "
                     "matches that id: no decision made" % minion_id,
                     minion=minion_id,
@@ -161,7 +162,7 @@ def gate(conf, registry, tag, data, events, throttle=THROTTLE, now=None, audit=A
         if entry is None:
             return False
         events(
-            "provision/%s/started" % minion_id,
+            tags.provision(minion_id, "started"),
             "%s started: checking and highstating it" % minion_id,
             minion=minion_id,
             source=entry.get("source"),
@@ -331,7 +332,7 @@ class Admission:
                     "basis": "registration by %s" % entry.get("source"),
                 }
                 self.events(
-                    "key/%s/refused" % name,
+                    tags.key(name, "refused"),
                     "not accepting %s: %s" % (name, found["reason"]),
                     reason=found["reason"],
                     action="pending",
@@ -507,7 +508,7 @@ class Admission:
         self.registry.clear_refusal(name)
         provision = bool(entry and entry.get("provision"))
         self.events(
-            "key/%s/accepted" % name,
+            tags.key(name, "accepted"),
             "accepted %s (%s)" % (name, reason),
             reason=reason,
             provision=provision,
@@ -532,7 +533,7 @@ class Admission:
                 self.keys.reject(out["minion"])
                 action = "rejected"
         self.events(
-            "key/%s/refused" % out["minion"],
+            tags.key(out["minion"], "refused"),
             "not accepting %s (%s): %s" % (out["minion"], action, reason),
             reason=reason,
             action=action,
@@ -626,7 +627,7 @@ def provision_done(registry, name, result, events, now=None):
             "real start" % name
         )
         events(
-            "provision/%s/rearmed" % name,
+            tags.provision(name, "rearmed"),
             comment,
             minion=name,
             state="accepted",
@@ -649,7 +650,7 @@ def provision_done(registry, name, result, events, now=None):
         else "provisioning %s failed: see the orchestration's return" % name
     )
     events(
-        "provision/%s/done" % name,
+        tags.provision(name, "done"),
         comment,
         minion=name,
         result=bool(result),

@@ -34,6 +34,7 @@ import time
 import uuid
 
 from . import config
+from . import events as tags
 from .errors import InvalidInput, NotFound, NotSupported, VmopsError
 
 log = logging.getLogger(__name__)
@@ -501,8 +502,13 @@ class Evacuation:
 
     # ------------------------------------------------------------------ run
 
-    def _fire(self, record, tag, message, **data):
-        self.events("evacuate/%s/%s" % (record["node"], tag), message, run=record["run"], **data)
+    def _fire(self, record, what, message, **data):
+        self.events(tags.evacuation(record["node"], what), message, run=record["run"], **data)
+
+    def _fire_server(self, record, name, what, message, **data):
+        self.events(
+            tags.evacuated_server(record["node"], name, what), message, run=record["run"], **data
+        )
 
     def _save(self, record):
         record["updated"] = time.time()
@@ -599,7 +605,7 @@ class Evacuation:
         if not capacity["fits"]:
             problems.insert(0, capacity["comment"])
         if problems and not self.opts["force"]:
-            self.events("evacuate/%s/refused" % node, "; ".join(problems), problems=problems)
+            self.events(tags.evacuation(node, "refused"), "; ".join(problems), problems=problems)
             raise InvalidInput(
                 "%s; nothing was changed (force=True goes on anyway)" % "; ".join(problems)
             )
@@ -678,9 +684,10 @@ class Evacuation:
         elif method == "resume_live":
             prov.resume(sid)
         item["phase"] = "moving"
-        self._fire(
+        self._fire_server(
             record,
-            "server/%s/started" % item["name"],
+            item["name"],
+            "started",
             "%s: %s (attempt %d)" % (item["name"], item["plan"], item["attempts"]),
             server=sid,
             method=method,
@@ -713,9 +720,10 @@ class Evacuation:
             )
         else:
             return False
-        self._fire(
+        self._fire_server(
             record,
-            "server/%s/%s" % (item["name"], item["phase"]),
+            item["name"],
+            item["phase"],
             item["comment"],
             server=item["id"],
         )
@@ -820,7 +828,7 @@ class Evacuation:
             item["phase"] = "gone"
             item["comment"] = "deleted by someone else while it was being moved"
             item["duration"] = round(now - item["started"], 2)
-            self._fire(record, "server/%s/gone" % item["name"], item["comment"], server=item["id"])
+            self._fire_server(record, item["name"], "gone", item["comment"], server=item["id"])
             return "gone"
         busy = state.get("task_state")
         method = item["method"]
@@ -886,9 +894,10 @@ class Evacuation:
             return self._watch(record, item, now)
         if now - item["started"] > self._deadline(item) and not item.get("timed_out"):
             item["timed_out"] = True
-            self._fire(
+            self._fire_server(
                 record,
-                "server/%s/slow" % item["name"],
+                item["name"],
+                "slow",
                 "%s: still %s after %ds" % (item["name"], busy, now - item["started"]),
                 server=item["id"],
             )
@@ -929,9 +938,10 @@ class Evacuation:
         if action == "wait" or mig_id is None:
             if not item.get("stall_reported"):
                 item["stall_reported"] = True
-                self._fire(
+                self._fire_server(
                     record,
-                    "server/%s/stuck" % item["name"],
+                    item["name"],
+                    "stuck",
                     "%s: %s; waiting" % (item["name"], stalled),
                     server=item["id"],
                 )
@@ -945,16 +955,18 @@ class Evacuation:
                 item["forced"] = stalled
         except VmopsError as exc:
             item["stall_reported"] = True
-            self._fire(
+            self._fire_server(
                 record,
-                "server/%s/stuck" % item["name"],
+                item["name"],
+                "stuck",
                 "%s: %s; %s failed: %s" % (item["name"], stalled, action, exc),
                 server=item["id"],
             )
             return None
-        self._fire(
+        self._fire_server(
             record,
-            "server/%s/%s" % (item["name"], "aborted" if action == "abort" else "force_completed"),
+            item["name"],
+            "aborted" if action == "abort" else "force_completed",
             "%s: %s; %s migration %s" % (item["name"], stalled, action.replace("_", "-"), mig_id),
             server=item["id"],
             migration=mig_id,
@@ -976,9 +988,10 @@ class Evacuation:
         if item["attempts"] <= self.opts["retries"]:
             item["phase"] = "pending"
             item["comment"] = why
-            self._fire(
+            self._fire_server(
                 record,
-                "server/%s/retry" % item["name"],
+                item["name"],
+                "retry",
                 "%s: %s; trying again (%d of %d)"
                 % (item["name"], why, item["attempts"] + 1, self.opts["retries"] + 1),
                 server=item["id"],
@@ -1052,9 +1065,10 @@ class Evacuation:
         item["dest"] = dest or item.get("dest")
         item["comment"] = comment
         item["duration"] = round(time.time() - item["started"], 2)
-        self._fire(
+        self._fire_server(
             record,
-            "server/%s/%s" % (item["name"], phase),
+            item["name"],
+            phase,
             "%s: %s (%.1fs)" % (item["name"], comment, item["duration"]),
             server=item["id"],
             dest=item["dest"],
@@ -1066,9 +1080,10 @@ class Evacuation:
         item["phase"] = "failed"
         item["comment"] = comment
         item["duration"] = round(time.time() - item.get("started", time.time()), 2)
-        self._fire(
+        self._fire_server(
             record,
-            "server/%s/failed" % item["name"],
+            item["name"],
+            "failed",
             "%s: %s" % (item["name"], comment),
             server=item["id"],
         )
@@ -1096,9 +1111,10 @@ class Evacuation:
             if item is None:
                 new = self._items(node, [server])
                 record["items"].extend(new)
-                self._fire(
+                self._fire_server(
                     record,
-                    "server/%s/arrived" % server["name"],
+                    server["name"],
+                    "arrived",
                     "%s arrived on %s during the run: %s" % (server["name"], node, new[0]["plan"]),
                     server=server["id"],
                 )
@@ -1272,7 +1288,7 @@ class Evacuation:
         else:
             out["service"] = self.provider.service_enable(node)
             out.update(changed=True, comment="%s enabled (was disabled: %s)" % (node, reason))
-            self.events("evacuate/%s/enabled" % node, out["comment"], reason=reason)
+            self.events(tags.evacuation(node, "enabled"), out["comment"], reason=reason)
         if migrate_back:
             out["migrate_back"] = self._migrate_back(node)
             if not out["migrate_back"]["result"]:

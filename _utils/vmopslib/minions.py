@@ -6,6 +6,7 @@ import logging
 import time
 
 from . import config, identity, trust, userdata
+from . import events as tags
 from .errors import InvalidInput, VmopsError
 from .registry import NONCE_KEY, new_nonce
 
@@ -80,7 +81,7 @@ def create_vm(
     started = time.monotonic()
     if events:
         events(
-            "create/%s/booting" % name,
+            tags.create(name, "booting"),
             "booting %s on %s" % (name, provider.name),
             vm=name,
             flavor=spec.get("flavor"),
@@ -97,7 +98,7 @@ def create_vm(
         registry.update(name, server_id=desc["id"])
     if events:
         events(
-            "create/%s/%s" % (name, "active" if wait else "requested"),
+            tags.create(name, "active" if wait else "requested"),
             "%s is %s on %s" % (name, desc["status"], desc.get("host") or provider.name),
             vm=name,
             server_id=desc["id"],
@@ -199,7 +200,7 @@ def rebuild_minion(
         ) from exc
     if events:
         events(
-            "rebuild/%s/active" % name,
+            tags.rebuild(name, "active"),
             "%s rebuilt, ACTIVE on %s" % (name, desc.get("host")),
             server_id=desc["id"],
         )
@@ -210,7 +211,7 @@ def rebuild_minion(
     forget()
     took = round(time.monotonic() - started, 2)
     if events:
-        events("rebuild/%s/answering" % name, "the rebuilt %s answers" % name, duration=took)
+        events(tags.rebuild(name, "answering"), "the rebuilt %s answers" % name, duration=took)
     return {
         "result": True,
         "vm": name,

@@ -35,6 +35,7 @@ import time
 import uuid
 
 from . import config, identity, trust, userdata
+from . import events as tags
 from .errors import InvalidInput, VmopsError
 from .registry import NONCE_KEY, new_nonce
 from .store import JournalStore
@@ -168,7 +169,7 @@ class Replacement:
         if record["state"] in TERMINAL:
             self.journal.unlock(record["vm"])
         self.events(
-            "replace/%s/%s" % (record["vm"], step),
+            tags.replace(record["vm"], step),
             "%s: %s" % (step, comment),
             step=step,
             duration=took,
@@ -185,7 +186,7 @@ class Replacement:
 
     def _skip(self, record, step, why):
         self.events(
-            "replace/%s/%s" % (record["vm"], step),
+            tags.replace(record["vm"], step),
             "%s: %s" % (step, why),
             step=step,
             skipped=True,
@@ -214,7 +215,7 @@ class Replacement:
             record["failed"] = {"step": step, "reason": str(exc)}
             self.journal.save(record)
         self.events(
-            "replace/%s/%s" % (name, step), "%s failed: %s" % (step, exc), step=step, result=False
+            tags.replace(name, step), "%s failed: %s" % (step, exc), step=step, result=False
         )
 
     # ------------------------------------------------------------------ 1. plan
@@ -505,7 +506,7 @@ class Replacement:
         )
         record["handed_over"] = time.time()
         self.journal.save(record)
-        self.events("replace/%s/key" % name, comment, fingerprint=record["new_fingerprint"])
+        self.events(tags.replace(name, "key"), comment, fingerprint=record["new_fingerprint"])
         return comment
 
     def sanity(self, name):
@@ -661,7 +662,7 @@ class Replacement:
         except VmopsError as exc:
             notes.append("the old key could NOT be restored: %s" % exc)
             self.events(
-                "replace/%s/rollback" % name,
+                tags.replace(name, "rollback"),
                 "rollback: the old key of %s could not be restored: %s" % (name, exc),
                 result=False,
             )
@@ -728,7 +729,7 @@ class Replacement:
             return "%s deleted" % new_id
         except VmopsError as exc:
             self.events(
-                "replace/%s/rollback" % name,
+                tags.replace(name, "rollback"),
                 "rollback: the new server %s could not be removed: %s" % (new_id, exc),
                 result=False,
             )

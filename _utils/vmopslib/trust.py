@@ -31,6 +31,7 @@ import logging
 import time
 
 from . import config, identity
+from . import events as tags
 from .errors import InvalidInput, Timeout, VmopsError
 from .registry import NONCE_KEY
 
@@ -300,7 +301,7 @@ def handover(keys, name, pub, timeout=None, events=None, what="handover"):
     keys.preseed(name, pub)
     if events:
         events(
-            "key/%s/handover" % name,
+            tags.key(name, "handover"),
             "%s: the key of %s is now %s; ending the id's earlier "
             "sessions (AES key rotation)" % (what, name, finger),
             minion=name,
@@ -342,7 +343,7 @@ def admit_registered(keys, registry, name, found, events=None, now=None):
     reason = "registration by %s: %s" % (entry.get("source"), found["reason"])
     if events:
         events(
-            "key/%s/accepted" % name,
+            tags.key(name, "accepted"),
             "accepted %s (%s)" % (name, reason),
             reason=reason,
             provision=entry.get("provision"),

@@ -37,3 +37,31 @@ def test_runners_never_return_a_top_level_data_key():
     # RunnerClient treats {"data": ...} as a state return and marks the job failed
     source = (REPO / "_runners/vmops.py").read_text()
     assert '"data":' not in source and "'data':" not in source
+
+
+def test_every_event_tag_comes_from_the_catalogue_and_the_readme_lists_it():
+    """Tags are built only by vmopslib/events.py; README "Events" has a row per tag."""
+    import re
+
+    from vmopslib import events
+
+    literal = re.compile(
+        r'"(?:replace|key|provision|create|rebuild|minion|ip|delete|expect|evacuate|server)/'
+    )
+    offenders = []
+    for path in list((REPO / "_utils" / "vmopslib").glob("*.py")) + [
+        REPO / "_runners" / "vmops.py",
+        REPO / "_modules" / "vmops.py",
+        REPO / "_states" / "vmops.py",
+    ]:
+        if path.name == "events.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if literal.search(line):
+                offenders.append("%s:%d: %s" % (path.name, number, line.strip()))
+    assert not offenders, offenders
+    readme = (REPO / "README.md").read_text()
+    for tag, _, _ in events.CATALOGUE:
+        assert "| `%s` |" % tag in readme, tag
+    with pytest.raises(ValueError, match="catalogue"):
+        events.key("app2", "acepted")
