@@ -114,7 +114,7 @@ def test_another_projects_server_never_vouches_for_a_key(local_cloud, prov, name
             }
         )
         pub, _ = identity.generate_keypair(bits=1024)
-        verdict = minions.vouch(admin_all, name, pub, require_fingerprint=False)
+        verdict = trust.vouch(admin_all, name, pub, require_fingerprint=False)
         assert not verdict["ok"] and "belongs to project" in verdict["reason"], verdict
         trusting = OpenStackProvider(
             {
@@ -126,7 +126,7 @@ def test_another_projects_server_never_vouches_for_a_key(local_cloud, prov, name
                 "client_config_file": local_cloud["clouds_yaml"],
             }
         )
-        assert minions.vouch(trusting, name, pub, require_fingerprint=False)["ok"]
+        assert trust.vouch(trusting, name, pub, require_fingerprint=False)["ok"]
     finally:
         demo.delete(desc["id"], timeout=120)
     del prov
