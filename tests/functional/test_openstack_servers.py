@@ -88,7 +88,7 @@ def test_reset_state(prov, boot, name):
 
 def test_another_projects_server_never_vouches_for_a_key(local_cloud, prov, name):
     """With all_projects, a tenant could name a server after a minion id: it must not vouch."""
-    from vmopslib import identity, minions
+    from vmopslib import identity, trust
     from vmopslib.openstack import OpenStackProvider
 
     demo = OpenStackProvider(
