@@ -16,6 +16,7 @@ user-data or credentials)::
 DELETED (EC2 states are mapped).
 """
 
+import abc
 import base64
 import functools
 import logging
@@ -39,20 +40,6 @@ SPEC_KEYS = (
     "user_data",
     "volumes",
 )
-
-
-def get_provider(profile):
-    """The driver for a cloud profile (see ``config.cloud``)."""
-    driver = profile["driver"]
-    if driver == "openstack":
-        from .openstack import OpenStackProvider  # pylint: disable=import-outside-toplevel
-
-        return OpenStackProvider(profile)
-    if driver == "ec2":
-        from .ec2 import EC2Provider  # pylint: disable=import-outside-toplevel
-
-        return EC2Provider(profile)
-    raise InvalidInput("unknown driver %r" % driver)
 
 
 def _translating(fn):
@@ -88,8 +75,15 @@ def short_reason(text, limit=300):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-class Provider:
-    """Base class of the cloud drivers.
+class Provider(abc.ABC):
+    """The driver contract, and the logic shared by every cloud.
+
+    A driver implements the abstract ``_``-prefixed primitives (one cloud call each; a
+    driver that lacks one fails when it is built, not halfway through a run) and may
+    offer more operations (Nova's services, migrations, Placement...).  An operation
+    another driver offers and this one does not raises NotSupported naming the cloud
+    (:meth:`__getattr__`): a new OpenStack-only operation needs no list kept in step.
+    Flows call public methods only.
 
     Cloud errors are translated once per driver: every method a driver defines is
     wrapped so that its cloud library's exceptions (an HTTP 503, a refused
@@ -124,41 +118,80 @@ class Provider:
         self.profile = profile
         self.name = profile.get("name")
 
+    def __getattr__(self, operation):
+        # only reached when normal lookup fails: an operation of another driver
+        if operation.startswith("_"):
+            raise AttributeError(operation)
+        from .clouds import operations  # pylint: disable=import-outside-toplevel
+
+        if operation not in operations():
+            raise AttributeError("%s has no operation %r" % (type(self).__name__, operation))
+        name, driver = self.__dict__.get("name"), type(self).driver
+
+        def not_supported(*args, **kwargs):  # pylint: disable=unused-argument
+            raise NotSupported("cloud %s (%s) does not support %s" % (name, driver, operation))
+
+        return not_supported
+
+    # ------------------------------------------------------------------ public lookups
+
+    def exists(self, server_id):
+        """True when a server with this id exists (and is not deleted)."""
+        return self._get_server(server_id) is not None
+
+    def resolve_spec(self, spec):
+        """A copy of ``spec`` with the cloud's ids resolved; raises NotFound for what the
+        cloud does not have (nothing is changed either way)."""
+        resolved = dict(spec)
+        self._check_spec(resolved)
+        return resolved
+
     # ------------------------------------------------------------------ primitives
     # Each is one cloud concept; drivers implement them.
 
+    @abc.abstractmethod
     def _servers_named(self, name):
         """Native server objects whose name is exactly ``name`` (not deleted)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _get_server(self, server_id):
         """The native server with this id, or None."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _looks_like_id(self, value):
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _describe(self, server):
         """A native server as the plain dict described in the module docstring."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _status(self, server):
         """(status, fault message or None) of a native server, in Nova's words."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _create_server(self, spec):
         """Ask the cloud for a server; return its id without waiting."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _delete_server(self, server_id):
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _check_spec(self, spec):
-        """Raise InvalidInput/NotFound for an image, flavor, network... the cloud lacks."""
+        """Raise InvalidInput/NotFound for an image, flavor, network... the cloud lacks;
+        record the resolved ids in ``spec`` (``resolve_spec`` gives callers a copy)."""
 
+    @abc.abstractmethod
     def _stop_server(self, server_id):
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _rename_server(self, server_id, new_name):
         raise NotImplementedError
 
@@ -176,15 +209,17 @@ class Provider:
         desc["name"] = new_name
         return desc
 
+    @abc.abstractmethod
     def console_output(self, name_or_id):
-        raise NotSupported("%s: console output is not supported" % self.driver)
+        """The server's console log (text)."""
 
     def foreign_project(self, server):  # pylint: disable=unused-argument
         """None, or why a server (described) belongs to a tenant that may not vouch for keys."""
         return None
 
+    @abc.abstractmethod
     def flip_ip(self, address, server, fixed_ip=None, test=False):
-        raise NotSupported("%s: floating IPs are not supported" % self.driver)
+        """Point floating / Elastic IP ``address`` at ``server`` in one re-association."""
 
     # ------------------------------------------------------------------ volume primitives
     # Volumes are described as plain dicts:
@@ -192,29 +227,36 @@ class Provider:
     #    attaching, detaching, deleting, error...), "bootable", "multiattach", "encrypted",
     #    "availability_zone", "attachments": [{"server_id", "device"}]}
 
+    @abc.abstractmethod
     def _volume_find(self, name_or_id):
         """The volume dict of ``name_or_id``, or None (Ambiguous when a name is not unique)."""
-        raise NotSupported("%s: volumes are not supported" % self.driver)
+        raise NotImplementedError
 
+    @abc.abstractmethod
     def _volume_get(self, volume_id):
         """The volume dict by id, or None when it is gone."""
-        raise NotSupported("%s: volumes are not supported" % self.driver)
+        raise NotImplementedError
 
+    @abc.abstractmethod
     def _server_volumes(self, server_id):
         """Volume dicts of the volumes attached to a server (root included)."""
-        raise NotSupported("%s: volumes are not supported" % self.driver)
+        raise NotImplementedError
 
+    @abc.abstractmethod
     def _volume_create(self, name, size, volume_type=None, availability_zone=None):
-        raise NotSupported("%s: volumes are not supported" % self.driver)
+        raise NotImplementedError
 
+    @abc.abstractmethod
     def _volume_attach(self, server_id, volume_id, device=None):
-        raise NotSupported("%s: volumes are not supported" % self.driver)
+        raise NotImplementedError
 
+    @abc.abstractmethod
     def _volume_detach(self, server_id, volume_id):
-        raise NotSupported("%s: volumes are not supported" % self.driver)
+        raise NotImplementedError
 
+    @abc.abstractmethod
     def _volume_delete(self, volume_id):
-        raise NotSupported("%s: volumes are not supported" % self.driver)
+        raise NotImplementedError
 
     def _volume_zone_ok(self, server, volume):  # pylint: disable=unused-argument
         """None, or why ``volume`` cannot be attached to the native ``server`` (e.g. its zone)."""
@@ -566,57 +608,6 @@ class Provider:
 
 # Operations only some clouds have (compute services, migrations... are OpenStack's).
 # A driver without one answers with a clear NotSupported rather than an AttributeError.
-OPTIONAL_OPERATIONS = (
-    "allocate_ip",
-    "release_ip",
-    "rebuild",
-    "service_show",
-    "services",
-    "service_disable",
-    "service_enable",
-    "service_force_down",
-    "host_servers",
-    "host_capacity",
-    "migrations",
-    "live_migrate",
-    "cold_migrate",
-    "abort_migration",
-    "force_complete_migration",
-    "reset_state",
-    # evacuation primitives (evacuate.py)
-    "host_server_states",
-    "server_states",
-    "server_state",
-    "host_migrations",
-    "migration_progress",
-    "placement_free",
-    "anti_affinity_groups",
-    "start_live_migration",
-    "start_cold_migration",
-    "confirm_migration",
-    "shelve_offload",
-    "resume",
-    "power_off",
-    "reset_server_state",
-    "abort_migration_id",
-    "force_complete_migration_id",
-)
-
-
-def _not_supported(operation):
-    def method(self, *args, **kwargs):  # pylint: disable=unused-argument
-        raise NotSupported(
-            "cloud %s (%s driver) does not support %s" % (self.name, self.driver, operation)
-        )
-
-    method.__name__ = operation
-    return method
-
-
-for _operation in OPTIONAL_OPERATIONS:
-    setattr(Provider, _operation, _not_supported(_operation))
-
-
 _LONG_BASE64 = re.compile(r"[A-Za-z0-9+/=]{120,}")
 
 

@@ -346,8 +346,7 @@ class Replacement:
             if overrides.get(key) not in (None, "", [], {}):
                 spec[key] = overrides[key]
         spec["name"] = name
-        check = dict(spec)
-        self.provider._check_spec(check)  # pylint: disable=protected-access
+        self.provider.resolve_spec(spec)  # refuses what the cloud does not have
         return spec
 
     @staticmethod
@@ -434,7 +433,7 @@ class Replacement:
 
     def _adopt(self, record):
         """A server of this name, not the old one, created after the run started."""
-        if record["new"].get("id") and self.provider._get_server(record["new"]["id"]):  # pylint: disable=protected-access
+        if record["new"].get("id") and self.provider.exists(record["new"]["id"]):
             return record["new"]["id"]
         others = [
             s for s in self.provider.servers_named(record["vm"]) if s["id"] != record["old"]["id"]
@@ -600,7 +599,7 @@ class Replacement:
             )
         old_id, how = record["old"]["id"], record["keep_old"]
         self._new_serves(record)
-        if self.provider._get_server(old_id) is None:  # pylint: disable=protected-access
+        if not self.provider.exists(old_id):
             comment = "the old server %s is already gone" % old_id
         elif how == "delete":
             self.provider.delete(old_id)
@@ -713,7 +712,7 @@ class Replacement:
         """Delete the failed new VM (or keep it stopped as ``<vm>-failed``); never raises."""
         name = record["vm"]
         try:
-            if self.provider._get_server(new_id) is None:  # pylint: disable=protected-access
+            if not self.provider.exists(new_id):
                 return "%s already gone" % new_id
             if record.get("keep_failed"):
                 kept = "%s-failed" % name

@@ -31,7 +31,7 @@ def settings(opts, pillar=None):
 
 def provider(opts, pillar=None, cloud=None):
     """(configuration, provider) for the cloud profile ``cloud`` (default cloud if None)."""
-    from .provider import get_provider  # pylint: disable=import-outside-toplevel
+    from .clouds import get_provider  # pylint: disable=import-outside-toplevel
 
     conf = settings(opts, pillar)
     return conf, get_provider(config.cloud(conf, cloud))

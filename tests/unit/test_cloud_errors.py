@@ -91,7 +91,7 @@ def test_credentials_in_urls_are_cut():
 
 def test_a_cloud_that_does_not_answer_is_a_cloud_error_not_a_traceback():
     """Real clients, a port nobody listens on (connection refused at once)."""
-    from vmopslib.provider import get_provider
+    from vmopslib.clouds import get_provider
 
     dead = get_provider(
         {

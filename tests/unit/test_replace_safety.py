@@ -23,6 +23,9 @@ class Cloud:
             return {"id": "new", "status": self.new_status, "floating_ips": self.new_ips}
         return {"id": server_id, "status": "ACTIVE", "floating_ips": []}
 
+    def exists(self, server_id):
+        return self._get_server(server_id) is not None
+
     def _get_server(self, server_id):
         return {"id": server_id}
 
@@ -143,8 +146,11 @@ class PlanCloud:
             }
         ]
 
-    def _check_spec(self, spec):
-        pass
+    def resolve_spec(self, spec):
+        return dict(spec)
+
+    def exists(self, server_id):
+        return self._get_server(server_id) is not None
 
     def _get_server(self, server_id):
         return None

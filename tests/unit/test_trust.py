@@ -162,6 +162,9 @@ class RollbackCloud:
     def __init__(self, log):
         self.log = log
 
+    def exists(self, server_id):
+        return self._get_server(server_id) is not None
+
     def _get_server(self, server_id):
         return {"id": server_id}
 

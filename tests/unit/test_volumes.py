@@ -30,6 +30,9 @@ class Stuck(provider_mod.Provider):
     def _looks_like_id(self, value):
         return value == "s1"
 
+    def exists(self, server_id):
+        return self._get_server(server_id) is not None
+
     def _get_server(self, server_id):
         return {"id": server_id} if server_id == "s1" else None
 
@@ -45,6 +48,33 @@ class Stuck(provider_mod.Provider):
     def _volume_detach(self, server_id, volume_id):
         self.calls.append(("detach", server_id, volume_id))
         self.vol["status"] = "detaching"
+
+
+# a fake that implements only the primitives these tests reach (a real driver must have all)
+Stuck.__abstractmethods__ = frozenset()
+
+
+def test_a_driver_missing_a_primitive_fails_when_it_is_built():
+    class Half(provider_mod.Provider):
+        driver = "half"
+
+        def _get_server(self, server_id):
+            return None
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half({"name": "half"})
+
+
+def test_an_operation_another_driver_offers_is_not_supported_here():
+    from vmopslib.errors import NotSupported
+
+    cloud = Stuck()
+    with pytest.raises(
+        NotSupported, match="cloud stuck \\(stuck\\) does not support service_disable"
+    ):
+        cloud.service_disable("cmp1", reason="x")
+    with pytest.raises(AttributeError):
+        cloud.no_such_operation()
 
 
 def test_a_detach_that_sticks_is_a_clear_timeout():
