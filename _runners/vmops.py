@@ -144,15 +144,15 @@ def accept_minion(name, cloud=None, require_fingerprint=True, wait=0):
 
     def _accept():
         conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
-        return minions.accept_minion(
+        return admission.accept(
+            conf,
             prov,
             saltglue.MasterKeys(__opts__),
+            _registry(),
             name,
             events=_events(),
             require_fingerprint=require_fingerprint,
             wait=int(wait),
-            registry=_registry(),
-            conf=conf,
         )
 
     return _run(_accept)

@@ -560,7 +560,14 @@ def decide(conf, keys, registry, provider_for, name, events, now=None):
 
 
 def accept(conf, provider, keys, registry, name, events=None, wait=0, require_fingerprint=True):
-    """The operator's accept (``vmops.accept_minion``): see :class:`Admission`."""
+    """The operator's accept (``vmops.accept_minion``) of ``name`` on ``provider``'s cloud:
+    see :class:`Admission`.  ``registry`` None: nothing is registered."""
+    if registry is None:
+        import tempfile  # pylint: disable=import-outside-toplevel
+
+        from .registry import Registry  # pylint: disable=import-outside-toplevel
+
+        registry = Registry(tempfile.mkdtemp(prefix="vmops-registry-"))
     return Admission(
         conf,
         keys,

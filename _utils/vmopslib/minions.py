@@ -118,32 +118,6 @@ def check_grain(grain_of, name, grain, expected):
     return value
 
 
-def accept_minion(
-    provider, keys, name, events=None, require_fingerprint=True, wait=0, registry=None, conf=None
-):
-    """The operator's accept of ``name`` on ``provider``'s cloud: the same decision as the
-    reactor's (``admission.Admission``), by exact id; waits up to ``wait`` seconds for the
-    key and for the cloud's evidence."""
-    from . import admission  # pylint: disable=import-outside-toplevel
-
-    if registry is None:
-        import tempfile  # pylint: disable=import-outside-toplevel
-
-        from .registry import Registry  # pylint: disable=import-outside-toplevel
-
-        registry = Registry(tempfile.mkdtemp(prefix="vmops-registry-"))  # nothing registered
-    return admission.accept(
-        conf,
-        provider,
-        keys,
-        registry,
-        name,
-        events=events,
-        wait=wait,
-        require_fingerprint=require_fingerprint,
-    )
-
-
 def rebuild_minion(
     conf, provider, keys, name, wait_minion, image=None, timeout=600, events=None, registry=None
 ):

@@ -146,7 +146,7 @@ def test_console_fingerprints_are_whole_lines_only():
 
 
 def test_accept_minion_waits_for_a_console_that_lags(monkeypatch):
-    from vmopslib import identity, minions
+    from vmopslib import identity
 
     pub, _ = identity.generate_keypair(bits=1024)
 
@@ -183,12 +183,12 @@ def test_accept_minion_waits_for_a_console_that_lags(monkeypatch):
 
     monkeypatch.setattr(admission.time, "sleep", lambda seconds: None)
     cloud, keys = Cloud(), Keys()
-    out = minions.accept_minion(cloud, keys, "app5", wait=30)
+    out = admission.accept({}, cloud, keys, None, "app5", wait=30)
     assert out["accepted"] and keys.accepted and cloud.looks == 3
     # without a wait budget it looks once and refuses (nothing accepted)
     cloud, keys = Cloud(), Keys()
     with pytest.raises(Exception, match="printed no minion key fingerprint"):
-        minions.accept_minion(cloud, keys, "app5")
+        admission.accept({}, cloud, keys, None, "app5")
     assert not keys.accepted
 
 
