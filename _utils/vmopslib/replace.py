@@ -37,6 +37,7 @@ import uuid
 from . import config, identity, trust, userdata
 from . import events as tags
 from .errors import InvalidInput, VmopsError
+from .provider import SPEC_KEYS
 from .registry import NONCE_KEY, new_nonce
 from .store import JournalStore
 
@@ -55,15 +56,8 @@ STATES = (
 )
 TERMINAL = ("done", "rolled_back")
 KEEP_OLD = ("delete", "stop", "rename")
-SPEC_FROM_OLD = (
-    "image",
-    "flavor",
-    "key_name",
-    "security_groups",
-    "networks",
-    "metadata",
-    "availability_zone",
-)
+# what the new VM takes from the old one (the name is the same; user-data and volumes are new)
+SPEC_FROM_OLD = tuple(k for k in SPEC_KEYS if k not in ("name", "user_data", "volumes"))
 
 
 def _proc_start(pid):
