@@ -494,8 +494,18 @@ class Replacement:
             record["new_pub"] = found["pub"]  # a public key: the journal may hold it
             record["new_fingerprint"] = identity.fingerprint(found["pub"])
             self.journal.save(record)
+        # a run killed inside the hand-over resumes with a forced rotation: it may have
+        # written the new key and died before asking for the rotation
+        resumed = bool(record.get("handover_started"))
+        record["handover_started"] = time.time()
+        self.journal.save(record)
         comment = trust.handover(
-            self.keys, name, record["new_pub"], events=self.events, what="replace %s" % name
+            self.keys,
+            name,
+            record["new_pub"],
+            events=self.events,
+            what="replace %s" % name,
+            force_rotation=resumed,
         )
         record["handed_over"] = time.time()
         self.journal.save(record)
@@ -651,7 +661,14 @@ class Replacement:
         # the identity first: whatever else goes wrong below, the old minion gets its id back
         notes = []
         try:
-            notes.append(trust.restore(self.keys, name, record.get("old_pub")))
+            notes.append(
+                trust.restore(
+                    self.keys,
+                    name,
+                    record.get("old_pub"),
+                    force_rotation=bool(record.get("handover_started")),
+                )
+            )
         except VmopsError as exc:
             notes.append("the old key could NOT be restored: %s" % exc)
             self.events(

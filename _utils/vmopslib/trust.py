@@ -287,18 +287,24 @@ def wait_for_key(provider, server_id, tag, timeout, nonce=None, interval=2.0):
         time.sleep(min(interval, max(deadline - time.monotonic(), 0.1)))
 
 
-def handover(keys, name, pub, timeout=None, events=None, what="handover"):
+def handover(keys, name, pub, timeout=None, events=None, what="handover", force_rotation=False):
     """Make ``pub`` the accepted key of ``name``; the id's earlier session ends for certain.
 
     ``keys`` is a MasterKeys.  Idempotent: with ``pub`` accepted already it only makes
-    sure the AES rotation it asked for has happened.  Returns a comment.
+    sure the AES rotation it asked for has happened.  ``force_rotation``: rotate even
+    then (a run killed between writing the key and asking for the rotation resumes with
+    this set: the key it finds is already the new one).  Returns a comment.
     """
     config.check_minion_id(name, "minion id")
     finger = identity.fingerprint(pub)
     before = keys.accepted_pub(name)
-    if before is not None and before.strip() == pub.strip() and not keys.rotation_pending():
+    same = before is not None and before.strip() == pub.strip()
+    if same and not keys.rotation_pending() and not force_rotation:
         return "the key of %s is already %s" % (name, finger)
-    keys.preseed(name, pub)
+    if not same:
+        keys.preseed(name, pub)
+    if force_rotation:
+        keys.request_rotation()
     if events:
         events(
             tags.key(name, "handover"),
@@ -316,11 +322,14 @@ def handover(keys, name, pub, timeout=None, events=None, what="handover"):
     )
 
 
-def restore(keys, name, old_pub, timeout=None):
+def restore(keys, name, old_pub, timeout=None, force_rotation=False):
     """Give ``name`` its old key back (a rollback): first thing, before any cleanup."""
     if old_pub:
-        return handover(keys, name, old_pub, timeout, what="rollback")
-    keys.delete(name, rotate=True)
+        return handover(
+            keys, name, old_pub, timeout, what="rollback", force_rotation=force_rotation
+        )
+    keys.delete(name, rotate=False)
+    keys.request_rotation()  # whoever held the id's session (the new VM) loses it
     keys.wait_rotated(timeout)
     return "the key of %s is deleted (it had none before)" % name
 

@@ -242,3 +242,70 @@ def test_no_server_created_before_its_registration_vouches(tmp_path):
     found = trust.registered_key(cloud, "app2", entry, NOW + 5)
     assert found["pub"] is None and not found["transient"] and "before" in found["reason"]
     assert iso(NOW)  # the fake's clock
+
+
+class ResumeKeys:
+    """The key store of a run killed between writing the new key and asking for the rotation."""
+
+    def __init__(self, accepted):
+        self.accepted, self.calls = accepted, []
+
+    def accepted_pub(self, name):
+        return self.accepted
+
+    def rotation_pending(self):
+        return False
+
+    def preseed(self, name, pub, rotate=True):
+        self.calls.append("preseed")
+        self.accepted = pub
+
+    def request_rotation(self):
+        self.calls.append("rotate")
+
+    def wait_rotated(self, timeout=None):
+        self.calls.append("waited")
+        return 0.0
+
+    def assert_key(self, name, pub):
+        return 0
+
+
+def test_a_handover_resumed_after_a_kill_rotates_even_though_the_key_is_already_new():
+    keys = ResumeKeys(KEY_A)
+    assert "already" in trust.handover(keys, "app2", KEY_A)  # nothing says it was cut short
+    assert keys.calls == []
+    trust.handover(keys, "app2", KEY_A, force_rotation=True)  # the journal says it was
+    assert keys.calls == ["rotate", "waited"]
+
+
+def test_a_replacement_killed_inside_the_handover_resumes_with_a_rotation(tmp_path):
+    journal = replace.Journal(str(tmp_path))
+    journal.save(
+        {
+            "vm": "app2",
+            "state": "booted",
+            "old": {"id": "old"},
+            "new": {"id": "new"},
+            "floating_ips": [],
+            "keep_old": "delete",
+            "steps": [],
+            "old_pub": KEY_R,
+            "owner": replace.current_owner("tok"),
+            "nonce": "ab" * 16,
+            "new_pub": KEY_A,
+            "new_fingerprint": identity.fingerprint(KEY_A),
+            "handover_started": 1.0,
+        }
+    )
+    keys = ResumeKeys(KEY_A)  # the new key was written, the rotation never asked for
+
+    class Answering:
+        def wait(self, name, timeout):
+            pass
+
+    rep = replace.Replacement({}, None, keys, journal, Answering(), token="tok")
+    rep.wait("app2")
+    assert keys.calls == ["rotate", "waited"]
+    assert journal.load("app2")["handed_over"]
+    journal.unlock("app2")
