@@ -295,18 +295,7 @@ def rebuild_minion(name, image=None, cloud=None, timeout=300):
     return _run(_rebuild)
 
 
-REPLACE_STEPS = (
-    "plan",
-    "boot",
-    "wait",
-    "sanity",
-    "checked",
-    "smoke",
-    "flip",
-    "retire",
-    "rollback",
-    "status",
-)
+REPLACE_STEPS = replace.RUNNER_STEPS
 
 
 def _replacement(cloud, token):

@@ -55,6 +55,22 @@ STATES = (
     "rolled_back",
 )
 TERMINAL = ("done", "rolled_back")
+# The steps of a run, in order: the one list (orch.replace_vm runs them; highstate and
+# deploy are Salt states there, the others this module's methods through the runner).
+STEPS = (
+    "plan",
+    "boot",
+    "wait",
+    "sanity",
+    "highstate",
+    "deploy",
+    "checked",
+    "smoke",
+    "flip",
+    "retire",
+)
+# What ``salt-run vmops.replace_vm step=...`` accepts.
+RUNNER_STEPS = tuple(s for s in STEPS if s not in ("highstate", "deploy")) + ("rollback", "status")
 KEEP_OLD = ("delete", "stop", "rename")
 # what the new VM takes from the old one (the name is the same; user-data and volumes are new)
 SPEC_FROM_OLD = tuple(k for k in SPEC_KEYS if k not in ("name", "user_data", "volumes"))
@@ -283,18 +299,7 @@ class Replacement:
             "level": level,
             "settings": settings,
             "overrides": overrides,
-            "steps": [
-                "plan",
-                "boot",
-                "wait",
-                "sanity",
-                "highstate",
-                "deploy",
-                "checked",
-                "smoke",
-                "flip",
-                "retire",
-            ],
+            "steps": list(STEPS),
         }
         if test:
             plan["comment"] = self._describe_plan(plan)

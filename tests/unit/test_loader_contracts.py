@@ -65,3 +65,22 @@ def test_every_event_tag_comes_from_the_catalogue_and_the_readme_lists_it():
         assert "| `%s` |" % tag in readme, tag
     with pytest.raises(ValueError, match="catalogue"):
         events.key("app2", "acepted")
+
+
+def test_one_list_of_replacement_steps():
+    """replace.STEPS is the order; the runner takes its steps from it; the orchestration
+    runs them in that order."""
+    import re
+
+    from vmopslib import replace
+
+    runner = (REPO / "_runners" / "vmops.py").read_text()
+    assert "REPLACE_STEPS = replace.RUNNER_STEPS" in runner
+    for step in replace.RUNNER_STEPS:
+        assert '"%s": lambda' % step in runner, step
+    orch = (REPO / "orch" / "replace_vm.sls").read_text()
+    orch = orch[orch.index("{%- else %}") :]  # the run (before it: the test=True plan)
+    found = re.finditer(r"step\('([a-z]+)'\)|^(highstate|deploy):$", orch, re.M)
+    ran = [m.group(1) or m.group(2) for m in found]
+    ran = [s for s in ran if s != "rollback"]
+    assert ran == list(replace.STEPS), ran
