@@ -279,53 +279,47 @@ class EC2Provider(Provider):
 
     # ------------------------------------------------------------------ Elastic IPs
 
-    def flip_ip(self, address, server, fixed_ip=None, test=False):
-        """Associate Elastic IP ``address`` with ``server`` (AllowReassociation), then verify."""
-        found = self.ec2.describe_addresses(Filters=[{"Name": "public-ip", "Values": [address]}])[
-            "Addresses"
-        ]
-        if not found:
+    IP_WORD = "Elastic IP"
+
+    def _ip_find(self, address):
+        found = self.ec2.describe_addresses(Filters=[{"Name": "public-ip", "Values": [address]}])
+        if not found["Addresses"]:
             raise NotFound("Elastic IP %s is not allocated in region %s" % (address, self.name))
-        eip = found[0]
+        eip = found["Addresses"][0]
+        return {
+            "address": address,
+            "server_id": eip.get("InstanceId"),
+            "fixed_ip": eip.get("PrivateIpAddress"),
+            "native": eip,
+        }
+
+    def _ip_target(self, ip, server, fixed_ip=None):
         target = self.describe(self.find_server(server))
         if fixed_ip is not None and fixed_ip not in target["fixed_ips"]:
             raise InvalidInput(
                 "server %s has no private IP %s; nothing was changed" % (target["name"], fixed_ip)
             )
-        old = {"server_id": eip.get("InstanceId"), "fixed_ip": eip.get("PrivateIpAddress")}
-        new = {"server_id": target["id"], "fixed_ip": fixed_ip or target["fixed_ips"][0]}
-        result = {"address": address, "server": target["name"], "old": old, "new": new}
-        if old["server_id"] == target["id"] and (fixed_ip is None or old["fixed_ip"] == fixed_ip):
-            result.update(
-                changed=False, comment="%s already points at %s" % (address, target["name"])
-            )
-            return result
-        if test:
-            result.update(
-                changed=True, comment="%s would be moved to %s" % (address, target["name"])
-            )
-            return result
-        kwargs = {"InstanceId": target["id"], "AllowReassociation": True}
-        if eip.get("AllocationId"):
-            kwargs["AllocationId"] = eip["AllocationId"]
+        asked = fixed_ip is not None
+        if not asked:  # already on this instance: where it is (else the primary IP)
+            here = ip["server_id"] == target["id"] and ip["fixed_ip"] in target["fixed_ips"]
+            fixed_ip = ip["fixed_ip"] if here else target["fixed_ips"][0]
+        return {
+            "server_id": target["id"],
+            "name": target["name"],
+            "fixed_ip": fixed_ip,
+            "asked": asked,  # EC2 picks the primary private IP itself unless told
+            "native": target,
+        }
+
+    def _ip_associate(self, ip, target):
+        kwargs = {"InstanceId": target["server_id"], "AllowReassociation": True}
+        if target["asked"]:
+            kwargs["PrivateIpAddress"] = target["fixed_ip"]
+        if ip["native"].get("AllocationId"):
+            kwargs["AllocationId"] = ip["native"]["AllocationId"]
         else:
-            kwargs["PublicIp"] = address
-        if fixed_ip:
-            kwargs["PrivateIpAddress"] = fixed_ip
-        try:
-            self.ec2.associate_address(**kwargs)
-        except botocore.exceptions.ClientError as exc:
-            raise CloudError("EC2 refused to move %s: %s" % (address, exc)) from exc
-        check = self.ec2.describe_addresses(Filters=[{"Name": "public-ip", "Values": [address]}])[
-            "Addresses"
-        ][0]
-        if check.get("InstanceId") != target["id"]:
-            raise CloudError(
-                "Elastic IP %s was associated but points at %s, not %s"
-                % (address, check.get("InstanceId"), target["id"])
-            )
-        result.update(changed=True, comment="%s now points at %s" % (address, target["name"]))
-        return result
+            kwargs["PublicIp"] = ip["address"]
+        self.ec2.associate_address(**kwargs)
 
     # ------------------------------------------------------------------ volumes (EBS)
 

@@ -326,50 +326,37 @@ class OpenStackProvider(Provider):
         port = self.conn.network.find_port(port_id)
         return port.device_id if port is not None else None
 
-    def flip_ip(self, address, server, fixed_ip=None, test=False):
-        """Point floating IP ``address`` at ``server`` in one re-association.
-
-        The address moves straight from the old port to the new one (Neutron
-        re-associates an associated floating IP in one update), so it is never
-        unassigned in between.  A no-op when it already points there.
-        """
+    def _ip_find(self, address):
         fip = self.find_fip(address)
-        target = self.find_server(server)
-        if fip.project_id and target.project_id and fip.project_id != target.project_id:
-            raise InvalidInput(
-                "floating IP %s belongs to project %s but server %s to project %s; "
-                "nothing was changed" % (address, fip.project_id, target.name, target.project_id)
-            )
-        port, fixed = self._target_port(target.id, fip, fixed_ip)
-        old = {
+        return {
+            "address": address,
             "port_id": fip.port_id,
             "fixed_ip": fip.fixed_ip_address,
             "server_id": self._port_server(fip.port_id),
+            "native": fip,
         }
-        new = {"port_id": port.id, "fixed_ip": fixed, "server_id": target.id}
-        result = {"address": address, "server": target.name, "old": old, "new": new}
-        if fip.port_id == port.id and fip.fixed_ip_address == fixed:
-            result.update(changed=False, comment="%s already points at %s" % (address, target.name))
-            return result
-        if test:
-            result.update(
-                changed=True, comment="%s would be moved to %s (%s)" % (address, target.name, fixed)
+
+    def _ip_target(self, ip, server, fixed_ip=None):
+        fip, target = ip["native"], self.find_server(server)
+        if fip.project_id and target.project_id and fip.project_id != target.project_id:
+            raise InvalidInput(
+                "floating IP %s belongs to project %s but server %s to project %s; "
+                "nothing was changed"
+                % (ip["address"], fip.project_id, target.name, target.project_id)
             )
-            return result
-        try:
-            self.conn.network.update_ip(fip, port_id=port.id, fixed_ip_address=fixed)
-        except openstack.exceptions.HttpException as exc:
-            raise CloudError("cloud %s refused to move %s: %s" % (self.name, address, exc)) from exc
-        check = self.conn.network.get_ip(fip.id)
-        if check.port_id != port.id:
-            raise CloudError(
-                "floating IP %s was updated but points at port %s, not %s"
-                % (address, check.port_id, port.id)
-            )
-        result.update(
-            changed=True, comment="%s now points at %s (%s)" % (address, target.name, fixed)
+        port, fixed = self._target_port(target.id, fip, fixed_ip)
+        return {
+            "server_id": target.id,
+            "name": target.name,
+            "port_id": port.id,
+            "fixed_ip": fixed,
+            "native": port,
+        }
+
+    def _ip_associate(self, ip, target):
+        self.conn.network.update_ip(
+            ip["native"], port_id=target["port_id"], fixed_ip_address=target["fixed_ip"]
         )
-        return result
 
     def allocate_ip(self, network=None):
         """Allocate a floating IP from ``network`` (default: the only external network)."""

@@ -217,9 +217,69 @@ class Provider(abc.ABC):
         """None, or why a server (described) belongs to a tenant that may not vouch for keys."""
         return None
 
+    # ------------------------------------------------------------------ IP primitives
+    # A floating IP (Neutron) or an Elastic IP (EC2) as a dict: {"address", "server_id",
+    # "fixed_ip", "port_id" (Neutron only), "native"}; a target: {"server_id", "name",
+    # "fixed_ip", "port_id" (Neutron only), "native"}.
+
+    IP_WORD = "floating IP"
+
     @abc.abstractmethod
+    def _ip_find(self, address):
+        """The IP dict of ``address``; NotFound when it is not allocated here."""
+
+    @abc.abstractmethod
+    def _ip_target(self, ip, server, fixed_ip=None):
+        """Where ``ip`` should point on ``server`` (which port / private IP); InvalidInput
+        when it cannot (another project, no such fixed IP, several to choose from)."""
+
+    @abc.abstractmethod
+    def _ip_associate(self, ip, target):
+        """Re-associate ``ip`` with ``target`` in one call (never unassigned in between)."""
+
     def flip_ip(self, address, server, fixed_ip=None, test=False):
-        """Point floating / Elastic IP ``address`` at ``server`` in one re-association."""
+        """Point floating / Elastic IP ``address`` at ``server`` in one re-association.
+
+        The address moves straight from where it points to the target (Neutron and EC2
+        re-associate in one update), so it is never unassigned in between; then the
+        cloud is read again to verify.  A no-op when it already points there.
+        ``test``: say what would happen, change nothing.
+        """
+        ip = self._ip_find(address)
+        target = self._ip_target(ip, server, fixed_ip)
+        keys = (
+            ("port_id", "fixed_ip", "server_id") if "port_id" in ip else ("server_id", "fixed_ip")
+        )
+        old = {k: ip.get(k) for k in keys}
+        new = {k: target.get(k) for k in keys}
+        result = {"address": address, "server": target["name"], "old": old, "new": new}
+        where = " (%s)" % target["fixed_ip"] if "port_id" in ip else ""
+        if old == new:
+            result.update(
+                changed=False, comment="%s already points at %s" % (address, target["name"])
+            )
+            return result
+        if test:
+            result.update(
+                changed=True, comment="%s would be moved to %s%s" % (address, target["name"], where)
+            )
+            return result
+        self._ip_associate(ip, target)
+        check = self._ip_find(address)
+        if check.get("port_id", check["server_id"]) != target.get("port_id", target["server_id"]):
+            raise CloudError(
+                "%s %s was moved but points at %s, not %s"
+                % (
+                    self.IP_WORD,
+                    address,
+                    check.get("port_id", check["server_id"]),
+                    target.get("port_id", target["server_id"]),
+                )
+            )
+        result.update(
+            changed=True, comment="%s now points at %s%s" % (address, target["name"], where)
+        )
+        return result
 
     # ------------------------------------------------------------------ volume primitives
     # Volumes are described as plain dicts:

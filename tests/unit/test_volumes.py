@@ -128,3 +128,53 @@ def test_an_openstack_cloud_without_a_volume_service_says_so():
     ):  # pylint: disable=protected-access
         with pytest.raises(NotSupported, match="cloud novol has no volume service"):
             call()
+
+
+class Ips(Stuck):
+    """A cloud with one floating IP, and a re-association that may not stick."""
+
+    def __init__(self, sticks=True):
+        super().__init__()
+        self.ip = {
+            "address": "203.0.113.7",
+            "port_id": "p-old",
+            "fixed_ip": "10.0.0.5",
+            "server_id": "old",
+        }
+        self.sticks, self.calls = sticks, []
+
+    def _ip_find(self, address):
+        return dict(self.ip)
+
+    def _ip_target(self, ip, server, fixed_ip=None):
+        return {
+            "server_id": server,
+            "name": server,
+            "port_id": "p-" + server,
+            "fixed_ip": "10.0.0.9",
+        }
+
+    def _ip_associate(self, ip, target):
+        self.calls.append(("associate", target["port_id"]))
+        if self.sticks:
+            self.ip.update(
+                port_id=target["port_id"],
+                fixed_ip=target["fixed_ip"],
+                server_id=target["server_id"],
+            )
+
+
+def test_the_flip_is_written_once_for_every_cloud():
+    from vmopslib.errors import CloudError
+
+    cloud = Ips()
+    plan = cloud.flip_ip("203.0.113.7", "new", test=True)
+    assert plan["changed"] and "would be moved to new (10.0.0.9)" in plan["comment"]
+    assert cloud.calls == []
+    done = cloud.flip_ip("203.0.113.7", "new")
+    assert done["old"] == {"port_id": "p-old", "fixed_ip": "10.0.0.5", "server_id": "old"}
+    assert done["new"]["server_id"] == "new" and cloud.calls == [("associate", "p-new")]
+    again = cloud.flip_ip("203.0.113.7", "new")
+    assert again["changed"] is False and "already points at new" in again["comment"]
+    with pytest.raises(CloudError, match="was moved but points at p-old, not p-new"):
+        Ips(sticks=False).flip_ip("203.0.113.7", "new")
