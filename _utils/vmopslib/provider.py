@@ -100,15 +100,24 @@ class Provider(abc.ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        for attr, value in list(vars(cls).items()):
-            if (
-                callable(value)
-                and not attr.startswith("__")
-                and not isinstance(value, (staticmethod, classmethod, type))
-                and not getattr(value, "translating", False)
-                and attr != "translate_error"
-            ):
-                setattr(cls, attr, _translating(value))
+        # the driver's own methods, and those of its mixins (openstack_compute.py...)
+        owners = [cls] + [
+            b
+            for b in cls.__mro__[1:]
+            if b is not object and not issubclass(b, Provider) and b is not abc.ABC
+        ]
+        for owner in owners:
+            for attr, value in list(vars(owner).items()):
+                if owner is not cls and attr in vars(cls):
+                    continue  # overridden by the driver itself
+                if (
+                    callable(value)
+                    and not attr.startswith("__")
+                    and not isinstance(value, (staticmethod, classmethod, type))
+                    and not getattr(value, "translating", False)
+                    and attr != "translate_error"
+                ):
+                    setattr(cls, attr, _translating(value))
 
     def translate_error(self, exc, operation):  # pylint: disable=unused-argument
         """The pack's error for a cloud library's exception ``exc`` (None: not a cloud error)."""
