@@ -8,6 +8,11 @@ looked up with ``config.get`` (minion config, grains, pillar, master config);
 see ``pillar.example/vmops.sls``.  Credentials never appear in a return value.
 
 :depends: openstacksdk (OpenStack clouds), boto3 (EC2)
+
+Each function calls the provider operation of the same name, except the server
+functions, which call the core's server verbs: ``server_show`` -> ``describe``,
+``server_list`` -> ``servers_named``, ``server_boot`` -> ``boot``,
+``server_delete`` -> ``delete``, ``server_rebuild`` -> ``rebuild``.
 """
 
 import logging
@@ -42,9 +47,10 @@ def _provider(cloud):
     return saltglue.provider(_conf(), None, cloud)
 
 
-def _call(cloud, operation, *args, **kwargs):
-    """Run one provider operation; pack errors become Salt exceptions."""
-    return saltglue.run_module(lambda: getattr(_provider(cloud)[1], operation)(*args, **kwargs))
+def _call(cloud, call):
+    """Run ``call(provider)`` (one provider operation, called by its name so a grep finds
+    it); pack errors become Salt exceptions."""
+    return saltglue.run_module(lambda: call(_provider(cloud)[1]))
 
 
 def server_show(name, cloud=None):
@@ -59,7 +65,7 @@ def server_show(name, cloud=None):
 
         salt-call vmops.server_show app2
     """
-    return _call(cloud, "describe", name)
+    return _call(cloud, lambda prov: prov.describe(name))
 
 
 def server_list(name, cloud=None):
@@ -72,7 +78,7 @@ def server_list(name, cloud=None):
 
         salt-call vmops.server_list app2
     """
-    return _call(cloud, "servers_named", name)
+    return _call(cloud, lambda prov: prov.servers_named(name))
 
 
 def server_create(name, cloud=None, wait=True, **overrides):
@@ -81,6 +87,25 @@ def server_create(name, cloud=None, wait=True, **overrides):
     configured master) from ``vmops:defaults`` and ``vmops:vms:<name>``, with
     keyword overrides (``flavor``, ``image``, ``networks``...), and wait until
     it is ACTIVE.  A server that goes to ERROR fails with Nova's fault message.
+
+    Unlike the runner's ``vmops.create``, this does not register the VM for
+    admission: the expected-minion registry lives on the master (its cache
+    dir), and a minion calling this cannot write it.  Its key is then accepted
+    by ``salt-run vmops.accept_minion`` (the console fingerprint), or by the
+    reactor when an auto-provisioning rule matches; for the reactor's
+    registration path, boot from the master (``salt-run vmops.create``).
+
+    name
+        the VM's name, which is also its minion id (a plain id, never a glob)
+    cloud
+        a ``vmops:clouds`` profile (default: ``vmops:default_cloud``)
+    wait
+        wait until ACTIVE (default True)
+    overrides
+        ``flavor``, ``image``, ``networks``, ``security_groups``, ``key_name``,
+        ``metadata``, ``availability_zone``, ``volumes``, ``grains``, ``level``,
+        ``minion_config``, ``cloud_config``: over ``vmops:defaults`` and
+        ``vmops:vms:<name>``
 
     CLI Example:
 
@@ -134,7 +159,7 @@ def server_boot(
         "user_data": user_data,
         "availability_zone": availability_zone,
     }
-    return _call(cloud, "boot", spec, wait=wait, timeout=int(timeout))
+    return _call(cloud, lambda prov: prov.boot(spec, wait=wait, timeout=int(timeout)))
 
 
 def server_delete(name, cloud=None, wait=True):
@@ -147,7 +172,7 @@ def server_delete(name, cloud=None, wait=True):
 
         salt-call vmops.server_delete app2-old
     """
-    return _call(cloud, "delete", name, wait=wait)
+    return _call(cloud, lambda prov: prov.delete(name, wait=wait))
 
 
 def server_rebuild(name, image=None, user_data=None, timeout=600, cloud=None):
@@ -161,7 +186,10 @@ def server_rebuild(name, image=None, user_data=None, timeout=600, cloud=None):
 
         salt-call vmops.server_rebuild app2 image=Ubuntu-22.04
     """
-    return _call(cloud, "rebuild", name, image=image, user_data=user_data, timeout=int(timeout))
+    return _call(
+        cloud,
+        lambda prov: prov.rebuild(name, image=image, user_data=user_data, timeout=int(timeout)),
+    )
 
 
 def console_output(name, cloud=None):
@@ -174,7 +202,7 @@ def console_output(name, cloud=None):
 
         salt-call vmops.console_output app2
     """
-    return _call(cloud, "console_output", name)
+    return _call(cloud, lambda prov: prov.console_output(name))
 
 
 def flip_floating_ip(address, server, fixed_ip=None, test=False, cloud=None):
@@ -189,7 +217,9 @@ def flip_floating_ip(address, server, fixed_ip=None, test=False, cloud=None):
 
         salt-call vmops.flip_floating_ip 203.0.113.7 app2
     """
-    return _call(cloud, "flip_ip", address, server, fixed_ip=fixed_ip, test=test)
+    return _call(
+        cloud, lambda prov: prov.flip_floating_ip(address, server, fixed_ip=fixed_ip, test=test)
+    )
 
 
 def floating_ip_allocate(network=None, cloud=None):
@@ -203,7 +233,7 @@ def floating_ip_allocate(network=None, cloud=None):
 
         salt-call vmops.floating_ip_allocate network=public
     """
-    return _call(cloud, "allocate_ip", network)
+    return _call(cloud, lambda prov: prov.floating_ip_allocate(network))
 
 
 def floating_ip_release(address, force=False, cloud=None):
@@ -217,7 +247,7 @@ def floating_ip_release(address, force=False, cloud=None):
 
         salt-call vmops.floating_ip_release 203.0.113.99
     """
-    return _call(cloud, "release_ip", address, force=force)
+    return _call(cloud, lambda prov: prov.floating_ip_release(address, force=force))
 
 
 def service_show(host, cloud=None):
@@ -231,7 +261,7 @@ def service_show(host, cloud=None):
 
         salt-call vmops.service_show cmp1
     """
-    return _call(cloud, "service_show", host)
+    return _call(cloud, lambda prov: prov.service_show(host))
 
 
 def service_list(cloud=None):
@@ -244,7 +274,7 @@ def service_list(cloud=None):
 
         salt-call vmops.service_list
     """
-    return _call(cloud, "services")
+    return _call(cloud, lambda prov: prov.service_list())
 
 
 def service_disable(host, reason, cloud=None):
@@ -258,7 +288,7 @@ def service_disable(host, reason, cloud=None):
 
         salt-call vmops.service_disable cmp1 reason="disk replacement, T1234"
     """
-    return _call(cloud, "service_disable", host, reason)
+    return _call(cloud, lambda prov: prov.service_disable(host, reason))
 
 
 def service_enable(host, cloud=None):
@@ -271,7 +301,7 @@ def service_enable(host, cloud=None):
 
         salt-call vmops.service_enable cmp1
     """
-    return _call(cloud, "service_enable", host)
+    return _call(cloud, lambda prov: prov.service_enable(host))
 
 
 def service_force_down(host, forced=True, cloud=None):
@@ -285,7 +315,7 @@ def service_force_down(host, forced=True, cloud=None):
 
         salt-call vmops.service_force_down cmp3
     """
-    return _call(cloud, "service_force_down", host, forced=forced)
+    return _call(cloud, lambda prov: prov.service_force_down(host, forced=forced))
 
 
 def host_servers(host, cloud=None):
@@ -298,7 +328,7 @@ def host_servers(host, cloud=None):
 
         salt-call vmops.host_servers cmp1
     """
-    return _call(cloud, "host_servers", host)
+    return _call(cloud, lambda prov: prov.host_servers(host))
 
 
 def host_capacity(host, cloud=None):
@@ -312,7 +342,7 @@ def host_capacity(host, cloud=None):
 
         salt-call vmops.host_capacity cmp2
     """
-    return _call(cloud, "host_capacity", host)
+    return _call(cloud, lambda prov: prov.host_capacity(host))
 
 
 def _evacuation(cloud, options):
@@ -399,12 +429,9 @@ def live_migrate(name, host=None, block_migration="auto", wait=True, timeout=600
     """
     return _call(
         cloud,
-        "live_migrate",
-        name,
-        host=host,
-        block_migration=block_migration,
-        wait=wait,
-        timeout=int(timeout),
+        lambda prov: prov.live_migrate(
+            name, host=host, block_migration=block_migration, wait=wait, timeout=int(timeout)
+        ),
     )
 
 
@@ -418,7 +445,10 @@ def cold_migrate(name, host=None, confirm=True, timeout=600, cloud=None):
 
         salt-call vmops.cold_migrate app2 host=cmp3
     """
-    return _call(cloud, "cold_migrate", name, host=host, confirm=confirm, timeout=int(timeout))
+    return _call(
+        cloud,
+        lambda prov: prov.cold_migrate(name, host=host, confirm=confirm, timeout=int(timeout)),
+    )
 
 
 def migrations(name, cloud=None):
@@ -431,7 +461,7 @@ def migrations(name, cloud=None):
 
         salt-call vmops.migrations app2
     """
-    return _call(cloud, "migrations", name)
+    return _call(cloud, lambda prov: prov.migrations(name))
 
 
 def migration_abort(name, migration_id=None, cloud=None):
@@ -444,7 +474,7 @@ def migration_abort(name, migration_id=None, cloud=None):
 
         salt-call vmops.migration_abort app2
     """
-    return _call(cloud, "abort_migration", name, migration_id)
+    return _call(cloud, lambda prov: prov.migration_abort(name, migration_id))
 
 
 def migration_force_complete(name, migration_id=None, cloud=None):
@@ -457,7 +487,7 @@ def migration_force_complete(name, migration_id=None, cloud=None):
 
         salt-call vmops.migration_force_complete app2
     """
-    return _call(cloud, "force_complete_migration", name, migration_id)
+    return _call(cloud, lambda prov: prov.migration_force_complete(name, migration_id))
 
 
 def reset_state(name, state="active", cloud=None):
@@ -470,7 +500,7 @@ def reset_state(name, state="active", cloud=None):
 
         salt-call vmops.reset_state app2 state=active
     """
-    return _call(cloud, "reset_state", name, state)
+    return _call(cloud, lambda prov: prov.reset_state(name, state))
 
 
 def volumes(name, cloud=None):
@@ -485,7 +515,7 @@ def volumes(name, cloud=None):
 
         salt-call vmops.volumes app2
     """
-    return _call(cloud, "volumes", name)
+    return _call(cloud, lambda prov: prov.volumes(name))
 
 
 def volume_show(volume, cloud=None):
@@ -499,7 +529,7 @@ def volume_show(volume, cloud=None):
 
         salt-call vmops.volume_show data-app2
     """
-    return _call(cloud, "volume_show", volume)
+    return _call(cloud, lambda prov: prov.volume_show(volume))
 
 
 def volume_create(
@@ -519,13 +549,14 @@ def volume_create(
     """
     return _call(
         cloud,
-        "volume_create",
-        name,
-        size,
-        volume_type=volume_type,
-        availability_zone=availability_zone,
-        wait=wait,
-        timeout=int(timeout),
+        lambda prov: prov.volume_create(
+            name,
+            size,
+            volume_type=volume_type,
+            availability_zone=availability_zone,
+            wait=wait,
+            timeout=int(timeout),
+        ),
     )
 
 
@@ -545,7 +576,10 @@ def volume_attach(name, volume, device=None, timeout=300, test=False, cloud=None
         salt-call vmops.volume_attach app2 data-app2 device=/dev/vdc
     """
     return _call(
-        cloud, "attach_volume", name, volume, device=device, timeout=int(timeout), test=test
+        cloud,
+        lambda prov: prov.volume_attach(
+            name, volume, device=device, timeout=int(timeout), test=test
+        ),
     )
 
 
@@ -561,7 +595,9 @@ def volume_detach(name, volume, timeout=300, test=False, cloud=None):
 
         salt-call vmops.volume_detach app2 data-app2
     """
-    return _call(cloud, "detach_volume", name, volume, timeout=int(timeout), test=test)
+    return _call(
+        cloud, lambda prov: prov.volume_detach(name, volume, timeout=int(timeout), test=test)
+    )
 
 
 def volume_delete(volume, wait=True, timeout=300, cloud=None):
@@ -575,7 +611,7 @@ def volume_delete(volume, wait=True, timeout=300, cloud=None):
 
         salt-call vmops.volume_delete data-app2-old
     """
-    return _call(cloud, "volume_delete", volume, wait=wait, timeout=int(timeout))
+    return _call(cloud, lambda prov: prov.volume_delete(volume, wait=wait, timeout=int(timeout)))
 
 
 def reactor_gate(tag, data):

@@ -249,7 +249,7 @@ def flip_floating_ip(address, server, fixed_ip=None, cloud=None):
 
     def _flip():
         _, prov = saltglue.provider(__opts__, _pillar(), cloud)
-        ret = prov.flip_ip(address, server, fixed_ip=fixed_ip)
+        ret = prov.flip_floating_ip(address, server, fixed_ip=fixed_ip)
         _events()(
             tags.ip(address, ret["changed"]),
             ret["comment"],

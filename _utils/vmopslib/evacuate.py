@@ -291,7 +291,7 @@ class Evacuation:
 
     def _services(self, node):
         check_host(node)
-        services = self.provider.services()
+        services = self.provider.service_list()
         hosts = sorted(s["host"] for s in services)
         mine = [s for s in services if s["host"] == node]
         if not mine:
@@ -948,10 +948,10 @@ class Evacuation:
             return None
         try:
             if action == "abort":
-                self.provider.abort_migration_id(item["id"], mig_id)
+                self.provider.migration_abort_id(item["id"], mig_id)
                 item["aborted"] = stalled
             else:
-                self.provider.force_complete_migration_id(item["id"], mig_id)
+                self.provider.migration_force_complete_id(item["id"], mig_id)
                 item["forced"] = stalled
         except VmopsError as exc:
             item["stall_reported"] = True

@@ -363,7 +363,7 @@ class OpenStackProvider(ComputeOperations, VolumeOperations, Provider):
             ip["native"], port_id=target["port_id"], fixed_ip_address=target["fixed_ip"]
         )
 
-    def allocate_ip(self, network=None):
+    def floating_ip_allocate(self, network=None):
         """Allocate a floating IP from ``network`` (default: the only external network)."""
         if network:
             net = self.conn.network.find_network(network)
@@ -382,7 +382,7 @@ class OpenStackProvider(ComputeOperations, VolumeOperations, Provider):
         fip = self.conn.network.create_ip(floating_network_id=net.id)
         return {"address": fip.floating_ip_address, "id": fip.id, "network": net.name}
 
-    def release_ip(self, address, force=False):
+    def floating_ip_release(self, address, force=False):
         """Release floating IP ``address``; one still pointing at a server needs ``force``."""
         fip = self.find_fip(address)
         if fip.port_id and not force:

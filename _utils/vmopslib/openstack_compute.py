@@ -50,7 +50,7 @@ class ComputeOperations:
         """Status (enabled/disabled), state (up/down), forced_down, reason of a compute service."""
         return self._service_dict(self._service(host, binary))
 
-    def services(self, binary="nova-compute"):
+    def service_list(self, binary="nova-compute"):
         return [self._service_dict(s) for s in self.conn.compute.services(binary=binary)]
 
     def service_disable(self, host, reason, binary="nova-compute"):
@@ -238,13 +238,13 @@ class ComputeOperations:
             )
         return migs[0]
 
-    def abort_migration(self, name_or_id, migration_id=None):
+    def migration_abort(self, name_or_id, migration_id=None):
         server = self.find_server(name_or_id)
         mig = self._in_progress(server, migration_id)
         self.conn.compute.abort_server_migration(mig, server)
         return {"server": server.name, "migration": mig.id, "aborted": True}
 
-    def force_complete_migration(self, name_or_id, migration_id=None):
+    def migration_force_complete(self, name_or_id, migration_id=None):
         server = self.find_server(name_or_id)
         mig = self._in_progress(server, migration_id)
         self.conn.compute.force_complete_server_migration(mig, server)
@@ -414,7 +414,7 @@ class ComputeOperations:
             "reset the state of", server_id, self.conn.compute.reset_server_state, server_id, state
         )
 
-    def abort_migration_id(self, server_id, migration_id):
+    def migration_abort_id(self, server_id, migration_id):
         self._action(
             "abort the migration of",
             server_id,
@@ -423,7 +423,7 @@ class ComputeOperations:
             server_id,
         )
 
-    def force_complete_migration_id(self, server_id, migration_id):
+    def migration_force_complete_id(self, server_id, migration_id):
         self._action(
             "force-complete the migration of",
             server_id,

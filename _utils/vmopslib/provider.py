@@ -246,7 +246,7 @@ class Provider(abc.ABC):
     def _ip_associate(self, ip, target):
         """Re-associate ``ip`` with ``target`` in one call (never unassigned in between)."""
 
-    def flip_ip(self, address, server, fixed_ip=None, test=False):
+    def flip_floating_ip(self, address, server, fixed_ip=None, test=False):
         """Point floating / Elastic IP ``address`` at ``server`` in one re-association.
 
         The address moves straight from where it points to the target (Neutron and EC2
@@ -428,7 +428,7 @@ class Provider(abc.ABC):
             volume_id, lambda v: v["status"] == "available", timeout, "to become available"
         )
 
-    def attach_volume(self, name_or_id, volume, device=None, timeout=300, test=False):
+    def volume_attach(self, name_or_id, volume, device=None, timeout=300, test=False):
         """Attach a volume to a server and wait until it is in-use there.
 
         A volume attached elsewhere (and not multi-attach) is refused before any
@@ -490,7 +490,7 @@ class Provider(abc.ABC):
             comment="volume %s attached to %s at %s" % (volume, desc["name"], dev),
         )
 
-    def detach_volume(self, name_or_id, volume, timeout=300, test=False):
+    def volume_detach(self, name_or_id, volume, timeout=300, test=False):
         """Detach a volume from a server and wait until it is available; a no-op when it is
         not attached there.  A volume stuck in ``detaching`` past ``timeout`` is an error."""
         server = self.find_server(name_or_id)

@@ -554,11 +554,11 @@ class Replacement:
         """A temporary floating IP on the new VM (a reachable address to test), then released."""
         record = self._load(name)
         started = time.monotonic()
-        tmp = self.provider.allocate_ip(network)
+        tmp = self.provider.floating_ip_allocate(network)
         try:
-            moved = self.provider.flip_ip(tmp["address"], record["new"]["id"])
+            moved = self.provider.flip_floating_ip(tmp["address"], record["new"]["id"])
         finally:
-            self.provider.release_ip(tmp["address"], force=True)
+            self.provider.floating_ip_release(tmp["address"], force=True)
         return self._step(
             record,
             "smoke",
@@ -588,11 +588,11 @@ class Replacement:
             now = []
         moved, left = [], []
         for addr in list(dict.fromkeys(list(record["floating_ips"]) + list(now))):
-            where = self.provider.flip_ip(addr, new_id, test=True)["old"].get("server_id")
+            where = self.provider.flip_floating_ip(addr, new_id, test=True)["old"].get("server_id")
             if where not in (None, old_id, new_id):
                 left.append("%s (moved to %s by someone else; left there)" % (addr, where))
                 continue
-            moved.append(self.provider.flip_ip(addr, new_id)["address"])
+            moved.append(self.provider.flip_floating_ip(addr, new_id)["address"])
         record["floating_ips"] = moved
         comment = "%s now point at the new %s" % (", ".join(moved) or "no floating IP", name)
         if left:

@@ -216,7 +216,7 @@ def test_a_server_with_a_volume_keeps_it_and_an_invalid_token_is_survived(
     plain = on_node(name + "-plain")
     vol = prov.volume_create(name + "-data", 1)
     try:
-        prov.attach_volume(with_volume["id"], vol["id"])
+        prov.volume_attach(with_volume["id"], vol["id"])
         state = {}
 
         def spoil_token_once(tag, message, **data):  # pylint: disable=unused-argument
@@ -237,7 +237,7 @@ def test_a_server_with_a_volume_keeps_it_and_an_invalid_token_is_survived(
         assert attached["status"] == "in-use"
         assert attached["attachments"][0]["server_id"] == with_volume["id"]
     finally:
-        prov.detach_volume(with_volume["id"], vol["id"])
+        prov.volume_detach(with_volume["id"], vol["id"])
         prov.volume_delete(vol["id"])
 
 

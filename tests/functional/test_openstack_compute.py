@@ -19,7 +19,7 @@ def test_service_disable_enable_and_the_scheduler_avoids_it(prov, boot, name, re
     hosts = [boot("%s-%d" % (name, i))["host"] for i in range(4)]
     assert "cmp1" not in hosts, hosts
     assert prov.service_enable("cmp1")["status"] == "enabled"
-    assert {s["host"] for s in prov.services()} >= {"cmp1", "cmp2", "cmp3"}
+    assert {s["host"] for s in prov.service_list()} >= {"cmp1", "cmp2", "cmp3"}
 
 
 def test_service_bad_input(prov):
@@ -79,9 +79,9 @@ def test_migration_bad_input_changes_nothing(prov, boot, name, restore_services)
     with pytest.raises(InvalidInput, match="target host %s is disabled" % target):
         prov.cold_migrate(name, host=target)
     with pytest.raises(InvalidInput, match="no migration in progress"):
-        prov.abort_migration(name)
+        prov.migration_abort(name)
     with pytest.raises(InvalidInput, match="no migration in progress"):
-        prov.force_complete_migration(name)
+        prov.migration_force_complete(name)
     assert prov.describe(name)["host"] == desc["host"]
     assert prov.migrations(name) == []
 

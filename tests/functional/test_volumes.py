@@ -40,7 +40,7 @@ def cloud(request, prov, moto_cloud, ec2_image, os_conn):
             continue
         for att in vol["attachments"]:
             try:
-                provider.detach_volume(att["server_id"], volume_id, timeout=60)
+                provider.volume_detach(att["server_id"], volume_id, timeout=60)
             except NotFound:
                 pass
         provider.volume_delete(volume_id, timeout=60)
@@ -60,9 +60,9 @@ def test_create_attach_detach_delete_and_refusals(cloud):
     volumes.append(vol["id"])
     assert vol["status"] == "available" and vol["size"] == 2 and vol["attachments"] == []
 
-    planned = provider.attach_volume(one["id"], vol["name"], test=True)
+    planned = provider.volume_attach(one["id"], vol["name"], test=True)
     assert planned["changed"] and provider.volume_show(vol["id"])["status"] == "available"
-    done = provider.attach_volume(one["id"], vol["name"])
+    done = provider.volume_attach(one["id"], vol["name"])
     assert done["changed"] and done["device"]
     shown = provider.volume_show(vol["id"])
     assert shown["status"] == "in-use"
@@ -72,19 +72,19 @@ def test_create_attach_detach_delete_and_refusals(cloud):
     assert listed[vol["id"]]["root"] is False and listed[vol["id"]]["multiattach"] is False
 
     # already there: a no-op; elsewhere: refused before anything changes, naming where
-    assert provider.attach_volume(one["id"], vol["id"])["changed"] is False
+    assert provider.volume_attach(one["id"], vol["id"])["changed"] is False
     with pytest.raises(InvalidInput, match="attached to %s.*never attached twice" % one["name"]):
-        provider.attach_volume(two["id"], vol["id"])
+        provider.volume_attach(two["id"], vol["id"])
     with pytest.raises(InvalidInput, match="attached to %s.*detach it first" % one["name"]):
         provider.volume_delete(vol["id"])
     assert provider.volume_show(vol["id"])["attachments"][0]["server_id"] == one["id"]
 
-    gone = provider.detach_volume(one["id"], vol["id"])
+    gone = provider.volume_detach(one["id"], vol["id"])
     assert gone["changed"] and provider.volume_show(vol["id"])["status"] == "available"
-    assert provider.detach_volume(one["id"], vol["id"])["changed"] is False
-    moved = provider.attach_volume(two["id"], vol["id"])
+    assert provider.volume_detach(one["id"], vol["id"])["changed"] is False
+    moved = provider.volume_attach(two["id"], vol["id"])
     assert moved["changed"]
-    provider.detach_volume(two["id"], vol["id"])
+    provider.volume_detach(two["id"], vol["id"])
     assert provider.volume_delete(vol["id"])["deleted"] is True
     with pytest.raises(NotFound):
         provider.volume_show(vol["id"])

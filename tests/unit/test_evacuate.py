@@ -163,7 +163,7 @@ class FakeCloud:
         return {k: v for k, v in srv.items() if not k.startswith("_")}
 
     # --- the primitives evacuate.py uses
-    def services(self):
+    def service_list(self):
         return [dict(v) for v in self.svc.values()]
 
     def service_show(self, host):
@@ -244,12 +244,12 @@ class FakeCloud:
         self.calls.append(("reset", sid))
         self.servers[sid]["status"] = state.upper()
 
-    def abort_migration_id(self, sid, mig_id):  # pylint: disable=unused-argument
+    def migration_abort_id(self, sid, mig_id):  # pylint: disable=unused-argument
         self.calls.append(("abort", sid))
         self.servers[sid]["_job"]["end"] = "abort"
         self.servers[sid]["_job"]["ticks"] = 1
 
-    def force_complete_migration_id(self, sid, mig_id):  # pylint: disable=unused-argument
+    def migration_force_complete_id(self, sid, mig_id):  # pylint: disable=unused-argument
         self.calls.append(("force_complete", sid))
         job = self.servers[sid]["_job"]
         job.update(kind="live", end="complete", ticks=1)

@@ -32,7 +32,7 @@ class Cloud:
     def delete(self, server_id):
         self.calls.append(("delete", server_id))
 
-    def flip_ip(self, address, server, test=False):
+    def flip_floating_ip(self, address, server, test=False):
         if not test:
             self.calls.append(("flip", address, server))
             self.new_ips.append(address)

@@ -80,13 +80,13 @@ def test_an_operation_another_driver_offers_is_not_supported_here():
 def test_a_detach_that_sticks_is_a_clear_timeout():
     cloud = Stuck()
     with pytest.raises(Timeout, match="volume v1 is still detaching after 1s.*volume service"):
-        cloud.detach_volume("s1", "data", timeout=1)
+        cloud.volume_detach("s1", "data", timeout=1)
     assert cloud.calls == [("detach", "s1", "v1")]
 
 
 def test_test_mode_changes_nothing():
     cloud = Stuck()
-    out = cloud.detach_volume("s1", "data", test=True)
+    out = cloud.volume_detach("s1", "data", test=True)
     assert out["changed"] and "would be detached" in out["comment"] and cloud.calls == []
 
 
@@ -168,13 +168,13 @@ def test_the_flip_is_written_once_for_every_cloud():
     from vmopslib.errors import CloudError
 
     cloud = Ips()
-    plan = cloud.flip_ip("203.0.113.7", "new", test=True)
+    plan = cloud.flip_floating_ip("203.0.113.7", "new", test=True)
     assert plan["changed"] and "would be moved to new (10.0.0.9)" in plan["comment"]
     assert cloud.calls == []
-    done = cloud.flip_ip("203.0.113.7", "new")
+    done = cloud.flip_floating_ip("203.0.113.7", "new")
     assert done["old"] == {"port_id": "p-old", "fixed_ip": "10.0.0.5", "server_id": "old"}
     assert done["new"]["server_id"] == "new" and cloud.calls == [("associate", "p-new")]
-    again = cloud.flip_ip("203.0.113.7", "new")
+    again = cloud.flip_floating_ip("203.0.113.7", "new")
     assert again["changed"] is False and "already points at new" in again["comment"]
     with pytest.raises(CloudError, match="was moved but points at p-old, not p-new"):
-        Ips(sticks=False).flip_ip("203.0.113.7", "new")
+        Ips(sticks=False).flip_floating_ip("203.0.113.7", "new")
