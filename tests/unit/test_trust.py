@@ -208,23 +208,29 @@ class Minion:
         self.log.append("old minion answers")
 
 
+def _journal(tmp_path, state, **extra):
+    """A replacement's journal at ``state`` (old VM "old", new VM "new", old key KEY_R)."""
+    journal = replace.Journal(str(tmp_path))
+    record = {
+        "vm": "app2",
+        "state": state,
+        "old": {"id": "old"},
+        "new": {"id": "new"},
+        "floating_ips": [],
+        "keep_old": "delete",
+        "steps": [],
+        "old_pub": KEY_R,
+        "owner": replace.current_owner("tok"),
+        "nonce": "ab" * 16,
+    }
+    record.update(extra)
+    journal.save(record)
+    return journal
+
+
 def test_a_rollback_restores_the_identity_first_and_finishes_when_the_cloud_fails(tmp_path):
     log = []
-    journal = replace.Journal(str(tmp_path))
-    journal.save(
-        {
-            "vm": "app2",
-            "state": "answering",
-            "old": {"id": "old"},
-            "new": {"id": "new"},
-            "floating_ips": [],
-            "keep_old": "delete",
-            "steps": [],
-            "old_pub": KEY_R,
-            "owner": replace.current_owner("tok"),
-            "nonce": "ab" * 16,
-        }
-    )
+    journal = _journal(tmp_path, "answering")
     rep = replace.Replacement(
         {}, RollbackCloud(log), RollbackKeys(log), journal, Minion(log), token="tok"
     )
@@ -280,23 +286,12 @@ def test_a_handover_resumed_after_a_kill_rotates_even_though_the_key_is_already_
 
 
 def test_a_replacement_killed_inside_the_handover_resumes_with_a_rotation(tmp_path):
-    journal = replace.Journal(str(tmp_path))
-    journal.save(
-        {
-            "vm": "app2",
-            "state": "booted",
-            "old": {"id": "old"},
-            "new": {"id": "new"},
-            "floating_ips": [],
-            "keep_old": "delete",
-            "steps": [],
-            "old_pub": KEY_R,
-            "owner": replace.current_owner("tok"),
-            "nonce": "ab" * 16,
-            "new_pub": KEY_A,
-            "new_fingerprint": identity.fingerprint(KEY_A),
-            "handover_started": 1.0,
-        }
+    journal = _journal(
+        tmp_path,
+        "booted",
+        new_pub=KEY_A,
+        new_fingerprint=identity.fingerprint(KEY_A),
+        handover_started=1.0,
     )
     keys = ResumeKeys(KEY_A)  # the new key was written, the rotation never asked for
 
