@@ -18,12 +18,11 @@ import re
 # The line the pack's user-data makes cloud-init print on the console (see userdata.py).
 FINGERPRINT_LINE = "ci-info: salt-minion key fingerprint (sha256): "
 # Whole lines only (optionally behind the kernel's timestamp and cloud-init's journal tag):
-# a fingerprint that some program echoed inside another line (a web log of a request,
-# say) is not cloud-init's.
+# a line that some program echoed inside another line (a web log of a request, say) is
+# not cloud-init's.
+_LINE_START = r"^(?:\[\s*\d+\.\d+\]\s*)?(?:cloud-init\[\d+\]:\s*)?"
 _FINGERPRINT_RE = re.compile(
-    r"^(?:\[\s*\d+\.\d+\]\s*)?(?:cloud-init\[\d+\]:\s*)?"
-    + re.escape(FINGERPRINT_LINE)
-    + r"((?:[0-9a-f]{2}:){31}[0-9a-f]{2})[ \t\r]*$",
+    _LINE_START + re.escape(FINGERPRINT_LINE) + r"((?:[0-9a-f]{2}:){31}[0-9a-f]{2})[ \t\r]*$",
     re.MULTILINE,
 )
 
@@ -32,7 +31,7 @@ _FINGERPRINT_RE = re.compile(
 MINION_PUB = "/etc/salt/pki/minion/minion.pub"
 PUBKEY_MARKER = "ci-info: salt-minion public key ["
 _PUBKEY_RE = re.compile(
-    r"^(?:\[\s*\d+\.\d+\]\s*)?(?:cloud-init\[\d+\]:\s*)?"
+    _LINE_START
     + re.escape(PUBKEY_MARKER)
     + r"([0-9a-f]{8,64})\]: ([A-Za-z0-9+/=]{64,8192})[ \t\r]*$",
     re.MULTILINE,

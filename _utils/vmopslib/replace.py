@@ -178,38 +178,28 @@ class Replacement:
         self.journal.save(record)
         if record["state"] in TERMINAL:
             self.journal.unlock(record["vm"])
+        return self._report(record, step, comment, duration=took)
+
+    def _skip(self, record, step, why):
+        return self._report(record, step, why, skipped=True)
+
+    def _report(self, record, step, comment, **extra):
+        """The step's event on the bus, and its return."""
         self.events(
             tags.replace(record["vm"], step),
             "%s: %s" % (step, comment),
             step=step,
-            duration=took,
             state=record["state"],
+            **extra,
         )
-        return {
-            "result": True,
-            "vm": record["vm"],
-            "step": step,
-            "state": record["state"],
-            "duration": took,
-            "comment": comment,
-        }
-
-    def _skip(self, record, step, why):
-        self.events(
-            tags.replace(record["vm"], step),
-            "%s: %s" % (step, why),
+        return dict(
+            extra,
+            result=True,
+            vm=record["vm"],
             step=step,
-            skipped=True,
             state=record["state"],
+            comment=comment,
         )
-        return {
-            "result": True,
-            "vm": record["vm"],
-            "step": step,
-            "state": record["state"],
-            "skipped": True,
-            "comment": why,
-        }
 
     def fail(self, name, step, exc):
         """Record a failed step in the journal (the rollback names it)."""
