@@ -6,6 +6,7 @@ servers' user-data.  Each test is one row of the attack table in the README.
 
 import base64
 import os
+import pathlib
 import time
 import uuid
 
@@ -100,7 +101,9 @@ def test_a_rebuild_the_cloud_refuses_keeps_the_minion_and_its_key(
     assert salt_cli.run("--timeout=10", "test.ping", minion_tgt=vm_minion).data is True
 
 
-def test_oversized_user_data_is_refused_without_echoing_it(salt_run_cli, vm_name, cleanup, os_conn):
+def test_oversized_user_data_is_refused_without_echoing_it(
+    salt_run_cli, vm_name, cleanup, os_conn, salt_master
+):
     cleanup.append(vm_name)
     blob = "x" * 70000  # Nova takes at most 65535 bytes of (base64) user-data
     t0 = time.time()
@@ -115,6 +118,15 @@ def test_oversized_user_data_is_refused_without_echoing_it(salt_run_cli, vm_name
     assert "takes at most 65535 base64 encoded" in comment and "nothing was changed" in comment
     assert not list(os_conn.compute.servers(name="^%s$" % vm_name))
     assert time.time() - t0 < 120
+    # nothing of the kind anywhere: not in the journals, not in the master's debug log
+    # (keystoneauth and botocore log request bodies at debug: user-data holds no key now)
+    cachedir = pathlib.Path(salt_master.config["cachedir"]) / "vmops"
+    for journal in cachedir.rglob("*.json"):
+        assert "PRIVATE KEY" not in journal.read_text(), journal
+    log = pathlib.Path(salt_master.config["log_file"])
+    if not log.is_absolute():
+        log = pathlib.Path(salt_master.config["root_dir"]) / log
+    assert "PRIVATE KEY" not in log.read_text(errors="replace")
 
 
 def test_handovers_hold_twenty_times_in_a_row_with_the_old_minion_hammering(
