@@ -378,6 +378,8 @@ def replace_vm(
             "boot": lambda: rep.boot(name, timeout=max(timeout_s, 600)),
             "wait": lambda: rep.wait(name, timeout=timeout_s),
             "sanity": lambda: rep.sanity(name),
+            "highstate": lambda: rep.passed(name, "highstate"),
+            "deploy": lambda: rep.passed(name, "deploy"),
             "checked": lambda: rep.checked(name),
             "smoke": lambda: rep.smoke(name, network),
             "flip": lambda: rep.flip(name),

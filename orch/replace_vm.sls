@@ -84,6 +84,11 @@ highstate:
     - require:
       - salt: sanity
 
+highstate_passed:
+{{- step('highstate') }}
+    - require:
+      - salt: highstate
+
 {%- if deploy %}
 deploy:
 {%- if deploy.get('sls') %}
@@ -108,15 +113,22 @@ deploy:
       - {{ deploy['orchestrate'] | json }}
 {%- endif %}
     - require:
-      - salt: highstate
+      - salt: highstate_passed
+{%- endif %}
+
+{%- if deploy %}
+deploy_passed:
+{{- step('deploy') }}
+    - require:
+      - salt: deploy
 {%- endif %}
 
 checks_passed:
 {{- step('checked') }}
     - require:
-      - salt: highstate
+      - salt: highstate_passed
 {%- if deploy %}
-      - salt: deploy
+      - salt: deploy_passed
 {%- endif %}
 
 {%- if smoke %}
@@ -146,8 +158,10 @@ rollback:
       - salt: wait_minion
       - salt: sanity
       - salt: highstate
+      - salt: highstate_passed
 {%- if deploy %}
       - salt: deploy
+      - salt: deploy_passed
 {%- endif %}
       - salt: checks_passed
 {%- endif %}

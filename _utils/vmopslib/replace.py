@@ -69,8 +69,9 @@ STEPS = (
     "flip",
     "retire",
 )
-# What ``salt-run vmops.replace_vm step=...`` accepts.
-RUNNER_STEPS = tuple(s for s in STEPS if s not in ("highstate", "deploy")) + ("rollback", "status")
+# What ``salt-run vmops.replace_vm step=...`` accepts (highstate and deploy: recorded as
+# passed; the orchestration runs them as Salt states just before).
+RUNNER_STEPS = STEPS + ("rollback", "status")
 KEEP_OLD = ("delete", "stop", "rename")
 # what the new VM takes from the old one (the name is the same; user-data and volumes are new)
 SPEC_FROM_OLD = tuple(k for k in SPEC_KEYS if k not in ("name", "user_data", "volumes"))
@@ -522,6 +523,31 @@ class Replacement:
             )
         state = record["state"] if STATES.index(record["state"]) > STATES.index("sane") else "sane"
         return self._step(record, "sanity", started, "%s is %s" % (grain, value), state=state)
+
+    def passed(self, name, step):
+        """Record that a step the orchestration ran as Salt states (``highstate``, ``deploy``)
+        passed, with its duration (since the step before it ended), so the journal's report
+        lists every step."""
+        if step not in ("highstate", "deploy"):
+            raise InvalidInput("only highstate and deploy are recorded this way, not %r" % step)
+        record = self._load(name)
+        if STATES.index(record["state"]) < STATES.index("answering"):
+            raise InvalidInput(
+                "the new %s has not answered yet (state %s)" % (name, record["state"])
+            )
+        ends = [s["at"] for s in record.get("steps", []) if s.get("result") and s.get("at")]
+        took = round(time.time() - ends[-1], 2) if ends else None
+        record["steps"].append(
+            {
+                "step": step,
+                "result": True,
+                "duration": took,
+                "comment": "%s passed" % step,
+                "at": time.time(),
+            }
+        )
+        self.journal.save(record)
+        return self._report(record, step, "%s passed on the new %s" % (step, name), duration=took)
 
     def checked(self, name):
         record = self._load(name)

@@ -73,8 +73,19 @@ def test_replace_vm_success(
     status = salt_run_cli.run("vmops.replace_vm", old_vm["name"], "step=status").data
     assert status["state"] == "done"
     steps = [s[0] for s in status["steps"]]
-    assert steps == ["plan", "boot", "wait", "sanity", "checked", "smoke", "flip", "retire"], steps
-    assert "released" in status["steps"][5][3]
+    assert steps == [
+        "plan",
+        "boot",
+        "wait",
+        "sanity",
+        "highstate",
+        "checked",
+        "smoke",
+        "flip",
+        "retire",
+    ], steps
+    assert status["steps"][4][2] is not None  # the highstate's duration is reported too
+    assert "released" in status["steps"][6][3]
     events = event_listener.get_events(
         [(salt_master.id, "vmops/replace/%s/*" % old_vm["name"])], after_time=t0
     )

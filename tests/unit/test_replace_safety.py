@@ -191,3 +191,17 @@ def test_the_plan_freezes_the_settings_a_later_pillar_change_does_not_reach_the_
     assert record["settings"]["sanity_grain"] == "role" and record["level"] == "web"
     assert "PRIVATE" not in cloud.booted[0]["user_data"]
     rep.journal.unlock("app2")
+
+
+def test_highstate_and_deploy_are_reported_with_their_durations(tmp_path):
+    cloud = Cloud()
+    rep = _replacement(tmp_path, cloud, "sane")
+    record = rep.journal.load("app2")
+    record["steps"].append({"step": "sanity", "result": True, "at": time.time() - 5})
+    rep.journal.save(record)
+    out = rep.passed("app2", "highstate")
+    assert out["step"] == "highstate" and out["duration"] >= 5
+    assert [s["step"] for s in rep.journal.load("app2")["steps"]][-1] == "highstate"
+    with pytest.raises(InvalidInput, match="only highstate and deploy"):
+        rep.passed("app2", "flip")
+    rep.journal.unlock("app2")
