@@ -428,7 +428,7 @@ class EC2Provider(Provider):
                 )
         self._call(
             "attach volume %s to %s" % (volume_id, server_id),
-            self.ec2.volume_attach,
+            self.ec2.attach_volume,
             VolumeId=volume_id,
             InstanceId=server_id,
             Device=device,
@@ -437,7 +437,7 @@ class EC2Provider(Provider):
     def _volume_detach(self, server_id, volume_id):
         self._call(
             "detach volume %s from %s" % (volume_id, server_id),
-            self.ec2.volume_detach,
+            self.ec2.detach_volume,
             VolumeId=volume_id,
             InstanceId=server_id,
         )

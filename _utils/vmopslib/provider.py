@@ -21,6 +21,7 @@ import base64
 import functools
 import logging
 import re
+import threading
 
 from . import waiting
 from .config import check_minion_id
@@ -42,20 +43,34 @@ SPEC_KEYS = (
 )
 
 
+_CALLS = threading.local()  # how deep in driver methods this thread is
+
+
 def _translating(fn):
-    """Run a driver method; a cloud library's exception leaves it as the pack's error."""
+    """Run a driver method; a cloud library's exception leaves the driver as the pack's error.
+
+    Translated at the boundary only: inside the driver (a method calling a helper) the
+    cloud library's own exceptions still flow, so driver code that catches them (a volume
+    that is gone -> None) keeps working.
+    """
 
     @functools.wraps(fn)
     def method(self, *args, **kwargs):
+        depth = getattr(_CALLS, "depth", 0)
+        _CALLS.depth = depth + 1
         try:
             return fn(self, *args, **kwargs)
         except VmopsError:
             raise
         except Exception as exc:  # pylint: disable=broad-except
+            if depth:
+                raise  # an inner call: the driver method that called it may handle it
             err = self.translate_error(exc, fn.__name__.lstrip("_"))
             if err is None:
                 raise  # not the cloud's: a bug, shown as one
             raise err from None
+        finally:
+            _CALLS.depth = depth
 
     method.translating = True
     return method

@@ -111,3 +111,24 @@ def test_a_cloud_that_does_not_answer_is_a_cloud_error_not_a_traceback():
         dead.servers_named("app2")
     assert "cloud dead: servers_named failed" in str(err.value)
     assert "topsecret" not in str(err.value)
+
+
+def test_inside_the_driver_the_cloud_library_exceptions_still_flow():
+    """Translated at the driver's boundary only: a method that catches its helper's
+    botocore error (a volume that is gone -> None) keeps working."""
+    from vmopslib.ec2 import EC2Provider
+
+    gone = botocore_exceptions.ClientError(
+        {"Error": {"Code": "InvalidVolume.NotFound", "Message": "gone"}}, "DescribeVolumes"
+    )
+
+    class Driver(EC2Provider):
+        def __init__(self):  # pylint: disable=super-init-not-called
+            self.name, self.profile = "aws", {}
+
+        def _volumes(self, **kwargs):
+            raise gone
+
+    assert Driver()._volume_get("vol-1") is None
+    with pytest.raises(NotFound, match="cloud aws: volumes: not found"):
+        Driver()._volumes(VolumeIds=["vol-1"])  # called from outside: translated
