@@ -331,22 +331,8 @@ class Admission:
                     "server_id": (found.get("server") or {}).get("id"),
                     "basis": "registration by %s" % entry.get("source"),
                 }
-                self.events(
-                    tags.key(name, "refused"),
-                    "not accepting %s: %s" % (name, found["reason"]),
-                    reason=found["reason"],
-                    action="pending",
-                    transient=False,
-                    **out,
-                )
-                return dict(
-                    out,
-                    result=False,
-                    accepted=False,
-                    action="pending",
-                    transient=False,
-                    reason=found["reason"],
-                )
+                # no key to remember or reject: it is the server that does not fit
+                return self._refuse(out, found["reason"], False, remember=False)
         last = None
         if status == "pending":
             last = self._decide_key(name, self.keys.pending_pub(name), pending=True)
@@ -434,14 +420,7 @@ class Admission:
         out = _out(name, pub)
         remembered = self.registry.refusal(name, out["fingerprint"], self.now)
         if remembered:
-            return dict(
-                out,
-                result=False,
-                accepted=False,
-                action="pending",
-                transient=False,
-                reason="refused recently: %s" % remembered,
-            )
+            return _refused(out, "refused recently: %s" % remembered, "pending", False)
         transient = False
         try:
             basis, prov, source = self._basis(name)
@@ -518,11 +497,11 @@ class Admission:
             out, result=True, accepted=True, action="accepted", reason=reason, provision=provision
         )
 
-    def _refuse(self, out, reason, transient, pending=True):
+    def _refuse(self, out, reason, transient, pending=True, remember=True):
         """Audit a refusal.  The reactor remembers a pending key refused for good (and rejects
         it if so set); the operator's refusal changes nothing."""
         action = "pending" if pending else "denied"
-        if not transient and self.operator is None:
+        if remember and not transient and self.operator is None:
             self.registry.remember_refusal(
                 out["minion"],
                 out["fingerprint"],
@@ -540,9 +519,13 @@ class Admission:
             transient=transient,
             **out,
         )
-        return dict(
-            out, result=False, accepted=False, action=action, transient=transient, reason=reason
-        )
+        return _refused(out, reason, action, transient)
+
+
+def _refused(out, reason, action, transient):
+    return dict(
+        out, result=False, accepted=False, action=action, transient=transient, reason=reason
+    )
 
 
 def _out(name, pub):
