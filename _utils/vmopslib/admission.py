@@ -471,19 +471,19 @@ class Admission:
                 },
             )
         reason = "%s: %s" % (out["basis"], verdict["reason"])
-        if pending:
-            self.keys.accept(name)
-        else:
-            # in place of the other host's pending key, which goes (with the denied ones)
-            self.keys.preseed(name, pub, rotate=False)
+        if not pending:
             reason += "; it replaces a pending key the cloud does not vouch for"
-        if self.keys.accepted_pub(name) != pub:  # the key changed under us: undo
+        try:
+            # exactly the key the cloud vouched for, never "whatever is pending now" (a key
+            # that changed while it was being checked is not accepted), read back and
+            # re-asserted: Salt's key store deletes a record before it writes the new one,
+            # and a minion authenticating in that moment writes its key as pending
+            self.keys.preseed(name, pub, rotate=False)
+        except VmopsError as exc:  # it keeps being replaced: undo
             self.keys.delete(name, rotate=False)
             if entry is not None:
                 self.registry.mark_failed(name)
-            return self._refuse(
-                out, "the key of %s changed while it was being checked" % name, False, pending=False
-            )
+            return self._refuse(out, str(exc), False, pending=False)
         self.registry.clear_refusal(name)
         provision = bool(entry and entry.get("provision"))
         self.events(

@@ -252,11 +252,13 @@ class MasterKeys:
             time.sleep(0.25)
 
     def preseed(self, minion_id, pub, rotate=True):
-        """Make ``pub`` the accepted key of ``minion_id``, in place.
+        """Make ``pub`` the accepted key of ``minion_id``.
 
-        The record is overwritten, never deleted first (no moment without a key, when
-        an authenticating minion could write its own pending one); denied keys go;
-        the write is read back.  ``rotate``: when another key was accepted, ask the
+        The record is overwritten, not deleted first by the pack; Salt's key store
+        (``localfs_key``) still removes the old file before it renames the new one in,
+        and a minion authenticating in that moment writes its key as pending: so the
+        write is read back and re-asserted until it holds (:meth:`assert_key`).
+        Denied keys go.  ``rotate``: when another key was accepted, ask the
         master to rotate its AES key so the minion holding it loses its session
         (see :meth:`wait_rotated`).  Returns True when a rotation was requested.
         """

@@ -132,7 +132,7 @@ def test_registered_vm_with_nonce_and_console_key_is_accepted_once(world):
     world.keys.keys["app2"] = ("pending", KEY_A)
     ret = world.decide("app2")
     assert ret["accepted"] and ret["action"] == "accepted", ret
-    assert world.keys.calls == [("accept", "app2")]
+    assert world.keys.calls == [("preseed", "app2")]  # exactly the vouched key
     assert world.registry.get("app2")["state"] == "accepted"
     assert world.events[-1][0] == "key/app2/accepted"
     # the registration is used up: a new pending key for the same id is refused
@@ -351,20 +351,35 @@ def test_gate_only_lets_pending_auth_and_admitted_starts_through(world):
     assert not gate("salt/minion/app4/start", {"id": "app4"})
 
 
-def test_a_key_that_changes_during_the_decision_is_not_kept(world):
+def test_a_key_that_changes_during_the_decision_is_never_the_one_accepted(world):
     entry = _register(world, "app2")
     world.cloud.add("app2", metadata={NONCE_KEY: entry["nonce"]}, console_key=KEY_A)
     world.keys.keys["app2"] = ("pending", KEY_A)
-    real_accept = world.keys.accept
+    real_preseed = world.keys.preseed
 
-    def swap_then_accept(minion_id):
-        world.keys.keys[minion_id] = ("pending", KEY_B)
-        real_accept(minion_id)
+    def swap_then_write(minion_id, pub, rotate=True):
+        world.keys.keys[minion_id] = ("pending", KEY_B)  # a rogue's key lands meanwhile
+        real_preseed(minion_id, pub, rotate)
 
-    world.keys.accept = swap_then_accept
+    world.keys.preseed = swap_then_write
     ret = world.decide("app2")
-    assert not ret["accepted"] and "changed" in ret["reason"], ret
+    assert ret["accepted"], ret
+    assert world.keys.keys["app2"] == ("accepted", KEY_A)  # the vouched key, not the rogue's
+
+
+def test_a_key_store_that_keeps_replacing_the_key_undoes_the_admission(world):
+    entry = _register(world, "app2")
+    world.cloud.add("app2", metadata={NONCE_KEY: entry["nonce"]}, console_key=KEY_A)
+    world.keys.keys["app2"] = ("pending", KEY_A)
+
+    def keeps_losing(minion_id, pub, rotate=True):
+        raise VmopsError("the key of app2 keeps being replaced (now pending)")
+
+    world.keys.preseed = keeps_losing
+    ret = world.decide("app2")
+    assert not ret["accepted"] and "keeps being replaced" in ret["reason"], ret
     assert world.keys.status("app2") is None
+    assert world.registry.get("app2")["state"] == "failed"
 
 
 def test_bad_reactor_settings_and_rules_are_clear_errors():

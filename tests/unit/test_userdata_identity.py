@@ -162,6 +162,10 @@ def test_accept_minion_waits_for_a_console_that_lags(monkeypatch):
         def accept(self, name):
             self.accepted = True
 
+        def preseed(self, name, key, rotate=True):
+            assert key == pub
+            self.accepted = True
+
         def accepted_pub(self, name):
             return pub if self.accepted else None
 
