@@ -132,7 +132,7 @@ def rebuild_minion(
     """
     config.check_minion_id(name)
     old = provider.describe(provider.find_server(name))
-    if old["status"] not in ("ACTIVE", "SHUTOFF", "running", "stopped"):
+    if old["status"] not in ("ACTIVE", "SHUTOFF"):  # every driver speaks Nova's words
         raise InvalidInput(
             "%s (%s) is %s: it is rebuilt only when ACTIVE or SHUTOFF; nothing was "
             "changed" % (name, old["id"], old["status"])
