@@ -27,8 +27,7 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
     import vmopslib  # noqa: F401  pylint: disable=ungrouped-imports
 
 from vmopslib import admission, evacuate, minions, saltglue
-from vmopslib.registry import Registry
-from vmopslib.store import JournalStore
+from vmopslib.errors import VmopsError
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +330,28 @@ def host_servers(host, cloud=None):
     return _call(cloud, lambda prov: prov.host_servers(host))
 
 
+def boot_id():
+    """
+    This host's boot id (``/proc/sys/kernel/random/boot_id``): it changes with
+    every boot, so a rolling maintenance knows a node really rebooted (not
+    only that its minion was silent for a while).  The minion config
+    ``vmops: {boot_id_file: <path>}`` reads another file (containers, tests).
+    No cloud credentials needed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cmp1 vmops.boot_id
+    """
+    path = (__opts__.get("vmops") or {}).get("boot_id_file") or "/proc/sys/kernel/random/boot_id"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        return saltglue.raise_salt(VmopsError("cannot read the boot id from %s: %s" % (path, exc)))
+
+
 def host_capacity(host, cloud=None):
     """
     vCPU, RAM and disk of compute host ``host`` from placement: total,
@@ -348,7 +369,7 @@ def host_capacity(host, cloud=None):
 def _evacuation(cloud, options):
     conf, prov = _provider(cloud)
     opts = evacuate.options(conf, {k: v for k, v in options.items() if not k.startswith("__")})
-    store = JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"), what="evacuation")
+    store = saltglue.journal_store(__opts__, "evacuate", "evacuation")
 
     def fire(tag, message, **data):
         try:
@@ -634,7 +655,7 @@ def reactor_gate(tag, data):
     conf = saltglue.settings(_conf())
     try:
         return admission.gate(
-            conf, Registry.for_master(__opts__), tag, data or {}, saltglue.Events(__opts__)
+            conf, saltglue.registry(__opts__), tag, data or {}, saltglue.Events(__opts__)
         )
     except Exception as exc:  # pylint: disable=broad-except
         # a reactor render must not die on it; the event is simply not acted on

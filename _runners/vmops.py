@@ -26,8 +26,7 @@ import types  # pylint: disable=wrong-import-order
 from vmopslib import admission, config, evacuate, minions, replace, saltglue
 from vmopslib import events as tags
 from vmopslib.errors import InvalidInput, NotSupported, VmopsError
-from vmopslib.registry import NONCE_KEY, Registry, is_live
-from vmopslib.store import JournalStore
+from vmopslib.registry import NONCE_KEY, is_live
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def _run(fn, *args, **kwargs):
 
 
 def _registry():
-    return Registry.for_master(__opts__)
+    return saltglue.registry(__opts__)
 
 
 def _grain(minion_id, grain):
@@ -305,7 +304,7 @@ def _replacement(cloud, token):
         grain=_grain,
         idle=lambda minion_id, timeout: saltglue.wait_minion_idle(__opts__, minion_id, timeout),
     )
-    journal = replace.Journal(os.path.join(__opts__["cachedir"], "vmops", "replace"))
+    journal = replace.Journal(saltglue.journal_store(__opts__, "replace", "replacement"))
     return replace.Replacement(
         conf,
         prov,
@@ -413,7 +412,7 @@ def _bool(value):
 def _evacuation(cloud, options, verify=True):
     conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
     opts = evacuate.options(conf, {k: v for k, v in options.items() if not k.startswith("__")})
-    store = JournalStore(os.path.join(__opts__["cachedir"], "vmops", "evacuate"), what="evacuation")
+    store = saltglue.journal_store(__opts__, "evacuate", "evacuation")
     verify_minions = (lambda pairs: saltglue.minions_on_hosts(__opts__, pairs)) if verify else None
     return evacuate.Evacuation(prov, store, opts, events=_events(), verify_minions=verify_minions)
 
@@ -484,6 +483,102 @@ def evacuate_node(node, reason=None, cloud=None, test=False, verify_minions=True
         return _with_retcode(evac.run(node, reason))
 
     return _run(_evacuate)
+
+
+def rolling_maintenance(
+    nodes,
+    batch=None,
+    maintenance=None,
+    reboot=None,
+    check=None,
+    migrate_back=None,
+    reason=None,
+    cloud=None,
+    test=False,
+    evacuation=None,
+    **options,
+):
+    """
+    Maintain compute hosts ``nodes`` batch by batch: for each node, evacuate it,
+    run the maintenance on its own minion (minion id = the host's name),
+    optionally reboot it, gate its health, enable it again.  Stops at the first
+    failure (the failing node stays disabled, every other node is back in
+    service); re-running the same command resumes there and never repeats a
+    finished node's steps.
+
+    - ``nodes``: compute hosts, in order (a list, or "cmp1,cmp2").
+    - ``batch``: nodes out at once (a number, or a percentage such as "50%";
+      default 1).  The nodes of a batch are disabled together, drained one
+      after another, rebooted together.  The plan refuses when the servers of a
+      batch, with everything moved by earlier batches, do not fit on the other
+      enabled hosts (Placement's numbers), unless ``force=True``.
+    - ``maintenance``: ``{sls: compute.upgrade}``, ``{cmd: "apt-get -y upgrade"}``
+      or ``{orch: orch.my_node_upgrade}`` (run from the master with pillar
+      ``node``); none: skipped.  A state gets pillar ``vmops:maintenance: <run>``.
+    - ``reboot``: reboot through the minion (``system.reboot``) and wait for the
+      minion to answer with a new boot id (``vmops.boot_id``; ``reboot_timeout``,
+      900 s), then for nova-compute to be ``up`` with a heartbeat newer than the
+      reboot and its resource provider in Placement (``service_timeout``, 300 s).
+    - ``check``: ``{sls: ...}`` or ``{cmd: ...}`` that must pass on the node
+      before it is enabled (the gate also wants nova-compute up and the minion
+      answering).
+    - ``migrate_back``: move the node's servers back once it is enabled.
+    - ``reason``: goes into the disabled reason (default "rolling maintenance").
+    - ``evacuation``: evacuation options for every node (``{concurrency: 2, ...}``;
+      see ``vmops.evacuate_node``; default ``vmops:evacuate``).
+    - A node someone else disabled is maintained but never re-enabled by the run.
+    - ``test=True``: the whole plan, node by node, with the free capacity each
+      batch leaves; nothing changes.
+
+    Settings may also come from ``vmops:maintenance`` (config or pillar).
+    Events ``vmops/maintenance/<node>/<step>`` and ``vmops/maintenance/run/...``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.rolling_maintenance nodes='[cmp1, cmp2, cmp3]' test=True
+        salt-run vmops.rolling_maintenance nodes='[cmp1, cmp2, cmp3]' \
+            maintenance='{sls: compute.upgrade}' reboot=True
+    """
+
+    def _maintain():
+        from vmopslib import maintenance as maint  # pylint: disable=import-outside-toplevel
+
+        conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
+        overrides = {
+            "batch": batch,
+            "maintenance": maintenance,
+            "reboot": reboot,
+            "check": check,
+            "migrate_back": migrate_back,
+            "reason": reason,
+        }
+        overrides.update({k: v for k, v in options.items() if not k.startswith("__")})
+        mopts = maint.options(conf, overrides)
+        if evacuation is not None and not isinstance(evacuation, dict):
+            raise InvalidInput("evacuation: a mapping of evacuation options; nothing was changed")
+        evac_opts = evacuate.options(conf, evacuation or {})
+        evac = evacuate.Evacuation(
+            prov,
+            saltglue.journal_store(__opts__, "evacuate", "evacuation"),
+            evac_opts,
+            events=_events(),
+            verify_minions=lambda pairs: saltglue.minions_on_hosts(__opts__, pairs),
+        )
+        run = maint.Maintenance(
+            prov,
+            saltglue.journal_store(__opts__, "maintenance", "maintenance"),
+            evac,
+            saltglue.NodeMinions(__opts__),
+            mopts,
+            events=_events(),
+        )
+        if _bool(test):
+            return run.plan(nodes)
+        return _with_retcode(run.run(nodes))
+
+    return _run(_maintain)
 
 
 def enable_node(node, cloud=None, force=False, migrate_back=False, **options):

@@ -459,6 +459,10 @@ class Evacuation:
 
     # ------------------------------------------------------------------ plan
 
+    def servers_on(self, node):
+        """The servers on ``node`` as an evacuation would handle them (method, needs, plan)."""
+        return self._items(node, self.provider.host_server_states(node))
+
     def plan(self, node):
         """What a run would do, changing nothing (``test=True``)."""
         service, services = self._services(node)

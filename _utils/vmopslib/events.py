@@ -92,6 +92,13 @@ CATALOGUE = (
         "aborted, force_completed, retry, failed, arrived",
         "run, server, method, attempt, migration",
     ),
+    (
+        "vmops/maintenance/<node>/<what>",
+        "a rolling maintenance, per node: disabled, evacuated, maintained, rebooting, rebooted, "
+        "gated, enabled, migrated_back, left_disabled, failed; <node> = run: plan, resume, "
+        "refused, done",
+        "run, node, batch, step, duration, and per event: boot_id, result, comment",
+    ),
 )
 
 STEPS = (
@@ -109,6 +116,22 @@ STEPS = (
     "deploy",
 )
 EVACUATION = ("plan", "resume", "disabled", "enabled", "refused", "interrupted", "done")
+MAINTENANCE = (
+    "plan",
+    "resume",
+    "refused",
+    "disabled",
+    "evacuated",
+    "maintained",
+    "rebooting",
+    "rebooted",
+    "gated",
+    "enabled",
+    "migrated_back",
+    "left_disabled",
+    "failed",
+    "done",
+)
 EVACUATED_SERVER = (
     "started",
     "pending",
@@ -178,6 +201,11 @@ def replace(vm, step):
 
 def evacuation(node, what):
     return _tag("evacuate", node, what, EVACUATION)
+
+
+def maintenance(node, what):
+    """``node`` is a compute host, or ``run`` for the run's own plan/resume/done."""
+    return _tag("maintenance", node, what, MAINTENANCE)
 
 
 def evacuated_server(node, server, what):

@@ -21,12 +21,13 @@ Entry states (changed only through ``expect`` and the transition methods below:
 
 import contextlib
 import fcntl
-import json
 import os
 import secrets
 import time
 
 from . import config
+from .errors import InvalidInput
+from .store import DirectoryRecords
 
 NONCE_KEY = "vmops-nonce"
 STATES = ("expected", "preseeded", "accepted", "provisioning", "provisioned", "failed")
@@ -38,37 +39,42 @@ def new_nonce():
 
 
 class Registry:
-    """Registrations under ``directory`` (the master's ``<cachedir>/vmops/expected``)."""
+    """Registrations in a records object (see :mod:`store`): on a master, Salt's cache bank
+    ``vmops/expected`` (``saltglue.registry``); given a directory, JSON files there.
 
-    def __init__(self, directory):
-        self.directory = directory
+    Transitions are read-modify-write under a per-minion ``flock`` in ``lockdir``: exact
+    on one master.  On a shared store two masters may decide about one minion id at
+    the same moment (both receive its key in a multi-master setup); each decision
+    writes the same vouched key to its own master, and the last transition written wins.
+    """
 
-    @classmethod
-    def for_master(cls, opts):
-        return cls(os.path.join(opts["cachedir"], "vmops", "expected"))
+    def __init__(self, records, refusals=None, lockdir=None):
+        if isinstance(records, str):
+            lockdir = lockdir or records
+            refusals = refusals or _Suffixed(records, ".refused")
+            records = DirectoryRecords(records)
+        if refusals is None or lockdir is None:
+            raise ValueError("a registry needs a refusals bank and a lock directory")
+        self.records, self.refusals, self.lockdir = records, refusals, lockdir
 
-    def path(self, name, suffix=".json"):
-        return os.path.join(self.directory, config.check_minion_id(name, "minion id") + suffix)
+    def _key(self, name):
+        return config.check_minion_id(name, "minion id")
 
-    def _read(self, path):
+    def _lockfile(self, name, suffix):
+        os.makedirs(self.lockdir, mode=0o700, exist_ok=True)
+        return os.path.join(self.lockdir, self._key(name) + suffix)
+
+    def _read(self, records, name):
         try:
-            with open(path, encoding="utf-8") as fh:
-                return json.load(fh)
-        except (FileNotFoundError, ValueError):
+            entry = records.fetch(self._key(name))
+        except (ValueError, TypeError):
             return None
-
-    def _write(self, path, data):
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        tmp = "%s.%d.tmp" % (path, os.getpid())
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        return entry if isinstance(entry, dict) and entry else None
 
     @contextlib.contextmanager
     def locked(self, name):
         """Serialise read-modify-write of one minion's entry across processes."""
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        with open(self.path(name, ".lock"), "a", encoding="utf-8") as fh:
+        with open(self._lockfile(name, ".lock"), "a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -79,8 +85,7 @@ class Registry:
     def deciding(self, name):
         """Held while one admission decision about ``name`` runs; yields False when
         another one already runs (the reactor may dispatch two for one slow cloud)."""
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        with open(self.path(name, ".deciding"), "a", encoding="utf-8") as fh:
+        with open(self._lockfile(name, ".deciding"), "a", encoding="utf-8") as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -92,11 +97,11 @@ class Registry:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def get(self, name):
-        return self._read(self.path(name))
+        return self._read(self.records, name)
 
     def save(self, entry):
         entry["updated"] = time.time()
-        self._write(self.path(entry["minion"]), entry)
+        self.records.store(self._key(entry["minion"]), entry)
         return entry
 
     def expect(
@@ -214,23 +219,17 @@ class Registry:
 
     def forget(self, name):
         with self.locked(name):
-            try:
-                os.unlink(self.path(name))
-            except FileNotFoundError:
-                return False
-            return True
+            return bool(self.records.flush(self._key(name)))
 
     def entries(self):
-        try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
-            return []
         out = []
-        for fname in names:
-            if fname.endswith(".json"):
-                entry = self._read(os.path.join(self.directory, fname))
-                if entry:
-                    out.append(entry)
+        for key in self.records.keys():
+            try:
+                entry = self._read(self.records, key)
+            except InvalidInput:  # not a minion id: not ours
+                continue
+            if entry:
+                out.append(entry)
         return out
 
     # ---------------------------------------------------------------- refusals
@@ -238,24 +237,38 @@ class Registry:
     # minion retries its authentication every few seconds.
 
     def remember_refusal(self, name, fingerprint, reason, until):
-        self._write(
-            self.path(name, ".refused"),
-            {"fingerprint": fingerprint, "reason": reason, "until": until},
+        self.refusals.store(
+            self._key(name), {"fingerprint": fingerprint, "reason": reason, "until": until}
         )
 
     def refusal(self, name, fingerprint, now=None):
         """The remembered reason ``fingerprint`` was refused for ``name``, while it holds."""
-        memo = self._read(self.path(name, ".refused"))
+        memo = self._read(self.refusals, name)
         now = time.time() if now is None else now
         if memo and memo.get("fingerprint") == fingerprint and memo.get("until", 0) > now:
             return memo.get("reason")
         return None
 
     def clear_refusal(self, name):
+        self.refusals.flush(self._key(name))
+
+
+class _Suffixed(DirectoryRecords):
+    """``<directory>/<key><suffix>`` JSON files (the refusal memos beside the entries)."""
+
+    def __init__(self, directory, suffix):
+        super().__init__(directory)
+        self.suffix = suffix
+
+    def where(self, key):
+        return os.path.join(self.directory, key + self.suffix)
+
+    def keys(self):
         try:
-            os.unlink(self.path(name, ".refused"))
+            names = os.listdir(self.directory)
         except FileNotFoundError:
-            pass
+            return []
+        return sorted(n[: -len(self.suffix)] for n in names if n.endswith(self.suffix))
 
 
 def is_live(entry, now=None):

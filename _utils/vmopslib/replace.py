@@ -100,8 +100,8 @@ def owner_alive(owner):
 
 
 class Journal:
-    """One JSON record per VM under ``directory`` (``<vm>.json``), written atomically with a
-    unique temporary name, and a real lock per VM (``<vm>.lock``, an ``flock``).
+    """One record per VM in a :class:`store.JournalStore` (Salt's cache on a master; a
+    directory of JSON files when given a path), and a real lock per VM.
 
     The lock is taken by ``plan`` and held by the process that runs the replacement (the
     ``salt-run`` of the orchestration) until the run ends (done or rolled back) or the
@@ -109,14 +109,15 @@ class Journal:
     act on one VM at once.  A killed run's lock goes with its process: a re-run resumes.
     """
 
-    _held = {}  # (directory, vm) -> RunLock, for this process
+    _held = {}  # (store, vm) -> held lock, for this process
 
-    def __init__(self, directory):
-        self.directory = directory
-        self.store = JournalStore(directory, what="replacement")
+    def __init__(self, store):
+        self.store = (
+            store if isinstance(store, JournalStore) else JournalStore(store, "replacement")
+        )
 
-    def path(self, name):
-        return os.path.join(self.directory, "%s.json" % config.check_minion_id(name))
+    def _id(self):
+        return self.store.lockdir
 
     def load(self, name):
         return self.store.load(config.check_minion_id(name))
@@ -126,13 +127,13 @@ class Journal:
 
     def lock(self, name):
         """Hold the VM's lock in this process (refused when another process holds it)."""
-        key = (self.directory, config.check_minion_id(name))
+        key = (self._id(), config.check_minion_id(name))
         if key not in self._held:
             self._held[key] = self.store.lock(name)
         return self._held[key]
 
     def unlock(self, name):
-        held = self._held.pop((self.directory, name), None)
+        held = self._held.pop((self._id(), name), None)
         if held is not None:
             held.release()
 

@@ -37,6 +37,86 @@ def provider(opts, pillar=None, cloud=None):
     return conf, get_provider(config.cloud(conf, cloud))
 
 
+class CacheRecords:
+    """Records in one bank of Salt's cache subsystem (``salt.cache``): see :mod:`store`."""
+
+    def __init__(self, cache, bank, shared):
+        self.cache, self.bank, self.shared = cache, bank, shared
+
+    def where(self, key):
+        return "%s cache, bank %s, key %s" % (self.cache.driver, self.bank, key)
+
+    def fetch(self, key):
+        import salt.exceptions  # pylint: disable=import-outside-toplevel
+
+        try:
+            data = self.cache.fetch(self.bank, key)
+        except salt.exceptions.SaltCacheError as exc:
+            raise VmopsError("the store cannot be read (%s): %s" % (self.where(key), exc)) from None
+        except Exception as exc:  # pylint: disable=broad-except
+            # localfs hands msgpack's own error up for a truncated or garbled file
+            raise ValueError("%s: %s" % (type(exc).__name__, exc)) from None
+        return data if data not in (None, {}) else None
+
+    def store(self, key, record):
+        import salt.utils.json  # pylint: disable=import-outside-toplevel
+
+        # plain JSON types only, so every driver stores what the next reader gets back
+        self.cache.store(
+            self.bank, key, salt.utils.json.loads(salt.utils.json.dumps(record, default=str))
+        )
+
+    def flush(self, key):
+        return bool(self.cache.flush(self.bank, key))
+
+    def keys(self):
+        return sorted(k for k in (self.cache.list(self.bank) or []) if isinstance(k, str))
+
+
+def store_settings(opts):
+    """``vmops:store`` of the master (or minion) config: the cache driver and lease time."""
+    raw = ((opts.get("vmops") or {}).get("store")) or {}
+    if not isinstance(raw, dict):
+        raise InvalidInput("vmops:store must be a mapping (driver, lease_seconds)")
+    driver = raw.get("driver") or opts.get("cache") or "localfs"
+    lease = config.strict_int(raw.get("lease_seconds", 60), "vmops:store:lease_seconds", 5)
+    return {"driver": str(driver), "lease_seconds": lease}
+
+
+def _bank(opts, name, cache=None):
+    import salt.cache  # pylint: disable=import-outside-toplevel
+
+    conf = store_settings(opts)
+    cache = cache or salt.cache.factory(opts, driver=conf["driver"])
+    return CacheRecords(cache, "vmops/" + name, shared=conf["driver"] != "localfs"), conf
+
+
+def journal_store(opts, kind, what):
+    """The store of ``kind`` journals ("replace", "evacuate") on this master or minion."""
+    from .store import JournalStore  # pylint: disable=import-outside-toplevel
+
+    records, conf = _bank(opts, kind)
+    leases = _bank(opts, "leases/" + kind, records.cache)[0] if records.shared else None
+    return JournalStore(
+        records,
+        what=what,
+        lockdir=os.path.join(opts["cachedir"], "vmops", "locks", kind),
+        leases=leases,
+        lease_seconds=conf["lease_seconds"],
+    )
+
+
+def registry(opts):
+    """The master's registry of expected minions (bank ``vmops/expected``)."""
+    from .registry import Registry  # pylint: disable=import-outside-toplevel
+
+    records, _ = _bank(opts, "expected")
+    refusals, _ = _bank(opts, "refused", records.cache)
+    return Registry(
+        records, refusals, lockdir=os.path.join(opts["cachedir"], "vmops", "locks", "expected")
+    )
+
+
 def raise_salt(exc):
     """Re-raise a pack error as the Salt exception an execution module should raise."""
     import salt.exceptions  # pylint: disable=import-outside-toplevel
@@ -391,3 +471,83 @@ def wait_minion_idle(opts, minion_id, timeout):
 
     waiting.wait_for(idle, timeout, "the jobs running on %s to finish" % minion_id, interval=1)
     return seen
+
+
+class NodeMinions:
+    """The node-side operations of a rolling maintenance, through each node's own minion
+    (minion id = the compute host's name): see ``maintenance.Maintenance``."""
+
+    def __init__(self, opts, timeout=1800):
+        self.opts = opts
+        self.timeout = timeout
+
+    def answers(self, node):
+        return minion_answers(self.opts, node, timeout=5)
+
+    def boot_id(self, node):
+        try:
+            ret = local_client(self.opts).cmd(node, "vmops.boot_id", timeout=5)
+        except Exception:  # pylint: disable=broad-except
+            return None
+        value = (ret or {}).get(node)
+        return value if isinstance(value, str) and value.strip() else None
+
+    def reboot(self, node):
+        # the job never returns (the host goes down under it): fire and forget
+        jid = local_client(self.opts).cmd_async(node, "system.reboot")
+        if not jid:
+            raise VmopsError("the reboot of %s could not be sent to its minion" % node)
+
+    def apply(self, node, action, pillar):
+        """(ok, summary) of a state, command or orchestration for ``node``."""
+        kind, name = next(iter(action.items()))
+        if kind == "orch":
+            import salt.runner  # pylint: disable=import-outside-toplevel
+
+            runner = salt.runner.RunnerClient(self.opts)
+            ret = runner.cmd(
+                "state.orchestrate",
+                [name],
+                kwarg={"pillar": dict(pillar, node=node)},
+                print_event=False,
+                full_return=True,
+            )
+            data = (ret or {}).get("return", ret) if isinstance(ret, dict) else ret
+            ok = (ret or {}).get("retcode", 1) == 0 if isinstance(ret, dict) else False
+            return ok, _state_summary(data)
+        client = local_client(self.opts)
+        if kind == "cmd":
+            ret = client.cmd(node, "cmd.run_all", [name], timeout=self.timeout)
+            out = (ret or {}).get(node)
+            if not isinstance(out, dict):
+                return False, "no answer from its minion"
+            tail = (out.get("stderr") or out.get("stdout") or "").strip()[-300:]
+            return out.get("retcode") == 0, "exit %s%s" % (
+                out.get("retcode"),
+                ": " + tail if tail else "",
+            )
+        ret = client.cmd(
+            node,
+            "state.apply",
+            [name],
+            kwarg={"pillar": pillar, "queue": True},
+            timeout=self.timeout,
+        )
+        out = (ret or {}).get(node)
+        if not isinstance(out, dict) or not out:
+            return False, "no state result (%s)" % (str(out)[:300] if out else "no answer")
+        failed = [
+            v.get("comment", k)
+            for k, v in out.items()
+            if isinstance(v, dict) and v.get("result") is False
+        ]
+        if failed or not all(isinstance(v, dict) for v in out.values()):
+            return False, "; ".join(str(f)[:200] for f in failed[:3]) or str(out)[:300]
+        return True, "%d state(s) passed" % len(out)
+
+
+def _state_summary(data):
+    if isinstance(data, dict):
+        data = data.get("data", data)
+    text = str(data)
+    return text[:300]

@@ -157,6 +157,16 @@ def synced(salt_run_cli):
     return ret.data
 
 
+def read_journal(salt_master, kind, key):
+    """A journal ("replace", "evacuate") read the way any Salt process reads the master's cache."""
+    import salt.cache  # pylint: disable=import-outside-toplevel
+
+    try:
+        return salt.cache.factory(salt_master.config).fetch("vmops/" + kind, key) or None
+    except Exception:  # pylint: disable=broad-except
+        return None  # caught mid-write by a poller: the next poll sees it
+
+
 def wait_until(probe, timeout, interval=0.5, what="condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -288,3 +298,33 @@ def old_vm(salt_run_cli, salt_cli, event_listener, salt_master, os_conn, cleanup
         "flavor": desc["flavor"],
     }
     os_conn.network.delete_ip(fip.id, ignore_missing=True)
+
+
+@pytest.fixture
+def nodes_enabled(os_conn):
+    yield
+    for svc in os_conn.compute.services(binary="nova-compute"):
+        if svc.status == "disabled":
+            os_conn.compute.enable_service(svc, host=svc.host, binary="nova-compute")
+
+
+@pytest.fixture
+def plain_server(os_conn, cleanup):
+    """A server without a minion on a given host."""
+    image = os_conn.image.find_image("fake-image")
+    flavor = os_conn.compute.find_flavor("m1.fake")
+    net = os_conn.network.find_network("private")
+
+    def _boot(name, host="cmp1", metadata=None):
+        cleanup.append(name)
+        server = os_conn.compute.create_server(
+            name=name,
+            image_id=image.id,
+            flavor_id=flavor.id,
+            networks=[{"uuid": net.id}],
+            availability_zone="nova:%s" % host,
+            metadata=metadata or {},
+        )
+        return os_conn.compute.wait_for_server(server, wait=120)
+
+    return _boot

@@ -1,46 +1,12 @@
 """evacuate-node with real daemons: a salt-master running the pack, VMs whose
 minions answer, the local OpenStack's three computes, Nova doing the moves."""
 
-import json
-import os
 import subprocess
 import time
 
-import pytest
-
-from tests.integration.conftest import orch_states, wait_until
+from tests.integration.conftest import orch_states, read_journal, wait_until
 
 NODE = "cmp1"
-
-
-@pytest.fixture
-def nodes_enabled(os_conn):
-    yield
-    for svc in os_conn.compute.services(binary="nova-compute"):
-        if svc.status == "disabled":
-            os_conn.compute.enable_service(svc, host=svc.host, binary="nova-compute")
-
-
-@pytest.fixture
-def plain_server(os_conn, cleanup):
-    """A server without a minion on a given host."""
-    image = os_conn.image.find_image("fake-image")
-    flavor = os_conn.compute.find_flavor("m1.fake")
-    net = os_conn.network.find_network("private")
-
-    def _boot(name, host=NODE, metadata=None):
-        cleanup.append(name)
-        server = os_conn.compute.create_server(
-            name=name,
-            image_id=image.id,
-            flavor_id=flavor.id,
-            networks=[{"uuid": net.id}],
-            availability_zone="nova:%s" % host,
-            metadata=metadata or {},
-        )
-        return os_conn.compute.wait_for_server(server, wait=120)
-
-    return _boot
 
 
 def _minion_vm(salt_run_cli, cleanup, name):
@@ -56,12 +22,7 @@ def _minion_vm(salt_run_cli, cleanup, name):
 
 
 def _journal(salt_master, node):
-    path = os.path.join(salt_master.config["cachedir"], "vmops", "evacuate", node + ".json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
+    return read_journal(salt_master, "evacuate", node)
 
 
 def test_orch_evacuates_a_mixed_node_and_minions_answer_from_their_new_host(

@@ -6,14 +6,13 @@ key accepted, a floating IP pointing at it.
 """
 
 import json
-import os
 import subprocess
 import time
 
 import pytest
 
 from tests.conftest import record
-from tests.integration.conftest import orch_failures, orch_states, wait_until
+from tests.integration.conftest import orch_failures, orch_states, read_journal, wait_until
 
 pytestmark = pytest.mark.usefixtures("synced")
 
@@ -187,12 +186,7 @@ def _journal_state(salt_run_cli, name):
 
 def _journal_file_state(salt_master, name):
     """The journal's state read straight from the master's cache (fast enough to poll)."""
-    path = os.path.join(salt_master.config["cachedir"], "vmops", "replace", name + ".json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)["state"]
-    except (OSError, ValueError):
-        return None
+    return (read_journal(salt_master, "replace", name) or {}).get("state")
 
 
 def test_a_concurrent_run_is_refused(salt_run_cli, os_conn, old_vm, salt_master):

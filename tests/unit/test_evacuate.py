@@ -595,7 +595,7 @@ def test_corrupt_journal_is_a_clear_error(cloud, store, tmp_path):
     cloud.add("a")
     (tmp_path / "evacuate").mkdir()
     (tmp_path / "evacuate" / "cmp1.json").write_text("{not json")
-    with pytest.raises(InvalidInput, match="not valid JSON.*move it aside"):
+    with pytest.raises(InvalidInput, match="not a valid record.*move it aside"):
         make(cloud, store).run("cmp1", "x")
 
 

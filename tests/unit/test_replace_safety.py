@@ -118,7 +118,7 @@ def test_the_lock_is_real_across_processes_and_dies_with_its_holder(tmp_path):
 
 def test_a_corrupt_journal_is_a_clear_error(tmp_path):
     (tmp_path / "app2.json").write_text('{"vm": "app2", "sta')
-    with pytest.raises(InvalidInput, match="not valid JSON.*move it aside"):
+    with pytest.raises(InvalidInput, match="not a valid record.*move it aside"):
         replace.Journal(str(tmp_path)).load("app2")
 
 
