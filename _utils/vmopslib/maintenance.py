@@ -564,9 +564,11 @@ class Maintenance:
                     ),
                 )
             self.clock.sleep(self.opts["poll_interval"])
-        state["boot_after"] = boot
+        # a heartbeat newer than the moment the new boot answered is the rebooted
+        # nova-compute's own (one before could still be the old process's last)
+        state["boot_after"], state["boot_seen"] = boot, self.clock.time()
         self._save(record)
-        self._wait_service(node, since=state["reboot_requested"])
+        self._wait_service(node, since=state["boot_seen"])
         return boot
 
     def _wait_service(self, node, since):
@@ -600,8 +602,12 @@ class Maintenance:
         why = self._service_not_back(node, None)
         if why:
             raise StepFailed("gate", "nova-compute of %s is not healthy: %s" % (node, why))
-        if not self.host.answers(node):
-            raise StepFailed("gate", "the minion of %s does not answer" % node)
+        # a minion that just (re)connected can miss one publish: ask again for a while
+        deadline = self.clock.time() + min(60.0, self.opts["service_timeout"])
+        while not self.host.answers(node):
+            if self.clock.time() > deadline:
+                raise StepFailed("gate", "the minion of %s does not answer" % node)
+            self.clock.sleep(self.opts["poll_interval"])
         check = self.opts["check"]
         if check:
             ok, summary = self.host.apply(node, check, {})

@@ -486,7 +486,8 @@ class NodeMinions:
 
     def boot_id(self, node):
         try:
-            ret = local_client(self.opts).cmd(node, "vmops.boot_id", timeout=5)
+            with local_client(self.opts) as client:
+                ret = client.cmd([node], "vmops.boot_id", tgt_type="list", timeout=5)
         except Exception:  # pylint: disable=broad-except
             return None
         value = (ret or {}).get(node)
@@ -494,7 +495,8 @@ class NodeMinions:
 
     def reboot(self, node):
         # the job never returns (the host goes down under it): fire and forget
-        jid = local_client(self.opts).cmd_async(node, "system.reboot")
+        with local_client(self.opts) as client:
+            jid = client.cmd_async([node], "system.reboot", tgt_type="list")
         if not jid:
             raise VmopsError("the reboot of %s could not be sent to its minion" % node)
 
@@ -515,9 +517,11 @@ class NodeMinions:
             data = (ret or {}).get("return", ret) if isinstance(ret, dict) else ret
             ok = (ret or {}).get("retcode", 1) == 0 if isinstance(ret, dict) else False
             return ok, _state_summary(data)
-        client = local_client(self.opts)
         if kind == "cmd":
-            ret = client.cmd(node, "cmd.run_all", [name], timeout=self.timeout)
+            with local_client(self.opts) as client:
+                ret = client.cmd(
+                    [node], "cmd.run_all", [name], tgt_type="list", timeout=self.timeout
+                )
             out = (ret or {}).get(node)
             if not isinstance(out, dict):
                 return False, "no answer from its minion"
@@ -526,24 +530,32 @@ class NodeMinions:
                 out.get("retcode"),
                 ": " + tail if tail else "",
             )
-        ret = client.cmd(
-            node,
-            "state.apply",
-            [name],
-            kwarg={"pillar": pillar, "queue": True},
-            timeout=self.timeout,
-        )
+        with local_client(self.opts) as client:
+            ret = client.cmd(
+                [node],
+                "state.apply",
+                [name],
+                tgt_type="list",
+                kwarg={"pillar": pillar, "queue": True},
+                timeout=self.timeout,
+            )
         out = (ret or {}).get(node)
         if not isinstance(out, dict) or not out:
             return False, "no state result (%s)" % (str(out)[:300] if out else "no answer")
         failed = [
-            v.get("comment", k)
+            "%s: %s" % (_state_name(k), v.get("comment") or "failed")
             for k, v in out.items()
             if isinstance(v, dict) and v.get("result") is False
         ]
         if failed or not all(isinstance(v, dict) for v in out.values()):
             return False, "; ".join(str(f)[:200] for f in failed[:3]) or str(out)[:300]
         return True, "%d state(s) passed" % len(out)
+
+
+def _state_name(key):
+    """``pkg_|-nova_|-nova-compute_|-installed`` -> ``nova-compute``."""
+    parts = str(key).split("_|-")
+    return parts[2] if len(parts) >= 3 else str(key)
 
 
 def _state_summary(data):

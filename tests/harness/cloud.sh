@@ -246,8 +246,17 @@ case "${1:-up}" in
   status)
     for f in "$RUN"/*.pid; do [ -f "$f" ] || continue; n=$(basename "$f" .pid)
       if alive "$n"; then echo "$n up"; else echo "$n DOWN"; fi; done; exit 0 ;;
+  compute-stop) # host: its nova-compute goes away (a power cut, a reboot); guests are untouched
+    [ -n "${2:-}" ] || die "usage: $0 compute-stop <host>"
+    p=$(cat "$RUN/nova-compute-$2.pid" 2>/dev/null || true)
+    [ -n "$p" ] && { kill -TERM -- -"$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; }
+    for _ in $(seq 1 40); do [ -n "$p" ] && kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
+    rm -f "$RUN/nova-compute-$2.pid"; exit 0 ;;
+  compute-start) # host: its nova-compute comes back
+    [ -n "${2:-}" ] || die "usage: $0 compute-start <host>"
+    alive "nova-compute-$2" || start_compute "$2"; exit 0 ;;
   up) ;;
-  *) die "usage: $0 up|down|status" ;;
+  *) die "usage: $0 up|down|status|compute-stop <host>|compute-start <host>" ;;
 esac
 
 mkdir -p "$LOG" "$VMS"

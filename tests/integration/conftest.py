@@ -8,6 +8,9 @@ a minion key: the pack's own logic must.
 """
 
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -15,7 +18,7 @@ import pytest
 import yaml
 from pytestshellutils.utils import ports
 
-from tests.conftest import REPO, record
+from tests.conftest import HARNESS, REPO, record
 
 FILES = REPO / "tests" / "integration" / "files"
 
@@ -328,3 +331,81 @@ def plain_server(os_conn, cleanup):
         return os_conn.compute.wait_for_server(server, wait=120)
 
     return _boot
+
+
+@pytest.fixture(scope="module")
+def compute_minions(salt_master, salt_cli, synced, os_conn, tmp_path_factory):
+    """A salt-minion per compute host (id = the host's name), as a real compute host has;
+    its key accepted the way an operator did when the host was installed.  Its
+    ``system.reboot`` is emulated (tests/harness/compute_modules): the minion and the host's
+    nova-compute go away, come back after a pause, with a new boot id."""
+    import salt.crypt  # pylint: disable=import-outside-toplevel
+
+    hosts = sorted(s.host for s in os_conn.compute.services(binary="nova-compute"))
+    boot_dir = tmp_path_factory.mktemp("boot-ids")
+    started = []
+    try:
+        for host in hosts:
+            boot_id = boot_dir / host
+            boot_id.write_text(str(uuid.uuid4()) + "\n")
+            overrides = {
+                "module_dirs": [str(HARNESS / "compute_modules")],
+                "vmops": {"boot_id_file": str(boot_id)},
+                "vmops_test_reboot": {
+                    "python": sys.executable,
+                    "helper": str(HARNESS / "hostreboot.py"),
+                    "cloud_sh": str(HARNESS / "cloud.sh"),
+                    "salt_minion": os.path.join(os.path.dirname(sys.executable), "salt-minion"),
+                    "delay": 3,
+                },
+            }
+            factory = salt_master.salt_minion_daemon(host, overrides=overrides)
+            pki = factory.config["pki_dir"]
+            os.makedirs(pki, exist_ok=True)
+            if not os.path.exists(os.path.join(pki, "minion.pub")):
+                salt.crypt.write_keys(pki, "minion", 2048)
+            with open(os.path.join(pki, "minion.pub"), encoding="utf-8") as src:
+                pub = src.read()
+            accepted = os.path.join(salt_master.config["pki_dir"], "minions", host)
+            with open(accepted, "w", encoding="utf-8") as dst:
+                dst.write(pub)
+            factory.start()
+            started.append(factory)
+        for host in hosts:
+            ret = salt_cli.run("saltutil.sync_all", minion_tgt=host)
+            assert ret.returncode == 0, ret
+        yield {f.id: f for f in started}
+    finally:
+        for factory in started:
+            factory.terminate()
+            _stop_restarted(factory)
+        for host in hosts:
+            # a host left "powered off" by a test gets its nova-compute back
+            subprocess.run(["bash", str(HARNESS / "cloud.sh"), "compute-start", host], check=False)
+            try:
+                os.unlink(os.path.join(salt_master.config["pki_dir"], "minions", host))
+            except FileNotFoundError:
+                pass
+
+
+def _stop_restarted(factory):
+    """The minion an emulated reboot started again (its PID in restarted.pid): stopped by PID."""
+    path = os.path.join(os.path.dirname(factory.config["conf_file"]), "restarted.pid")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os.unlink(path)
+                return
+            time.sleep(0.2)
