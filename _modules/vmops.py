@@ -58,6 +58,8 @@ def server_show(name, cloud=None):
     key pair, security groups, networks and fixed IPs, floating IPs, volumes,
     metadata, creation time.  Two servers with that name are an error: give the id.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -70,6 +72,8 @@ def server_show(name, cloud=None):
 def server_list(name, cloud=None):
     """
     Every server called ``name`` (none, one, or several during a replacement).
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -106,6 +110,9 @@ def server_create(name, cloud=None, wait=True, **overrides):
         ``minion_config``, ``cloud_config``: over ``vmops:defaults`` and
         ``vmops:vms:<name>``
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+    - ``wait``: wait until the cloud finished (default True); False returns once it was asked.
+
     CLI Example:
 
     .. code-block:: bash
@@ -141,6 +148,20 @@ def server_boot(
     An unknown image, flavor, network, key pair or security group is refused
     before anything is created.
 
+    - ``name``: the new server's name.
+    - ``security_groups``: names or ids of security groups.
+    - ``key_name``: a key pair the cloud knows.
+    - ``metadata``: a mapping of server metadata (OpenStack) / tags (EC2).
+    - ``user_data``: user-data passed as is (size checked per cloud first).
+    - ``availability_zone``: a zone, or ``zone:host`` to pin a host (admin).
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+
+    - ``image``: image name or id (EC2: AMI).
+    - ``flavor``: flavor name or id (EC2: instance type).
+    - ``networks``: network names or ids (EC2: subnets).
+    - ``wait``: wait until the cloud finished (default True); False returns once it was asked.
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -165,6 +186,10 @@ def server_delete(name, cloud=None, wait=True):
     """
     Delete the server ``name`` (or id) and wait until it is gone.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
+    - ``wait``: wait until the cloud finished (default True); False returns once it was asked.
+
     CLI Example:
 
     .. code-block:: bash
@@ -178,6 +203,10 @@ def server_rebuild(name, image=None, user_data=None, timeout=600, cloud=None):
     """
     Rebuild a server in place (same id, ports and IPs) from ``image`` (default:
     its current image) with new ``user_data``, and wait until it is ACTIVE.
+
+    - ``name``: the server's name (or id).
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -195,6 +224,8 @@ def console_output(name, cloud=None):
     """
     The console output of server ``name`` (or id).
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -209,6 +240,10 @@ def flip_floating_ip(address, server, fixed_ip=None, test=False, cloud=None):
     Move floating IP ``address`` to ``server`` (name or id) in one
     re-association, so it is never unassigned in between, and verify it.
     A no-op when it already points there; ``test=True`` only says what it would do.
+
+    - ``fixed_ip``: on a server with several ports, the fixed IP to point the address
+      at (default: its only one).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -226,6 +261,8 @@ def floating_ip_allocate(network=None, cloud=None):
     Allocate a floating IP (e.g. to smoke-test a new VM before the flip) from
     ``network`` (default: the cloud's only external network).
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -239,6 +276,8 @@ def floating_ip_release(address, force=False, cloud=None):
     """
     Release floating IP ``address``.  One that still points at a server is
     refused unless ``force=True``.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -254,6 +293,8 @@ def service_show(host, cloud=None):
     The nova-compute service of ``host``: status (enabled/disabled), state
     (up/down), forced_down, disabled reason.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -266,6 +307,8 @@ def service_show(host, cloud=None):
 def service_list(cloud=None):
     """
     Every nova-compute service with its status and state.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -281,6 +324,10 @@ def service_disable(host, reason, cloud=None):
     Disable the nova-compute service of ``host`` with a reason, so the
     scheduler places nothing new there.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
+    - ``reason``: why (stored as the service's disabled reason).
+
     CLI Example:
 
     .. code-block:: bash
@@ -293,6 +340,8 @@ def service_disable(host, reason, cloud=None):
 def service_enable(host, cloud=None):
     """
     Enable the nova-compute service of ``host`` again.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -308,6 +357,8 @@ def service_force_down(host, forced=True, cloud=None):
     Mark the nova-compute service of a dead ``host`` down at once (``forced=False``
     clears it), as needed before evacuating its servers.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -320,6 +371,8 @@ def service_force_down(host, forced=True, cloud=None):
 def host_servers(host, cloud=None):
     """
     Every server on compute host ``host``, across all projects.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -356,6 +409,8 @@ def host_capacity(host, cloud=None):
     """
     vCPU, RAM and disk of compute host ``host`` from placement: total,
     reserved, allocation ratio, capacity, used and free.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -394,6 +449,8 @@ def evacuate_node(node, reason=None, test=False, cloud=None, **options):
     Raises when any server failed or was left behind (the report is in the
     error message's first line and in ``vmops/evacuate/<node>/done``).
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -420,6 +477,8 @@ def enable_node(node, force=False, migrate_back=False, cloud=None, **options):
     ``vmops-evacuate ...``) unless ``force=True``; ``migrate_back=True`` moves
     the servers its last evacuation (from this minion) moved off it back.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -442,6 +501,12 @@ def live_migrate(name, host=None, block_migration="auto", wait=True, timeout=600
     wait until it runs on its new host.  A target host that does not exist, is
     disabled or down is refused before anything changes.
 
+    - ``block_migration``: ``auto`` (default: Nova decides), True or False.
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
+    - ``wait``: wait until the cloud finished (default True); False returns once it was asked.
+
     CLI Example:
 
     .. code-block:: bash
@@ -460,6 +525,12 @@ def cold_migrate(name, host=None, confirm=True, timeout=600, cloud=None):
     """
     Cold-migrate server ``name`` and (by default) confirm the migration.
 
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
+    - ``host``: the target host (default: the scheduler picks one).
+    - ``confirm``: confirm the resize once the server is VERIFY_RESIZE (default True).
+
     CLI Example:
 
     .. code-block:: bash
@@ -476,6 +547,8 @@ def migrations(name, cloud=None):
     """
     The migrations of server ``name``, newest first.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -488,6 +561,9 @@ def migrations(name, cloud=None):
 def migration_abort(name, migration_id=None, cloud=None):
     """
     Abort the live migration of server ``name`` that is in progress.
+
+    - ``migration_id``: the in-progress migration (default: the server's only one).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -502,6 +578,9 @@ def migration_force_complete(name, migration_id=None, cloud=None):
     """
     Force the live migration of server ``name`` that is in progress to complete.
 
+    - ``migration_id``: the in-progress migration (default: the server's only one).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -514,6 +593,11 @@ def migration_force_complete(name, migration_id=None, cloud=None):
 def reset_state(name, state="active", cloud=None):
     """
     Reset the state of a stuck server to ``active`` or ``error`` (``nova reset-state``).
+
+    - ``name``: the server's name (or id).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
+    - ``state``: ``active`` (default) or ``error``.
 
     CLI Example:
 
@@ -530,6 +614,8 @@ def volumes(name, cloud=None):
     (GiB), type, status, bootable, root disk, multi-attach, encrypted.
     OpenStack: Cinder; EC2: EBS.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -543,6 +629,8 @@ def volume_show(volume, cloud=None):
     """
     Describe ``volume`` (name or id): size, type, status, bootable,
     multi-attach, encrypted, availability zone, and where it is attached.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -561,6 +649,11 @@ def volume_create(
     ``availability_zone`` optional; EC2 default: the profile's
     ``availability_zone``, else the region's first) and wait until it is
     ``available``.
+
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
+    - ``wait``: wait until the cloud finished (default True); False returns once it was asked.
 
     CLI Example:
 
@@ -589,6 +682,10 @@ def volume_attach(name, volume, device=None, timeout=300, test=False, cloud=None
     is attached to; one already attached to ``name`` is a no-op.
     ``test=True`` says what would happen.
 
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -610,6 +707,9 @@ def volume_detach(name, volume, timeout=300, test=False, cloud=None):
     (a no-op when it is not attached there).  One still ``detaching`` after
     ``timeout`` seconds is a clear error; a server's root disk is refused.
 
+    - ``test``: True: say what would change, change nothing.
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -625,6 +725,10 @@ def volume_delete(volume, wait=True, timeout=300, cloud=None):
     """
     Delete ``volume`` (name or id); one still attached is refused (detach it
     first).
+
+    - ``wait``: wait until the cloud finished (default True); False returns once it was asked.
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -645,6 +749,9 @@ def reactor_gate(tag, data):
     glob or matcher characters are audited and never handed on).
     ``salt/minion/<id>/start``: yes, once, for a minion the reactor admitted
     for provisioning.
+
+    - ``tag``: the event's tag.
+    - ``data``: the event's data.
 
     CLI Example:
 

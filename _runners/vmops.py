@@ -67,6 +67,8 @@ def show(name, cloud=None):
     security groups, networks and fixed IPs, floating IPs, metadata, and its
     volumes (``volume_details``: device, size, type, bootable/root, multi-attach).
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -99,6 +101,9 @@ def create(name, cloud=None, wait=True, provision=True, **overrides):
     by ``vmops.accept_minion`` or, when the admission reactor runs, by the
     reactor; with ``provision=True`` the reactor then also checks and
     highstates it (``orch.provision_minion``).
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+    - ``wait``: wait until the cloud finished (default True); False returns once it was asked.
 
     CLI Example:
 
@@ -133,6 +138,11 @@ def accept_minion(name, cloud=None, require_fingerprint=True, wait=0):
     never a glob.  Fires ``vmops/key/<name>/accepted`` or ``.../refused``.
     ``wait``: seconds to wait for the key to arrive pending first.
 
+    - ``require_fingerprint``: refuse unless the cloud's console shows the key's
+      fingerprint (default True).
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -160,6 +170,8 @@ def accept_minion(name, cloud=None, require_fingerprint=True, wait=0):
 def wait_minion(name, timeout=120):
     """
     Wait until minion ``name`` answers ``test.ping`` (targeted by exact id).
+
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
 
     CLI Example:
 
@@ -212,6 +224,10 @@ def delete(name, cloud=None, wait=True):
     Delete the server ``name`` (or id) and wait until it is gone.  The minion
     key stays: delete it with ``salt-key -d`` when the VM is not coming back.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
+    - ``wait``: wait until the cloud finished (default True); False returns once it was asked.
+
     CLI Example:
 
     .. code-block:: bash
@@ -238,6 +254,8 @@ def flip_floating_ip(address, server, fixed_ip=None, cloud=None):
     one re-association so the address is never unassigned in between, then
     verify it.  A no-op when it already points there.  ``fixed_ip`` picks one
     of the server's addresses (or a port id) when it has several.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -269,6 +287,10 @@ def rebuild_minion(name, image=None, cloud=None, timeout=300):
     place, and the master's AES key rotates before anything is sent to it.  A
     rebuild the cloud refuses leaves the minion and its key untouched.  Waits
     until the new minion answers; ``orch.rebuild_minion`` then highstates it.
+
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -355,6 +377,12 @@ def replace_vm(
     - ``status``: the journal's summary.
 
     ``token`` ties the steps of one run together (the orchestration passes it).
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+    - ``network``: the network whose port carries the floating IPs (multi-homed servers).
+
+    - ``step``: the step to run (see above); ``status`` shows the journal.
 
     CLI Example:
 
@@ -466,6 +494,8 @@ def evacuate_node(node, reason=None, cloud=None, test=False, verify_minions=True
     duration, result) and what is left on the node; ``result`` is False (and
     the retcode 1) when any server failed or was left behind.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -533,6 +563,8 @@ def rolling_maintenance(
     Settings may also come from ``vmops:maintenance`` (config or pillar).
     Events ``vmops/maintenance/<node>/<step>`` and ``vmops/maintenance/run/...``.
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -589,6 +621,8 @@ def enable_node(node, cloud=None, force=False, migrate_back=False, **options):
     ``migrate_back=True`` then moves the servers the last evacuation moved off
     it back (live or cold, each verified).
 
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
     CLI Example:
 
     .. code-block:: bash
@@ -599,11 +633,93 @@ def enable_node(node, cloud=None, force=False, migrate_back=False, **options):
 
     def _enable():
         evac = _evacuation(cloud, options, verify=False)
-        return _with_retcode(
-            evac.enable(node, force=_bool(force), migrate_back=_bool(migrate_back))
-        )
+        recovered = _recovery(cloud, {}).enable(node)  # a recovered (forced down) node first
+        out = evac.enable(node, force=_bool(force), migrate_back=_bool(migrate_back))
+        if recovered:
+            out["comment"] = "%s; %s" % (recovered["comment"], out["comment"])
+            out["changed"] = True
+        return _with_retcode(out)
 
     return _run(_enable)
+
+
+def _recovery(cloud, options):
+    from vmopslib import recover  # pylint: disable=import-outside-toplevel
+
+    conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
+    opts = recover.options(conf, {k: v for k, v in options.items() if not k.startswith("__")})
+    return recover.Recovery(
+        prov,
+        saltglue.journal_store(__opts__, "recover", "recovery"),
+        opts,
+        node_answers=lambda node: saltglue.minion_answers(__opts__, node, timeout=5),
+        verify_minions=_minions_back,
+        events=_events(),
+    )
+
+
+def _minions_back(pairs, timeout=180):
+    """minions_on_hosts, asked again while an evacuated guest's minion is still starting."""
+    deadline = time.time() + timeout
+    while True:
+        out = saltglue.minions_on_hosts(__opts__, pairs)
+        late = [n for n, why in out.items() if why and "did not answer" in why]
+        if not late or time.time() > deadline:
+            return out
+        time.sleep(3)
+
+
+def recover_node(node, fenced=None, fence=None, cloud=None, test=False, **options):
+    """
+    Recover dead compute host ``node``: fence it, force its nova-compute down,
+    evacuate (rebuild elsewhere) its servers, verify each.
+
+    - Refused, with nothing changed, unless the node's nova-compute is ``down``
+      (Nova evacuates nothing else) and its own minion (id = host name) does not
+      answer, and unless its servers fit on the other enabled hosts (Placement's
+      numbers; ``force=True`` goes on anyway).
+    - Fencing: the node must be proven off before anything moves: ``fence``
+      (``{cmd: "ipmitool -H {node}-ipmi ... chassis power off"}``, run on the
+      master, ``{node}`` replaced by the host name, exit 0 = off) or the
+      operator's ``fenced=True``.  Then the service is forced down and
+      disabled, and the evacuations start at once (no fixed wait).
+    - Volume-backed servers are evacuated; servers with local disks (root from
+      an image, ephemeral, swap: rebuilt from the image, their data lost) only
+      with ``local_disks=rebuild``.  Busy servers or states Nova cannot
+      evacuate (not ACTIVE/SHUTOFF/ERROR) are reported, or reset to error first
+      with ``reset_state=True``.  ``concurrency`` (2) evacuations at a time;
+      ``timeout`` (600 s) per server.
+    - Each is verified: on another host, ACTIVE again when it was (servers
+      Nova leaves SHUTOFF from microversion 2.95 are started, and the report
+      says so), its volumes ``in-use``, its minion (when the master knows it)
+      answering from the new host.
+    - The node stays disabled and forced down; ``vmops.enable_node`` brings it
+      back once it heartbeats again.  Re-running resumes (evacuations in flight
+      are adopted, never asked for twice).  ``test=True``: the plan.
+    - Events ``vmops/recover/<node>/...``; the report has
+      ``fence_to_first_evacuation`` (seconds).
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.recover_node cmp2 test=True
+        salt-run vmops.recover_node cmp2 fenced=True
+        salt-run vmops.recover_node cmp2 \\
+            fence='{cmd: "ipmitool -I lanplus -H {node}-ipmi chassis power off"}'
+    """
+
+    def _recover():
+        overrides = dict(options)
+        overrides.update({"fenced": fenced, "fence": fence})
+        rec = _recovery(cloud, overrides)
+        if _bool(test):
+            return rec.plan(node)
+        return _with_retcode(rec.run(node))
+
+    return _run(_recover)
 
 
 # ---------------------------------------------------------------------- admission
@@ -619,6 +735,8 @@ def expect(name, cloud=None, ttl=None, provision=True, level=None):
     fingerprint on the console (the pack's user-data does).  ``provision``:
     the reactor highstates the new minion; ``level``: the sanity grain it must
     have.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
 
     CLI Example:
 
@@ -666,6 +784,8 @@ def expected(name=None):
     The admission registry: the minions the pack expects or has admitted, with
     their state (expected, preseeded, accepted, provisioning, provisioned,
     failed), source and expiry.  Nonces are not shown.
+
+    - ``name``: the server's name (or id).
 
     CLI Example:
 
@@ -752,6 +872,9 @@ def provision(name, step="check", result=True):
     checks its sanity grain (``vmops:reactor:sanity_grain``, default ``level``)
     against the registration or rule; ``done`` records the outcome
     (``result``) and fires ``vmops/provision/<name>/done``.
+
+    - ``name``: the minion id (the server's name).
+    - ``step``: the step to run (see above); ``status`` shows the journal.
 
     CLI Example:
 

@@ -70,6 +70,8 @@ def server_present(name, cloud=None, **settings):
     ``vmops:defaults``, ``vmops:vms:<name>`` and the given settings (``flavor``,
     ``image``, ``networks``...).  An existing server is left as it is: replacing
     it is ``orch.replace_vm``'s job.  Two servers with that name fail.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
     """
     ret = _ret(name)
     settings = {k: v for k, v in settings.items() if not k.startswith("__")}
@@ -116,6 +118,8 @@ def server_absent(name, cloud=None):
     """
     No server called ``name`` exists: delete it (and wait until it is gone).
     Two servers with that name fail rather than delete the wrong one.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
     """
     ret = _ret(name)
     try:
@@ -151,6 +155,10 @@ def floating_ip_associated(name, server, fixed_ip=None, cloud=None):
     """
     Floating IP (or Elastic IP) ``name`` points at ``server`` (name or id),
     moved there in one re-association so it is never unassigned in between.
+
+    - ``fixed_ip``: on a server with several ports, the fixed IP to point the address
+      at (default: its only one).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
     """
     ret = _ret(name)
     try:
@@ -180,6 +188,10 @@ def volume_attached(name, server, device=None, timeout=300, cloud=None):
     Volume ``name`` (name or id) is attached to ``server``.  A volume attached
     elsewhere fails before any change, naming where it is (a volume is never
     attached twice); waits until it is in-use there.
+
+    - ``device``: the device name to attach at (default: the cloud's next free one).
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
     """
     ret = _ret(name)
     try:
@@ -201,6 +213,9 @@ def volume_detached(name, server, timeout=300, cloud=None):
     """
     Volume ``name`` (name or id) is not attached to ``server``; detaches it and
     waits until it is available.
+
+    - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
     """
     ret = _ret(name)
     try:
@@ -252,6 +267,8 @@ def _service_state(name, cloud, want, reason=None):
 def compute_service_enabled(name, cloud=None):
     """
     The nova-compute service of host ``name`` is enabled (the scheduler may place servers there).
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
     """
     return _service_state(name, cloud, "enabled")
 
@@ -260,5 +277,7 @@ def compute_service_disabled(name, reason, cloud=None):
     """
     The nova-compute service of host ``name`` is disabled with ``reason`` (the
     scheduler places nothing new there; its servers keep running).
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
     """
     return _service_state(name, cloud, "disabled", reason)

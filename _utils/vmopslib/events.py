@@ -99,6 +99,12 @@ CATALOGUE = (
         "refused, done",
         "run, node, batch, step, duration, and per event: boot_id, result, comment",
     ),
+    (
+        "vmops/recover/<node>/<what>",
+        "a dead host's recovery: refused, fenced, forced_down, evacuating, evacuated, failed "
+        "(per server), done, enabled",
+        "run, and per event: problems, how, server, dest, result, counts",
+    ),
 )
 
 STEPS = (
@@ -131,6 +137,16 @@ MAINTENANCE = (
     "left_disabled",
     "failed",
     "done",
+)
+RECOVERY = (
+    "refused",
+    "fenced",
+    "forced_down",
+    "evacuating",
+    "evacuated",
+    "failed",
+    "done",
+    "enabled",
 )
 EVACUATED_SERVER = (
     "started",
@@ -206,6 +222,10 @@ def evacuation(node, what):
 def maintenance(node, what):
     """``node`` is a compute host, or ``run`` for the run's own plan/resume/done."""
     return _tag("maintenance", node, what, MAINTENANCE)
+
+
+def recovery(node, what):
+    return _tag("recover", node, what, RECOVERY)
 
 
 def evacuated_server(node, server, what):

@@ -278,6 +278,20 @@ class ComputeOperations:
         disk = (0 if boot_from_volume else int(get("disk"))) + int(get("ephemeral")) + swap_gb
         return {"VCPU": int(get("vcpus")), "MEMORY_MB": int(get("ram")), "DISK_GB": disk}
 
+    @staticmethod
+    def _local_disk(server):
+        """What of a server lives on its host's disks (lost when it is evacuated):
+        its root (booted from an image), ephemeral and swap disks."""
+        flavor = server.flavor
+        out = []
+        if server.image is not None and getattr(server.image, "id", None):
+            out.append("root disk (from image)")
+        if flavor is not None and (getattr(flavor, "ephemeral", 0) or 0):
+            out.append("ephemeral disk")
+        if flavor is not None and str(getattr(flavor, "swap", "") or "0") not in ("", "0"):
+            out.append("swap")
+        return out
+
     def _state_dict(self, server):
         return {
             "id": server.id,
@@ -290,7 +304,11 @@ class ComputeOperations:
             "locked": bool(server.is_locked),
             "metadata": dict(server.metadata or {}),
             "needs": self._needs(server),
+            "local_disk": self._local_disk(server),
             "updated": server.updated_at,
+            "fault": (server.fault or {}).get("message")
+            if isinstance(server.fault, dict)
+            else None,
         }
 
     def host_server_states(self, host):
@@ -405,6 +423,17 @@ class ComputeOperations:
 
     def resume(self, server_id):
         self._action("resume", server_id, self.conn.compute.resume_server, server_id)
+
+    def evacuate(self, server_id, host=None):
+        """Ask Nova to rebuild a server of a dead host elsewhere (the scheduler picks the host
+        unless ``host``); does not wait.  Nova refuses unless the source service is down."""
+        server = self._get_server(server_id)
+        return self._action(
+            "evacuate", server_id, self.conn.compute.evacuate_server, server, host=host
+        )
+
+    def power_on(self, server_id):
+        return self._action("start", server_id, self.conn.compute.start_server, server_id)
 
     def power_off(self, server_id):
         self._action("stop", server_id, self.conn.compute.stop_server, server_id)

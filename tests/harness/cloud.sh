@@ -252,11 +252,18 @@ case "${1:-up}" in
     [ -n "$p" ] && { kill -TERM -- -"$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; }
     for _ in $(seq 1 40); do [ -n "$p" ] && kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
     rm -f "$RUN/nova-compute-$2.pid"; exit 0 ;;
+  compute-kill) # host: a power loss: its nova-compute and its guests' minions die at once
+    [ -n "${2:-}" ] || die "usage: $0 compute-kill <host>"
+    p=$(cat "$RUN/nova-compute-$2.pid" 2>/dev/null || true)
+    [ -n "$p" ] && { kill -KILL -- -"$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; }
+    rm -f "$RUN/nova-compute-$2.pid"
+    VMOPS_FAKEVM_DIR=$VMS PYTHONPATH=$HERE $PY -c 'import sys, fakevm; print("guests lost:", fakevm.power_loss(sys.argv[1]))' "$2"
+    exit 0 ;;
   compute-start) # host: its nova-compute comes back
     [ -n "${2:-}" ] || die "usage: $0 compute-start <host>"
     alive "nova-compute-$2" || start_compute "$2"; exit 0 ;;
   up) ;;
-  *) die "usage: $0 up|down|status|compute-stop <host>|compute-start <host>" ;;
+  *) die "usage: $0 up|down|status|compute-stop|compute-kill|compute-start <host>" ;;
 esac
 
 mkdir -p "$LOG" "$VMS"

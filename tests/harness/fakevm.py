@@ -287,13 +287,20 @@ def console(server_id):
     return _read(os.path.join(vm_dir(server_id), "console.log"), "")
 
 
-def _kill(pid, timeout=2):
+def _signal_group(pid, sig):
+    """Signal the guest's process group (its minion and what it runs); False: gone."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     except ProcessLookupError:
-        return
+        return False
     except PermissionError:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, sig)
+    return True
+
+
+def _kill(pid, timeout=2):
+    if not _signal_group(pid, signal.SIGTERM):
+        return
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -319,6 +326,26 @@ def running_guests():
     except FileNotFoundError:
         return []
     return [n for n in names if minion_pid(n)]
+
+
+def power_loss(host):
+    """A compute host loses power: the minions of the guests it runs die at once (their
+    disks stay).  Returns the server ids hit."""
+    hit = []
+    for server_id in running_guests():
+        grains = (
+            yaml.safe_load(
+                _read(os.path.join(vm_dir(server_id), "etc", "salt", "grains"), "") or ""
+            )
+            or {}
+        )
+        if grains.get("compute_host") != host:
+            continue
+        pid = minion_pid(server_id)
+        if pid:
+            _signal_group(pid, signal.SIGKILL)
+            hit.append(server_id)
+    return hit
 
 
 def stop_all():

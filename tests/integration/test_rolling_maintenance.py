@@ -1,12 +1,15 @@
 """Rolling maintenance with real daemons: the master runs the pack, each compute host has
-its own minion (id = host name), Nova moves the servers, the run stops at a failure and a
-re-run finishes it."""
+its own minion (id = host name), Nova moves the servers, a reboot is a new boot id.  One run
+over the three computes: it stops at a failing node with the rest in service, the re-run is
+killed while a node reboots, the next one finishes without repeating anything."""
 
 import os
+import subprocess
 
-from tests.integration.conftest import orch_states, read_journal
+from tests.integration.conftest import orch_states, read_journal, wait_until
 
 NODES = ["cmp1", "cmp2", "cmp3"]
+KEY = "cmp1_cmp2_cmp3"
 PILLAR = (
     "pillar={nodes: [cmp1, cmp2, cmp3], batch: 1, reason: 'it rolling', "
     "maintenance: {sls: vmops_test.maintenance}, check: {cmd: 'true'}, reboot: true}"
@@ -17,7 +20,15 @@ def _services(os_conn):
     return {s.host: s for s in os_conn.compute.services(binary="nova-compute")}
 
 
-def test_rolling_maintenance_stops_at_the_failing_node_and_a_rerun_finishes(
+def _reboots(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return sum(1 for line in fh if " rebooting " in line)
+    except FileNotFoundError:
+        return 0
+
+
+def test_rolling_maintenance_stops_at_a_failure_survives_a_kill_and_finishes(
     salt_run_cli,
     salt_cli,
     salt_master,
@@ -32,8 +43,15 @@ def test_rolling_maintenance_stops_at_the_failing_node_and_a_rerun_finishes(
     assert plan.returncode == 0 and plan.data["result"] is True, plan
     assert [n["node"] for n in plan.data["nodes"]] == NODES
     assert servers["cmp1"].name in plan.data["nodes"][0]["servers"]
+    assert set(plan.data["nodes"][0]["free_while_out"]) == {"cmp2", "cmp3"}
     assert _services(os_conn)["cmp1"].status == "enabled"  # the plan changed nothing
+    logs = {
+        h: os.path.join(os.path.dirname(f.config["conf_file"]), "reboot.log")
+        for h, f in compute_minions.items()
+    }
+    before = {h: _reboots(p) for h, p in logs.items()}
 
+    # 1. cmp2's maintenance fails: the run stops there, cmp2 out, cmp1 and cmp3 in service
     marker = os.path.join(compute_minions["cmp2"].config["cachedir"], "vmops-test-fail-maintenance")
     with open(marker, "w", encoding="utf-8") as fh:
         fh.write("fail\n")
@@ -49,20 +67,45 @@ def test_rolling_maintenance_stops_at_the_failing_node_and_a_rerun_finishes(
     svcs = _services(os_conn)
     assert svcs["cmp2"].status == "disabled" and "vmops-evacuate" in svcs["cmp2"].disabled_reason
     assert svcs["cmp1"].status == "enabled" and svcs["cmp3"].status == "enabled"
-    assert not [s for s in os_conn.compute.servers(all_projects=True, host="cmp2")]
-    first = read_journal(salt_master, "maintenance", "cmp1_cmp2_cmp3")
+    assert not list(os_conn.compute.servers(all_projects=True, compute_host="cmp2"))
+    first = read_journal(salt_master, "maintenance", KEY)
     assert first["nodes"]["cmp1"]["done"] == ["evacuate", "maintain", "reboot", "gate", "enable"]
     assert first["nodes"]["cmp3"]["done"] == []
 
+    # 2. the re-run is killed while cmp2 reboots
+    second = subprocess.Popen(  # noqa: S603
+        salt_run_cli.cmdline("state.orch", "orch.rolling_maintenance", PILLAR),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=dict(salt_run_cli.environ),
+    )
+
+    def rebooting_cmp2():
+        journal = read_journal(salt_master, "maintenance", KEY) or {}
+        return bool(((journal.get("nodes") or {}).get("cmp2") or {}).get("reboot_requested"))
+
+    try:
+        wait_until(rebooting_cmp2, 300, interval=0.2, what="cmp2 to be rebooting")
+    finally:
+        second.kill()  # the salt-run dies while cmp2 reboots
+        second.wait()
+    killed = read_journal(salt_master, "maintenance", KEY)
+    assert "reboot" not in killed["nodes"]["cmp2"]["done"]
+
+    # 3. the next run resumes at cmp2's reboot and finishes
     again = salt_run_cli.run("state.orch", "orch.rolling_maintenance", PILLAR)
     assert again.returncode == 0, again
-    final = read_journal(salt_master, "maintenance", "cmp1_cmp2_cmp3")
-    assert final["state"] == "done" and final["run"] == first["run"]
+    final = read_journal(salt_master, "maintenance", KEY)
+    assert final["state"] == "done" and final["run"] == first["run"], final
+    assert final["resumed"] == 2
     assert final["nodes"]["cmp1"]["durations"] == first["nodes"]["cmp1"]["durations"]  # not redone
     assert all(s.status == "enabled" for s in _services(os_conn).values())
     for node in NODES:  # each node really went down and came back: a new boot id
         done = final["nodes"][node]
         assert done["boot_after"] and done["boot_after"] != done["boot_before"], done
+    # one reboot per node: the resumed run waited for cmp2's, it did not ask again
+    assert {h: _reboots(p) - before[h] for h, p in logs.items()} == {h: 1 for h in NODES}
     assert salt_cli.run("test.ping", minion_tgt="cmp2").data is True
     for server in servers.values():
         assert os_conn.compute.get_server(server.id).status == "ACTIVE"

@@ -1,6 +1,7 @@
 """Salt's contracts for the loader modules, checked on their source."""
 
 import ast
+import re
 
 import pytest
 
@@ -22,6 +23,19 @@ def test_every_public_function_has_a_cli_example(path):
         if "CLI Example:" not in (ast.get_docstring(f) or "")
     ]
     assert not missing, "%s: no 'CLI Example:' in %s" % (path, missing)
+
+
+@pytest.mark.parametrize("path", LOADER_FILES)
+def test_every_parameter_is_named_in_its_docstring(path):
+    """Salt's autodoc (``sys.doc``, ``salt-run -d``) shows the docstring: every parameter in it."""
+    missing = {}
+    for func in _public_functions(path):
+        doc = ast.get_docstring(func) or ""
+        params = [a.arg for a in func.args.args + func.args.kwonlyargs]
+        absent = [p for p in params if not re.search(r"``%s\b" % re.escape(p), doc)]
+        if absent:
+            missing[func.name] = absent
+    assert not missing, "%s: parameters not described: %s" % (path, missing)
 
 
 @pytest.mark.parametrize("path", LOADER_FILES)

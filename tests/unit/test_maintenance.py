@@ -1,30 +1,13 @@
 """maintenance.py against the in-memory cloud of test_evacuate: the step machine's edges
 (the real proof: tests/integration/test_rolling_maintenance.py)."""
 
-import time
-from datetime import datetime, timezone
-
 import pytest
 
+from tests.unit.fakeclock import Clock, stamp
 from tests.unit.test_evacuate import FakeCloud
 from vmopslib import evacuate, maintenance
 from vmopslib.errors import InvalidInput
 from vmopslib.store import JournalStore
-
-
-class Clock:
-    def __init__(self):
-        self.now = time.time()
-
-    def time(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
-def stamp(epoch):
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 class FakeHosts:
