@@ -96,8 +96,9 @@ def main():
     parser.add_argument("--reboot-delay", type=float, default=5)
     parser.add_argument("--concurrency", type=int, default=1)
     args = parser.parse_args()
-    prov = vos.connect({"name": "local", "cloud": "local-admin", "client_config_file": str(CLOUDS)})
-    c = prov.conn
+    profile = {"name": "local", "cloud": "local-admin", "client_config_file": str(CLOUDS)}
+    c = vos.connect(profile)
+    prov = vos.OpenStackProvider(dict(profile, driver="openstack"), conn=c)
     for s in c.compute.servers(all_projects=True):
         if s.name.startswith("bench-rm-"):
             c.compute.delete_server(s)
