@@ -149,7 +149,7 @@ def run_key(nodes):
     return "nodes-" + hashlib.sha256(",".join(nodes).encode()).hexdigest()[:16]
 
 
-def _epoch(stamp):
+def heartbeat_epoch(stamp):
     """Nova's ``updated_at`` ("2026-11-26T03:30:12.000000", UTC) as seconds."""
     if not stamp:
         return 0.0
@@ -592,7 +592,7 @@ class Maintenance:
                 service["state"],
                 " (forced down)" if service["forced_down"] else "",
             )
-        if since and _epoch(service.get("updated_at")) <= since:
+        if since and heartbeat_epoch(service.get("updated_at")) <= since:
             return "no heartbeat since the reboot (last %s)" % service.get("updated_at")
         if not self.provider.placement_free([node]):
             return "its resource provider is not in Placement"
@@ -709,7 +709,7 @@ class Maintenance:
         else:
             stop = record["stopped_at"]
             comment = (
-                "maintenance run %s stopped at %s, step %s (batch %d): %s; %s stays disabled; "
+                "maintenance run %s stopped at %s, step %s (batch %d): %s; %s %s; "
                 "done: %s; re-run the same command to resume at %s"
                 % (
                     record["run"],
@@ -718,6 +718,9 @@ class Maintenance:
                     stop["batch"],
                     stop["comment"],
                     stop["node"],
+                    "is enabled (its servers were not all moved back)"
+                    if record["nodes"][stop["node"]].get("enabled")
+                    else "stays disabled",
                     ", ".join(finished) or "none",
                     stop["node"],
                 )

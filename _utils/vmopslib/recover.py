@@ -37,7 +37,7 @@ from . import config
 from . import events as tags
 from .errors import InvalidInput
 from .evacuate import REASON_PREFIX, check_host, fit
-from .maintenance import _epoch
+from .maintenance import heartbeat_epoch
 
 log = logging.getLogger(__name__)
 
@@ -577,7 +577,7 @@ class Recovery:
                 "first; nothing was changed" % (node, ", ".join(left), node)
             )
         since = max(record.get("forced_down_at") or 0, self.clock.time() - max_silence)
-        if _epoch(service.get("updated_at")) <= since:
+        if heartbeat_epoch(service.get("updated_at")) <= since:
             raise InvalidInput(
                 "nova-compute of %s has not reported since it was forced down (last heartbeat "
                 "%s): repair and start the host first; it stays forced down"

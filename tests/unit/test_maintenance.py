@@ -218,3 +218,39 @@ def test_a_rebooted_node_needs_a_fresh_nova_compute_heartbeat(world):
     report = make(world, reboot=True, service_timeout=5).run(NODES)
     assert report["stopped_at"]["step"] == "reboot"
     assert "no heartbeat since the reboot" in report["comment"]
+
+
+def test_migrate_back_returns_each_nodes_servers_after_its_maintenance(world):
+    cloud = world[0]
+    report = make(world, migrate_back=True).run(NODES)
+    assert report["result"] is True, report
+    for node in report["nodes"]:
+        assert node["migrate_back"]["result"] is True, node
+    # every server is home again
+    assert {s["name"][:4]: s["host"] for s in cloud.servers.values()} == {
+        "cmp1": "cmp1",
+        "cmp2": "cmp2",
+        "cmp3": "cmp3",
+    }
+    assert all(s["status"] == "enabled" for s in cloud.svc.values())
+
+
+def test_a_failed_migrate_back_stops_the_run_with_the_node_enabled(world):
+    cloud = world[0]
+    run = make(world, migrate_back=True)
+    real = run.evacuation.enable
+
+    def enable(node, force=False, migrate_back=False):
+        out = real(node, force=force, migrate_back=False)
+        if migrate_back:
+            out["migrate_back"] = {"result": False, "comment": "0 of 2 server(s) moved back"}
+        return out
+
+    run.evacuation.enable = enable
+    report = run.run(NODES)
+    stop = report["stopped_at"]
+    assert (stop["node"], stop["step"], stop["batch"]) == ("cmp1", "enable", 1), report
+    assert "cmp1 is enabled, but moving its servers back failed: 0 of 2" in stop["comment"]
+    assert cloud.svc["cmp1"]["status"] == "enabled"
+    assert "cmp1 is enabled (its servers were not all moved back)" in report["comment"]
+    assert ("disable", "cmp2") not in cloud.calls
