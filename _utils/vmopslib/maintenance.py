@@ -344,8 +344,12 @@ class Maintenance:
         names = [n for g in groups for n in g]
         self._check_nodes(names)
         key = run_key(names)
-        lock = self.store.lock(key)
+        held = [self.store.lock(key)]
         try:
+            # one run per node too: a run over [cmp2, cmp3] must not start while one over
+            # [cmp1, cmp2] is at cmp2 (their journals differ, their nodes do not)
+            for name in names:
+                held.append(self.store.lock("node-" + name))
             record = self.store.load(key)
             if record and record.get("state") in ("running", "failed"):
                 record["resumed"] = record.get("resumed", 0) + 1
@@ -358,15 +362,28 @@ class Maintenance:
                 )
             else:
                 plan = self.plan(names, batch)
-                if plan["refusals"] and not self.opts["force"]:
+                silent = [n for n in names if not self.host.answers(n)]
+                if silent:
+                    # every node's minion runs its maintenance and passes its gate: a node
+                    # without one would be drained and then left out of service
+                    plan["refusals"].insert(
+                        0,
+                        "the minion of %s does not answer (minion id = host name): the "
+                        "maintenance, reboot and health gate run through it" % ", ".join(silent),
+                    )
+                blocking = [r for r in plan["refusals"] if "do not fit" not in r]
+                if blocking or (plan["refusals"] and not self.opts["force"]):
                     self.events(
                         tags.maintenance("run", "refused"),
                         "; ".join(plan["refusals"]),
                         problems=plan["refusals"],
                     )
                     raise InvalidInput(
-                        "%s; nothing was changed (force=True goes on anyway)"
-                        % "; ".join(plan["refusals"])
+                        "%s; nothing was changed%s"
+                        % (
+                            "; ".join(plan["refusals"]),
+                            "" if blocking else " (force=True goes on anyway)",
+                        )
                     )
                 record = {
                     "key": key,
@@ -390,7 +407,8 @@ class Maintenance:
                 )
             return self._run_locked(record)
         finally:
-            lock.release()
+            for lock in reversed(held):
+                lock.release()
 
     def _run_locked(self, record):
         for number, group in enumerate(record["batches"], 1):

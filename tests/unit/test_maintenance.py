@@ -254,3 +254,26 @@ def test_a_failed_migrate_back_stops_the_run_with_the_node_enabled(world):
     assert cloud.svc["cmp1"]["status"] == "enabled"
     assert "cmp1 is enabled (its servers were not all moved back)" in report["comment"]
     assert ("disable", "cmp2") not in cloud.calls
+
+
+def test_a_node_without_an_answering_minion_is_refused_before_anything_changes(world):
+    cloud, _, hosts, _ = world
+    hosts.pending["cmp3"] = 99  # its minion is silent
+    with pytest.raises(
+        InvalidInput, match="the minion of cmp3 does not answer.*nothing was changed$"
+    ):
+        make(world).run(NODES)
+    assert cloud.calls == []
+
+
+def test_overlapping_runs_are_refused_node_by_node(world):
+    from vmopslib.store import Locked
+
+    first = make(world)
+    held = first.store.lock("node-cmp2")  # a run over [cmp1, cmp2] is at work
+    try:
+        with pytest.raises(Locked, match="maintenance of node-cmp2 is already running"):
+            make(world).run(["cmp2", "cmp3"])
+    finally:
+        held.release()
+    assert world[0].calls == []
