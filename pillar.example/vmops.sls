@@ -16,6 +16,7 @@ vmops:
       driver: openstack
       cloud: dreamcompute
       # client_config_file: /etc/openstack/clouds.yaml
+      # api_timeout: 60        # seconds one API request may take (a stalled API fails the call)
       # region_name: RegionOne
       # all_projects: false      # find servers in every project (admin)
       # Defaults for new VMs on this cloud (between vmops:defaults and vmops:vms:<vm>)

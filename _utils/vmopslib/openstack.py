@@ -7,6 +7,7 @@ migrations, Placement) are ``openstack_compute.py``, Cinder is ``openstack_volum
 import logging
 import re
 
+from . import config
 from .errors import CloudError, InvalidInput, NotFound, NotSupported
 from .openstack_compute import ComputeOperations
 from .openstack_volumes import VolumeOperations
@@ -26,16 +27,24 @@ log = logging.getLogger(__name__)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
+API_TIMEOUT = 60  # seconds one cloud API request may take (profile key ``api_timeout``)
+
+
 def connect(profile):
     """An openstacksdk Connection for a cloud profile.
 
     ``cloud``: a clouds.yaml entry (``client_config_file`` names the file, else
     openstacksdk's usual search: OS_CLIENT_CONFIG_FILE, ./clouds.yaml,
     ~/.config/openstack, /etc/openstack); or ``auth``: an auth block.
+    ``api_timeout``: seconds one API request may take (default 60).
     """
     if not HAS_OPENSTACK:
         raise NotSupported("openstacksdk is not installed")
     opts = {k: profile[k] for k in ("region_name", "interface") if profile.get(k)}
+    # a cloud API that stalls must not stall the run (openstacksdk waits forever by default)
+    opts["api_timeout"] = config.strict_int(
+        profile.get("api_timeout", API_TIMEOUT), "api_timeout of cloud %s" % profile.get("name"), 1
+    )
     try:
         if profile.get("auth"):
             return openstack.connect(

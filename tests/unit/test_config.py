@@ -138,3 +138,12 @@ def test_one_sanity_grain_for_every_check():
         cfg.sanity_grain({"sanity_grain": "a b"})
     settings = cfg.vm({"sanity_grain": "role", "vms": {"app2": {"level": "web"}}}, "app2")
     assert settings["grains"] == {"role": "web"}
+
+
+def test_a_bad_api_timeout_is_refused_before_connecting():
+    from vmopslib import openstack as vos  # pylint: disable=import-outside-toplevel
+
+    with pytest.raises(InvalidInput, match="api_timeout of cloud c"):
+        vos.connect({"name": "c", "cloud": "nowhere", "api_timeout": "soon"})
+    with pytest.raises(InvalidInput, match="api_timeout of cloud c"):
+        vos.connect({"name": "c", "cloud": "nowhere", "api_timeout": 0})

@@ -1,0 +1,139 @@
+"""The core under cloud faults: every request of a flow goes through the fault injector
+(tests/harness/faultproxy.py) in front of the local cloud's APIs; the tests make the cloud
+answer 503, reset the connection or stall, and check that the pack says so plainly and
+leaves nothing half done."""
+
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import HARNESS
+from vmopslib.errors import CloudError, VmopsError
+from vmopslib.openstack import OpenStackProvider
+
+sys.path.insert(0, str(HARNESS))
+import faultproxy  # noqa: E402  pylint: disable=wrong-import-position,import-error
+
+SERVICES = ("compute", "network", "image", "placement", "block-storage")
+
+
+@pytest.fixture(scope="module")
+def proxy(local_cloud, os_conn, tmp_path_factory):
+    with open(local_cloud["clouds_yaml"], encoding="utf-8") as fh:
+        base = yaml.safe_load(fh)["clouds"][local_cloud["cloud"]]
+    upstreams = {"identity": base["auth"]["auth_url"]}
+    for service in SERVICES:
+        upstreams[service] = os_conn.endpoint_for(service)
+    fp = faultproxy.FaultProxy(upstreams).start()
+    path = tmp_path_factory.mktemp("faulty") / "clouds.yaml"
+    path.write_text(yaml.safe_dump({"clouds": {"faulty": fp.clouds_profile(base)}}))
+    fp.clouds_yaml = str(path)
+    yield fp
+    fp.stop()
+
+
+@pytest.fixture
+def faulty(proxy):
+    """A provider whose every request goes through the injector (a fresh session each test)."""
+    proxy.clear()
+    return OpenStackProvider(
+        {
+            "name": "faulty",
+            "driver": "openstack",
+            "cloud": "faulty",
+            "client_config_file": proxy.clouds_yaml,
+        }
+    )
+
+
+def test_every_request_goes_through_the_injector(faulty, proxy):
+    assert faulty.service_list()
+    services = {r[0] for r in proxy.requests()}
+    assert {"identity", "compute"} <= services, proxy.requests()
+
+
+def test_a_503_on_boot_is_a_clear_error_and_leaves_no_server(faulty, proxy, name, os_conn):
+    faulty.service_list()  # authenticated first
+    proxy.inject("compute", "POST", r"/servers$", status=503, count=-1)
+    with pytest.raises(CloudError) as err:
+        faulty.boot(
+            {"name": name, "image": "fake-image", "flavor": "m1.fake", "networks": ["private"]}
+        )
+    text = str(err.value)
+    assert "faulty" in text and "503" in text, text
+    assert "X-Auth-Token" not in text and "gAAAA" not in text  # no token in the message
+    assert not list(os_conn.compute.servers(name="^%s$" % name))
+    assert len(proxy.requests("compute", "POST", r"/servers$")) >= 1
+
+
+def test_a_flip_the_cloud_refuses_leaves_the_address_where_it_was(
+    faulty, proxy, prov, boot, name, os_conn, fips
+):
+    a = boot(name + "a")
+    b = boot(name + "b")
+    fip = prov.floating_ip_allocate()
+    fips.append(fip["id"])
+    prov.flip_floating_ip(fip["address"], a["id"])
+    proxy.inject("network", "PUT", r"/floatingips/", status=503, count=-1)
+    with pytest.raises(VmopsError):
+        faulty.flip_floating_ip(fip["address"], b["id"])
+    assert [r[3] for r in proxy.requests("network", "PUT", r"/floatingips/")] == ["status"]
+    assert os_conn.network.get_ip(fip["id"]).port_id is not None  # never dangles
+    assert prov.describe(a["id"])["floating_ips"] == [fip["address"]]
+    proxy.clear()
+    moved = faulty.flip_floating_ip(fip["address"], b["id"])  # the cloud is back: it moves
+    assert moved["changed"] and prov.describe(b["id"])["floating_ips"] == [fip["address"]]
+
+
+def test_a_connection_reset_by_keystone_is_a_cloud_error_not_a_traceback(faulty, proxy):
+    proxy.inject("identity", "POST", r"/auth/tokens", action="reset", count=-1)
+    with pytest.raises(CloudError) as err:
+        faulty.service_list()
+    assert "faulty" in str(err.value)
+    assert "reset" in [r[3] for r in proxy.requests("identity", "POST")]
+
+
+def test_placement_down_refuses_an_evacuation_before_anything_changes(
+    faulty, proxy, os_conn, tmp_path
+):
+    from vmopslib import evacuate  # pylint: disable=import-outside-toplevel
+    from vmopslib.store import JournalStore  # pylint: disable=import-outside-toplevel
+
+    faulty.service_list()
+    proxy.inject("placement", None, r"/resource_providers", status=503, count=-1)
+    evac = evacuate.Evacuation(
+        faulty,
+        JournalStore(str(tmp_path), "evacuation"),
+        evacuate.options({}, {}),
+    )
+    t0 = time.monotonic()
+    with pytest.raises(CloudError):
+        evac.run("cmp1", "fault test")
+    assert time.monotonic() - t0 < 60
+    assert "status" in [r[3] for r in proxy.requests("placement")]
+    (svc,) = list(os_conn.compute.services(binary="nova-compute", host="cmp1"))
+    assert svc.status == "enabled"  # nothing was disabled
+    assert not proxy.requests("compute", "PUT")
+
+
+def test_a_cloud_api_that_hangs_fails_the_call_within_api_timeout(proxy):
+    faulty = OpenStackProvider(
+        {
+            "name": "faulty",
+            "driver": "openstack",
+            "cloud": "faulty",
+            "client_config_file": proxy.clouds_yaml,
+            "api_timeout": 3,
+        }
+    )
+    faulty.service_list()
+    proxy.clear()
+    proxy.inject("compute", "GET", r"/os-services", action="hang", seconds=30, count=-1)
+    t0 = time.monotonic()
+    with pytest.raises(CloudError) as err:
+        faulty.service_list()
+    took = time.monotonic() - t0
+    assert took < 15, took  # not the 30 s the API hangs, not forever
+    assert "faulty" in str(err.value)
