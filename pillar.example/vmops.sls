@@ -17,6 +17,9 @@ vmops:
       cloud: dreamcompute
       # client_config_file: /etc/openstack/clouds.yaml
       # api_timeout: 60        # seconds one API request may take (a stalled API fails the call)
+      # retries: 2             # a read (or a set-to-a-value call) the cloud fails with 500/502/
+      # retry_delay: 0.5       #   503/504 or a dropped connection is asked again, back-off x2
+      #                        #   up to 5 s; creates, deletes, attaches, migrations never are
       # region_name: RegionOne
       # all_projects: false      # find servers in every project (admin)
       # Defaults for new VMs on this cloud (between vmops:defaults and vmops:vms:<vm>)

@@ -22,7 +22,13 @@ class NotSupported(VmopsError):
 
 
 class CloudError(VmopsError):
-    """The cloud refused or failed a request."""
+    """The cloud refused or failed a request.  ``transient``: the cloud was unavailable
+    (HTTP 500/502/503/504, a connection refused, reset or timed out): the same request may
+    work a moment later."""
+
+    def __init__(self, *args, transient=False):
+        super().__init__(*args)
+        self.transient = transient
 
 
 class Timeout(VmopsError):

@@ -92,12 +92,22 @@ class OpenStackProvider(ComputeOperations, VolumeOperations, Provider):
                     operation,
                     exc.status_code,
                     short_reason(exc.details or exc.message or exc),
-                )
+                ),
+                transient=exc.status_code in (500, 502, 503, 504),
             )
         if isinstance(exc, keystoneauth1.exceptions.ClientException):
+            unavailable = (
+                keystoneauth1.exceptions.ConnectionError,
+                keystoneauth1.exceptions.RetriableConnectionFailure,
+                keystoneauth1.exceptions.ServiceUnavailable,
+                keystoneauth1.exceptions.BadGateway,
+                keystoneauth1.exceptions.GatewayTimeout,
+                keystoneauth1.exceptions.InternalServerError,
+            )
             return CloudError(
                 "cloud %s: %s failed: %s: %s"
-                % (self.name, operation, type(exc).__name__, short_reason(exc))
+                % (self.name, operation, type(exc).__name__, short_reason(exc)),
+                transient=isinstance(exc, unavailable),
             )
         if isinstance(exc, openstack.exceptions.SDKException):
             return CloudError("cloud %s: %s failed: %s" % (self.name, operation, short_reason(exc)))

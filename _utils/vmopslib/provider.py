@@ -22,6 +22,7 @@ import functools
 import logging
 import re
 import threading
+import time
 
 from . import waiting
 from .config import check_minion_id
@@ -45,6 +46,49 @@ SPEC_KEYS = (
 
 _CALLS = threading.local()  # how deep in driver methods this thread is
 
+#: Driver methods that read, or set a state to a value (the same call twice gives the same
+#: result): retried on a transient cloud error (see ``Provider.retry_policy``).  Creating,
+#: deleting, attaching, migrating, evacuating are not: a boot the cloud may have done is
+#: adopted by the flow that asked for it (its journal), never asked for twice blindly.
+IDEMPOTENT = frozenset(
+    (
+        "_get_server",
+        "_servers_named",
+        "_describe",
+        "describe",
+        "find_server",
+        "servers_named",
+        "volumes",
+        "volume_show",
+        "_status",
+        "_check_spec",
+        "_server_fips",
+        "console_output",
+        "find_fip",
+        "_ip_find",
+        "_ip_target",
+        "_volume_find",
+        "_volume_get",
+        "_server_volumes",
+        "foreign_project",
+        "service_show",
+        "service_list",
+        "service_disable",
+        "service_enable",
+        "service_force_down",
+        "host_servers",
+        "host_capacity",
+        "host_server_states",
+        "server_states",
+        "server_state",
+        "host_migrations",
+        "migration_progress",
+        "migrations",
+        "placement_free",
+        "anti_affinity_groups",
+    )
+)
+
 
 def _translating(fn):
     """Run a driver method; a cloud library's exception leaves the driver as the pack's error.
@@ -54,9 +98,9 @@ def _translating(fn):
     that is gone -> None) keeps working.
     """
 
-    @functools.wraps(fn)
-    def method(self, *args, **kwargs):
-        depth = getattr(_CALLS, "depth", 0)
+    idempotent = fn.__name__ in IDEMPOTENT
+
+    def once(self, args, kwargs, depth):
         _CALLS.depth = depth + 1
         try:
             return fn(self, *args, **kwargs)
@@ -71,6 +115,25 @@ def _translating(fn):
             raise err from None
         finally:
             _CALLS.depth = depth
+
+    @functools.wraps(fn)
+    def method(self, *args, **kwargs):
+        depth = getattr(_CALLS, "depth", 0)
+        if depth or not idempotent:
+            return once(self, args, kwargs, depth)
+        attempts, delay = self.retry_policy()
+        for attempt in range(1, attempts + 1):
+            try:
+                return once(self, args, kwargs, depth)
+            except CloudError as err:
+                if not err.transient or attempt == attempts:
+                    raise
+                log.warning(
+                    "vmops: %s (attempt %d of %d); again in %.1fs", err, attempt, attempts, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     method.translating = True
     return method
@@ -141,6 +204,19 @@ class Provider(abc.ABC):
     def __init__(self, profile):
         self.profile = profile
         self.name = profile.get("name")
+
+    def retry_policy(self):
+        """(attempts, first delay) for idempotent calls on a transient cloud error: profile
+        keys ``retries`` (default 2: three attempts) and ``retry_delay`` (default 0.5 s,
+        doubled each time, at most 5 s)."""
+        try:
+            retries = int(self.profile.get("retries", 2))
+            delay = float(self.profile.get("retry_delay", 0.5))
+        except (TypeError, ValueError):
+            raise InvalidInput(
+                "cloud %s: retries must be a whole number and retry_delay seconds" % self.name
+            ) from None
+        return max(1, retries + 1), max(0.0, delay)
 
     def __getattr__(self, operation):
         # only reached when normal lookup fails: an operation of another driver

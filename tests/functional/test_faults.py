@@ -126,6 +126,7 @@ def test_a_cloud_api_that_hangs_fails_the_call_within_api_timeout(proxy):
             "cloud": "faulty",
             "client_config_file": proxy.clouds_yaml,
             "api_timeout": 3,
+            "retries": 0,
         }
     )
     faulty.service_list()
@@ -137,3 +138,23 @@ def test_a_cloud_api_that_hangs_fails_the_call_within_api_timeout(proxy):
     took = time.monotonic() - t0
     assert took < 15, took  # not the 30 s the API hangs, not forever
     assert "faulty" in str(err.value)
+
+
+def test_a_read_the_cloud_fails_once_is_retried_and_a_boot_is_not(faulty, proxy, boot, name):
+    server = boot(name)
+    proxy.inject("compute", "GET", r"/servers/%s$" % server["id"], status=503, count=1)
+    assert faulty.describe(server["id"])["id"] == server["id"]
+    statuses = [r[3] for r in proxy.requests("compute", "GET", r"/servers/%s$" % server["id"])]
+    assert statuses[:2] == ["status", 200], statuses  # failed once, asked again, answered
+    posts = len(proxy.requests("compute", "POST", r"/servers$"))
+    proxy.inject("compute", "POST", r"/servers$", status=503, count=1)
+    with pytest.raises(CloudError):
+        faulty.boot(
+            {
+                "name": name + "b",
+                "image": "fake-image",
+                "flavor": "m1.fake",
+                "networks": ["private"],
+            }
+        )
+    assert len(proxy.requests("compute", "POST", r"/servers$")) == posts + 1  # never blindly again

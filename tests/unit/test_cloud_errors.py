@@ -132,3 +132,57 @@ def test_inside_the_driver_the_cloud_library_exceptions_still_flow():
     assert Driver()._volume_get("vol-1") is None
     with pytest.raises(NotFound, match="cloud aws: volumes: not found"):
         Driver()._volumes(VolumeIds=["vol-1"])  # called from outside: translated
+
+
+def _flaky(failures, status=503, profile=None):
+    """A driver whose _get_server fails ``failures`` times, then answers; and whose
+    _create_server always fails the same way."""
+    from vmopslib.openstack import OpenStackProvider
+
+    class Driver(OpenStackProvider):
+        def __init__(self):  # pylint: disable=super-init-not-called
+            self.name, self.profile = "local", dict({"retry_delay": 0}, **(profile or {}))
+            self.calls = {"get": 0, "create": 0}
+
+        def _get_server(self, server_id):
+            self.calls["get"] += 1
+            if self.calls["get"] <= failures:
+                raise openstack_exceptions.HttpException(message="busy", http_status=status)
+            return {"id": server_id}
+
+        def _create_server(self, spec):
+            self.calls["create"] += 1
+            raise openstack_exceptions.HttpException(message="busy", http_status=status)
+
+    return Driver()
+
+
+def test_an_idempotent_read_is_retried_on_a_transient_error_and_succeeds():
+    drv = _flaky(2)
+    assert drv._get_server("x") == {"id": "x"}  # pylint: disable=protected-access
+    assert drv.calls["get"] == 3
+
+
+def test_retries_are_bounded_and_configurable():
+    drv = _flaky(10, profile={"retries": 1})
+    with pytest.raises(CloudError, match="HTTP 503") as err:
+        drv._get_server("x")  # pylint: disable=protected-access
+    assert drv.calls["get"] == 2 and err.value.transient
+
+
+def test_a_refusal_is_not_retried_and_a_boot_never_blindly():
+    drv = _flaky(10, status=400)
+    with pytest.raises(CloudError, match="HTTP 400"):
+        drv._get_server("x")  # pylint: disable=protected-access
+    assert drv.calls["get"] == 1
+    drv = _flaky(0)
+    with pytest.raises(CloudError, match="HTTP 503"):
+        drv._create_server({})  # pylint: disable=protected-access
+    assert drv.calls["create"] == 1  # the cloud may have booted it: the flow adopts, not repeats
+
+
+def test_a_bad_retry_setting_is_a_clear_error():
+    from vmopslib.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="retries must be a whole number"):
+        _flaky(1, profile={"retries": "many"})._get_server("x")  # pylint: disable=protected-access
