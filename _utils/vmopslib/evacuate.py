@@ -260,6 +260,17 @@ def fit(servers, hosts):
     return placements, unplaced, left
 
 
+def free_by_host(provider, hosts):
+    """Placement's free capacity of ``hosts``, keyed by the compute host's name (a resource
+    provider may carry the fully qualified one)."""
+    out = {}
+    for rp_name, res in provider.placement_free(sorted(hosts)).items():
+        for host in hosts:
+            if rp_name == host or rp_name.split(".")[0] == host:
+                out[host] = res
+    return out
+
+
 def _free_summary(hosts):
     return {h: {rc: v["free"] for rc, v in sorted(res.items())} for h, res in sorted(hosts.items())}
 
@@ -340,12 +351,7 @@ class Evacuation:
 
     def _capacity(self, node, targets, items):
         """Placement's free capacity on the targets vs. what the movable servers need."""
-        free = self.provider.placement_free(targets)
-        hosts = {}
-        for host in targets:
-            for rp_name, res in free.items():
-                if rp_name == host or rp_name.split(".")[0] == host:
-                    hosts[host] = res
+        hosts = free_by_host(self.provider, targets)
         moving = [i for i in items if i["method"] in MOVE_METHODS]
         _, unplaced, left = fit(moving, hosts)
         need = {}

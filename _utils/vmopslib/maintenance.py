@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from . import config
 from . import events as tags
 from .errors import InvalidInput, VmopsError
-from .evacuate import MOVE_METHODS, REASON_PREFIX, check_host, fit
+from .evacuate import MOVE_METHODS, REASON_PREFIX, check_host, fit, free_by_host
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +224,7 @@ class Maintenance:
             if s["status"] == "enabled" and s["state"] == "up" and not s["forced_down"]
         }
         names = [n for g in groups for n in g]
-        free = {}
-        for rp_name, res in self.provider.placement_free(sorted(usable | set(names))).items():
-            free[rp_name.split(".")[0] if rp_name.split(".")[0] in services else rp_name] = res
+        free = free_by_host(self.provider, usable | set(names))
         where = {}  # server id -> (host, needs, name) as the run moves them
         for node in names:
             for item in self.evacuation.servers_on(node):
@@ -280,7 +278,7 @@ class Maintenance:
                     {
                         "batch": number,
                         "node": node,
-                        "servers": sorted(s["name"] for s in moving),
+                        "servers": sorted(s["name"] for s in moving if origins[s["id"]] == node),
                         "steps": [
                             "evacuate (%d server(s) from the batch to %s)"
                             % (len(moving), ", ".join(targets))
@@ -311,7 +309,8 @@ class Maintenance:
         if holders:
             refusals.append("an evacuation is running on %s" % ", ".join(holders))
         return {
-            "result": not refusals or self.opts["force"],
+            # force=True overrides a capacity refusal only, as run() does
+            "result": not [r for r in refusals if not (self.opts["force"] and "do not fit" in r)],
             "test": True,
             "batches": groups,
             "nodes": steps,

@@ -35,8 +35,8 @@ import uuid
 
 from . import config
 from . import events as tags
-from .errors import InvalidInput
-from .evacuate import REASON_PREFIX, check_host, fit
+from .errors import InvalidInput, VmopsError
+from .evacuate import REASON_PREFIX, check_host, fit, free_by_host
 from .maintenance import heartbeat_epoch
 
 log = logging.getLogger(__name__)
@@ -224,10 +224,7 @@ class Recovery:
                 }
             )
         moving = [i for i in items if i["method"] == "evacuate"]
-        free = {}
-        for rp_name, res in self.provider.placement_free(targets).items():
-            free[rp_name.split(".")[0] if rp_name.split(".")[0] in targets else rp_name] = res
-        _, unplaced, left = fit(moving, {t: free[t] for t in targets if t in free})
+        _, unplaced, left = fit(moving, free_by_host(self.provider, targets))
         capacity = {
             "fits": not unplaced,
             "unplaced": [i["name"] for i in unplaced],
@@ -369,7 +366,6 @@ class Recovery:
         self._fire(node, "forced_down", "%s forced down and disabled" % node, run=record["run"])
 
     def _evacuate(self, record):
-        node = record["node"]
         todo = [i for i in record["items"] if i["phase"] in ("pending", "evacuating")]
         inflight = [i for i in todo if i["phase"] == "evacuating"]  # adopted on resume
         pending = [i for i in todo if i["phase"] == "pending"]
@@ -383,7 +379,6 @@ class Recovery:
             for item in list(inflight):
                 if self._settled(record, item):
                     inflight.remove(item)
-        return node
 
     def _start(self, record, item):
         state = self.provider.server_state(item["id"])
@@ -397,7 +392,7 @@ class Recovery:
             ):
                 self.provider.reset_server_state(item["id"], "error")
             self.provider.evacuate(item["id"])
-        except Exception as exc:  # pylint: disable=broad-except
+        except VmopsError as exc:
             item.update(phase="failed", comment="Nova refused the evacuation: %s" % exc)
             self._save(record)
             self._fire(

@@ -160,6 +160,17 @@ def synced(salt_run_cli):
     return ret.data
 
 
+def background(salt_run_cli, *args):
+    """``salt-run <args>`` started in a session of its own (a test kills it mid-way)."""
+    return subprocess.Popen(  # noqa: S603
+        salt_run_cli.cmdline(*args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=dict(salt_run_cli.environ),
+    )
+
+
 def read_journal(salt_master, kind, key):
     """A journal ("replace", "evacuate") read the way any Salt process reads the master's cache."""
     import salt.cache  # pylint: disable=import-outside-toplevel

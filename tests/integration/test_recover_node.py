@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.conftest import HARNESS
-from tests.integration.conftest import orch_states, read_journal, wait_until
+from tests.integration.conftest import background, orch_states, read_journal, wait_until
 
 NODE = "cmp2"
 
@@ -111,13 +111,7 @@ def test_a_dead_host_is_fenced_and_its_servers_come_back_elsewhere_with_their_vo
 
         # with the opt-in; the salt-run is killed while an evacuation is in flight
         args = ("vmops.recover_node", NODE, "fenced=True", "local_disks=rebuild", "concurrency=1")
-        first = subprocess.Popen(  # noqa: S603
-            salt_run_cli.cmdline(*args),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=dict(salt_run_cli.environ),
-        )
+        first = background(salt_run_cli, *args)
 
         def evacuating():
             journal = read_journal(salt_master, "recover", NODE) or {}

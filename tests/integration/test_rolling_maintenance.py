@@ -4,9 +4,8 @@ over the three computes: it stops at a failing node with the rest in service, th
 killed while a node reboots, the next one finishes without repeating anything."""
 
 import os
-import subprocess
 
-from tests.integration.conftest import orch_states, read_journal, wait_until
+from tests.integration.conftest import background, orch_states, read_journal, wait_until
 
 NODES = ["cmp1", "cmp2", "cmp3"]
 KEY = "cmp1_cmp2_cmp3"
@@ -73,13 +72,7 @@ def test_rolling_maintenance_stops_at_a_failure_survives_a_kill_and_finishes(
     assert first["nodes"]["cmp3"]["done"] == []
 
     # 2. the re-run is killed while cmp2 reboots
-    second = subprocess.Popen(  # noqa: S603
-        salt_run_cli.cmdline("state.orch", "orch.rolling_maintenance", PILLAR),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=dict(salt_run_cli.environ),
-    )
+    second = background(salt_run_cli, "state.orch", "orch.rolling_maintenance", PILLAR)
 
     def rebooting_cmp2():
         journal = read_journal(salt_master, "maintenance", KEY) or {}
