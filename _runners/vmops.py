@@ -349,6 +349,7 @@ def replace_vm(
     keep_failed=False,
     timeout=300,
     network=None,
+    fip_network=None,
     **overrides,
 ):
     """
@@ -374,13 +375,20 @@ def replace_vm(
     - ``retire``: the old VM is deleted, stopped or renamed.
     - ``rollback``: before ``checked`` only: the old key comes back first, then
       the new VM goes, and the old minion answers again.
+    - ``abandon``: give up an unfinished run (not while it runs): nothing in the
+      cloud or among the keys changes, both servers stay, the journal ends and
+      says where each server, floating IP and the id's key are.
     - ``status``: the journal's summary.
 
     ``token`` ties the steps of one run together (the orchestration passes it).
 
     - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
     - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
-    - ``network``: the network whose port carries the floating IPs (multi-homed servers).
+    - ``network``: the external network the smoke test's temporary floating IP
+      comes from (default: the only one).
+    - ``fip_network``: on a multi-homed new VM, the network whose port carries the
+      floating IPs (default: the network they are on at the old VM); decided at
+      ``checked``, so an impossible choice rolls back instead of stopping the flip.
 
     - ``step``: the step to run (see above); ``status`` shows the journal.
 
@@ -400,7 +408,10 @@ def replace_vm(
         rep = _replacement(cloud, token)
         calls = {
             "plan": lambda: rep.plan(
-                name, overrides, {"keep_old": keep_old, "keep_failed": keep_failed}, test=test
+                name,
+                overrides,
+                {"keep_old": keep_old, "keep_failed": keep_failed, "fip_network": fip_network},
+                test=test,
             ),
             "boot": lambda: rep.boot(name, timeout=max(timeout_s, 600)),
             "wait": lambda: rep.wait(name, timeout=timeout_s),
@@ -412,6 +423,7 @@ def replace_vm(
             "flip": lambda: rep.flip(name),
             "retire": lambda: rep.retire(name),
             "rollback": lambda: rep.rollback(name, timeout=timeout_s),
+            "abandon": lambda: rep.abandon(name),
             "status": lambda: (
                 dict(rep.summary(rep.journal.load(name) or {}), result=True)
                 if rep.journal.load(name)
@@ -421,7 +433,7 @@ def replace_vm(
         try:
             return calls[step]()
         except VmopsError as exc:
-            if step not in ("plan", "rollback", "status"):
+            if step not in ("plan", "rollback", "abandon", "status"):
                 rep.fail(name, step, exc)
             raise
 

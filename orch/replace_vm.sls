@@ -12,11 +12,15 @@
 #                 (default: vmops:vms:<vm>:deploy; none: no deploy step)
 #   smoke         true: smoke-test through a temporary floating IP        default: false
 #   timeout       seconds for the new minion to answer                    default: 300
+#   fip_network   multi-homed new VM: the network whose port takes the    default: the network
+#                 floating IPs (decided before the point of no return)     the IPs are on now
 #
 # Nothing is lost: the old VM keeps its floating IPs until the new one passed
 # highstate and deploy; any failure before that rolls back (new VM deleted, old
 # key and minion back) and the run exits non-zero naming the failed step.
 # Re-running after an interruption resumes; a second run while one is going is refused.
+# Giving up on an interrupted run: salt-run vmops.replace_vm app2 step=abandon (both
+# servers stay; the report says where the IPs and the id's key are).
 {%- set vm = salt['pillar.get']('vm') %}
 {%- set cloud = salt['pillar.get']('cloud') or None %}
 {%- set spec_keys = ['flavor', 'image', 'key_name', 'security_groups', 'networks', 'metadata'] %}
@@ -36,6 +40,7 @@
         {%- if name == 'plan' %}
         keep_old: {{ salt['pillar.get']('keep_old', 'delete') | json }}
         keep_failed: {{ salt['pillar.get']('keep_failed', False) | json }}
+        fip_network: {{ salt['pillar.get']('fip_network') | json }}
         {%- for key in spec_keys if salt['pillar.get'](key) %}
         {{ key }}: {{ salt['pillar.get'](key) | json }}
         {%- endfor %}

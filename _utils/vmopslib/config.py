@@ -259,3 +259,13 @@ def strict_int(value, what, minimum=1):
             "%s must be at least %d, not %r; nothing was changed" % (what, minimum, value)
         )
     return number
+
+
+def optional_name(value, what):
+    """A name setting (a network, a profile) or None; anything but a non-empty string is
+    refused before any change."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        raise InvalidInput("%s must be a name, not %r; nothing was changed" % (what, value))
+    return value.strip()

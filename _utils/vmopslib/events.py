@@ -76,7 +76,7 @@ CATALOGUE = (
     (
         "vmops/replace/<vm>/<step>",
         "a replacement step ended (plan, boot, wait, sanity, checked, "
-        "smoke, flip, retire, rollback) or failed (result False)",
+        "smoke, flip, retire, rollback, abandon) or failed (result False)",
         "step, duration, state, skipped, result",
     ),
     ("vmops/replace/<vm>/key", "the identity hand-over of a replacement is done", "fingerprint"),
@@ -117,6 +117,7 @@ STEPS = (
     "flip",
     "retire",
     "rollback",
+    "abandon",
     "key",
     "highstate",
     "deploy",

@@ -337,6 +337,17 @@ class Provider(abc.ABC):
     def _ip_associate(self, ip, target):
         """Re-associate ``ip`` with ``target`` in one call (never unassigned in between)."""
 
+    def floating_ip_show(self, address):
+        """Where floating / Elastic IP ``address`` points now: ``{"address", "server_id",
+        "fixed_ip"}`` (``server_id`` None when it points nowhere); NotFound when it is not
+        allocated here."""
+        ip = self._ip_find(address)
+        return {
+            "address": address,
+            "server_id": ip.get("server_id"),
+            "fixed_ip": ip.get("fixed_ip"),
+        }
+
     def flip_floating_ip(self, address, server, fixed_ip=None, test=False):
         """Point floating / Elastic IP ``address`` at ``server`` in one re-association.
 

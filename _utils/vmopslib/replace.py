@@ -53,8 +53,9 @@ STATES = (
     "flipped",
     "done",
     "rolled_back",
+    "abandoned",
 )
-TERMINAL = ("done", "rolled_back")
+TERMINAL = ("done", "rolled_back", "abandoned")
 # The steps of a run, in order: the one list (orch.replace_vm runs them; highstate and
 # deploy are Salt states there, the others this module's methods through the runner).
 STEPS = (
@@ -71,7 +72,7 @@ STEPS = (
 )
 # What ``salt-run vmops.replace_vm step=...`` accepts (highstate and deploy: recorded as
 # passed; the orchestration runs them as Salt states just before).
-RUNNER_STEPS = STEPS + ("rollback", "status")
+RUNNER_STEPS = STEPS + ("rollback", "abandon", "status")
 KEEP_OLD = ("delete", "stop", "rename")
 # what the new VM takes from the old one (the name is the same; user-data and volumes are new)
 SPEC_FROM_OLD = tuple(k for k in SPEC_KEYS if k not in ("name", "user_data", "volumes"))
@@ -232,6 +233,9 @@ class Replacement:
             raise InvalidInput(
                 "keep_old must be one of %s, not %r" % (", ".join(KEEP_OLD), keep_old)
             )
+        # every option checked before the lock, the journal or the cloud
+        keep_failed = config.strict_bool(options.get("keep_failed", False), "keep_failed")
+        fip_network = config.optional_name(options.get("fip_network"), "fip_network")
         if not test:
             # the real lock first: from here no other process can plan or step this VM
             self.journal.lock(name)
@@ -287,7 +291,8 @@ class Replacement:
             "spec": spec,
             "floating_ips": old["floating_ips"],
             "keep_old": keep_old,
-            "keep_failed": config.strict_bool(options.get("keep_failed", False), "keep_failed"),
+            "keep_failed": keep_failed,
+            "fip_network": fip_network,
             "level": level,
             "settings": settings,
             "overrides": overrides,
@@ -559,6 +564,9 @@ class Replacement:
             raise InvalidInput(
                 "the new %s has not answered yet (state %s)" % (name, record["state"])
             )
+        # the last moment a rollback is still possible: where each floating IP will point
+        # on the new VM is decided here, so a flip can never be stuck with nowhere to go
+        record["flip_to"] = self._flip_targets(record)
         return self._step(
             record,
             "checked",
@@ -566,6 +574,38 @@ class Replacement:
             "the new %s passed its checks: the run only goes forward now" % name,
             state="checked",
         )
+
+    def _flip_targets(self, record):
+        """``{address: fixed IP on the new VM}`` for every floating IP of the plan: the new
+        VM's address on the network the IP's old port is on (or on ``fip_network``), checked
+        with a dry-run of the flip.  A multi-homed new VM the choice cannot be made for
+        fails the checks (the run rolls back; nothing was cut over)."""
+        name, new_id = record["vm"], record["new"]["id"]
+        new_nets = self.provider.describe(new_id).get("networks") or {}
+        old_nets = record["old"].get("networks") or {}
+        pinned = record.get("fip_network")
+        if pinned and pinned not in new_nets:
+            raise VmopsError(
+                "fip_network %s: the new %s has no address on it (it has %s)"
+                % (pinned, name, ", ".join(sorted(new_nets)) or "none")
+            )
+        targets = {}
+        for addr in record["floating_ips"]:
+            net = pinned
+            if not net:
+                now = self.provider.floating_ip_show(addr).get("fixed_ip")
+                net = next((n for n, ips in old_nets.items() if now in ips), None)
+            on_net = [ip for ip in new_nets.get(net) or [] if ":" not in ip]
+            fixed = on_net[0] if len(on_net) == 1 else None
+            try:
+                probe = self.provider.flip_floating_ip(addr, new_id, fixed, test=True)
+            except InvalidInput as exc:
+                raise VmopsError(
+                    "floating IP %s cannot be pointed at the new %s (%s): set fip_network to "
+                    "the network whose port should carry it" % (addr, name, exc)
+                ) from exc
+            targets[addr] = probe["new"].get("fixed_ip")
+        return targets
 
     def smoke(self, name, network=None):
         """A temporary floating IP on the new VM (a reachable address to test), then released."""
@@ -605,11 +645,14 @@ class Replacement:
             now = []
         moved, left = [], []
         for addr in list(dict.fromkeys(list(record["floating_ips"]) + list(now))):
-            where = self.provider.flip_floating_ip(addr, new_id, test=True)["old"].get("server_id")
+            fixed = (record.get("flip_to") or {}).get(addr)
+            where = self.provider.flip_floating_ip(addr, new_id, fixed, test=True)["old"].get(
+                "server_id"
+            )
             if where not in (None, old_id, new_id):
                 left.append("%s (moved to %s by someone else; left there)" % (addr, where))
                 continue
-            moved.append(self.provider.flip_floating_ip(addr, new_id)["address"])
+            moved.append(self.provider.flip_floating_ip(addr, new_id, fixed)["address"])
         record["floating_ips"] = moved
         comment = "%s now point at the new %s" % (", ".join(moved) or "no floating IP", name)
         if left:
@@ -766,6 +809,48 @@ class Replacement:
                 result=False,
             )
             return "%s NOT removed (%s): delete it by hand" % (new_id, exc)
+
+    # ------------------------------------------------------------------ abandon
+
+    def abandon(self, name):
+        """Give up an unfinished replacement: nothing in the cloud or among the keys is
+        touched, both servers stay, the journal ends (``abandoned``) and its lock goes.  The
+        report says where everything is, so the operator can finish by hand."""
+        record = self._load(name, need_owner=False)
+        started = time.monotonic()
+        if owner_alive(record["owner"]) and record["owner"].get("pid") != os.getpid():
+            raise InvalidInput(
+                "the replacement of %s is running (pid %s, state %s): stop that run first; "
+                "nothing was changed" % (name, record["owner"].get("pid"), record["state"])
+            )
+        where = []
+        for which in ("old", "new"):
+            sid = (record.get(which) or {}).get("id")
+            if not sid:
+                where.append("no %s server" % which)
+                continue
+            try:
+                desc = self.provider.describe(sid)
+                where.append(
+                    "%s server %s %s, floating IPs %s"
+                    % (which, sid, desc["status"], ", ".join(desc["floating_ips"]) or "none")
+                )
+            except VmopsError as exc:
+                where.append("%s server %s: %s" % (which, sid, exc))
+        holder = (
+            "still the old VM's"
+            if self.keys.accepted_pub(name) == record.get("old_pub")
+            else "no longer the old VM's (handed over to the new one)"
+        )
+        record["abandoned_at"] = record["state"]
+        return self._step(
+            record,
+            "abandon",
+            started,
+            "abandoned at state %s, nothing changed: %s; the accepted key of %s is %s"
+            % (record["state"], "; ".join(where), name, holder),
+            state="abandoned",
+        )
 
     # ------------------------------------------------------------------ report
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from vmopslib import replace
-from vmopslib.errors import InvalidInput
+from vmopslib.errors import InvalidInput, VmopsError
 from vmopslib.store import Locked
 
 
@@ -32,13 +32,14 @@ class Cloud:
     def delete(self, server_id):
         self.calls.append(("delete", server_id))
 
-    def flip_floating_ip(self, address, server, test=False):
+    def flip_floating_ip(self, address, server, fixed_ip=None, test=False):
         if not test:
-            self.calls.append(("flip", address, server))
+            self.calls.append(("flip", address, server) + ((fixed_ip,) if fixed_ip else ()))
             self.new_ips.append(address)
         return {
             "address": address,
             "old": {"server_id": self.ip_owner.get(address, "old") if self.ip_owner else "old"},
+            "new": {"server_id": server, "fixed_ip": fixed_ip or "10.0.0.9"},
         }
 
 
@@ -205,3 +206,95 @@ def test_highstate_and_deploy_are_reported_with_their_durations(tmp_path):
     with pytest.raises(InvalidInput, match="only highstate and deploy"):
         rep.passed("app2", "flip")
     rep.journal.unlock("app2")
+
+
+class MultiHomed(Cloud):
+    """The new VM has a port on two networks; Neutron cannot choose by itself."""
+
+    def __init__(self, new_nets):
+        super().__init__(new_ips=[])
+        self.new_nets = new_nets
+
+    def describe(self, server_id):
+        return dict(super().describe(server_id), networks=self.new_nets)
+
+    def floating_ip_show(self, address):
+        return {"address": address, "server_id": "old", "fixed_ip": "10.0.0.5"}
+
+    def flip_floating_ip(self, address, server, fixed_ip=None, test=False):
+        if server == "new" and fixed_ip is None and len(self.new_nets) > 1:
+            raise InvalidInput("server new has several fixed IPs: say which one with fixed_ip")
+        return super().flip_floating_ip(address, server, fixed_ip, test)
+
+
+def _multihomed(tmp_path, cloud, fip_network=None):
+    rep = _replacement(tmp_path, cloud, "sane")
+    record = rep.journal.load("app2")
+    record["old"]["networks"] = {"private": ["10.0.0.5"]}
+    record["fip_network"] = fip_network
+    rep.journal.save(record)
+    return rep
+
+
+def test_a_multi_homed_new_vm_gets_the_ip_on_the_network_it_had_on_the_old_one(tmp_path):
+    cloud = MultiHomed({"storage": ["10.1.0.9"], "private": ["10.0.0.9", "fd00::9"]})
+    rep = _multihomed(tmp_path, cloud)
+    rep.checked("app2")
+    assert rep.journal.load("app2")["flip_to"] == {"203.0.113.7": "10.0.0.9"}
+    rep.flip("app2")
+    assert cloud.calls == [("flip", "203.0.113.7", "new", "10.0.0.9")]
+    rep.journal.unlock("app2")
+
+
+def test_a_flip_that_cannot_choose_a_port_fails_the_checks_not_the_cut_over(tmp_path):
+    """Before the point of no return: the orchestration rolls back; never stuck at checked."""
+    cloud = MultiHomed({"storage": ["10.1.0.9"], "backup": ["10.2.0.9"]})
+    rep = _multihomed(tmp_path, cloud)
+    with pytest.raises(VmopsError, match="203.0.113.7 cannot be pointed.*set fip_network"):
+        rep.checked("app2")
+    assert rep.journal.load("app2")["state"] == "sane" and cloud.calls == []
+    rep.journal.unlock("app2")
+    rep = _multihomed(tmp_path, cloud, fip_network="backup")
+    rep.checked("app2")
+    assert rep.journal.load("app2")["flip_to"] == {"203.0.113.7": "10.2.0.9"}
+    rep.journal.unlock("app2")
+    rep = _multihomed(tmp_path, cloud, fip_network="public")
+    with pytest.raises(VmopsError, match="fip_network public: the new app2 has no address on it"):
+        rep.checked("app2")
+    rep.journal.unlock("app2")
+
+
+class AbandonKeys:
+    def __init__(self, pub):
+        self.pub = pub
+
+    def accepted_pub(self, name):
+        return self.pub
+
+
+@pytest.mark.parametrize(
+    "pub, holder", [("OLD", "still the old VM's"), ("NEW", "no longer the old VM's")]
+)
+def test_abandon_changes_nothing_ends_the_run_and_says_where_everything_is(tmp_path, pub, holder):
+    cloud = Cloud()
+    rep = _replacement(tmp_path, cloud, "checked")
+    record = rep.journal.load("app2")
+    record["old_pub"] = "OLD"
+    rep.journal.save(record)
+    rep.keys = AbandonKeys(pub)
+    out = rep.abandon("app2")
+    assert out["state"] == "abandoned" and cloud.calls == []
+    assert "abandoned at state checked, nothing changed" in out["comment"]
+    assert "new server new ACTIVE, floating IPs 203.0.113.7" in out["comment"]
+    assert holder in out["comment"]
+    with pytest.raises(InvalidInput, match="no replacement of app2 is in progress"):
+        rep.flip("app2")
+    replace.Journal(str(tmp_path)).store.lock("app2").release()  # its lock went with it
+
+
+def test_plan_options_of_the_wrong_type_are_refused_before_any_change(tmp_path):
+    rep = replace.Replacement(
+        {}, PlanCloud(), PlanKeys(), replace.Journal(str(tmp_path)), None, token="tok"
+    )
+    with pytest.raises(InvalidInput, match="fip_network must be a name"):
+        rep.plan("app2", options={"fip_network": ["a", "b"]})
