@@ -70,6 +70,32 @@ def os_conn(local_cloud):
     )
 
 
+FAULTY_SERVICES = ("compute", "network", "image", "placement", "block-storage")
+
+
+@pytest.fixture(scope="session")
+def fault_proxy(local_cloud, os_conn, tmp_path_factory):
+    """The fault injector (tests/harness/faultproxy.py) in front of every API of the local
+    cloud, on 127.0.0.1; ``fault_proxy.clouds_yaml`` holds the cloud ``faulty`` that goes
+    through it.  Tests inject faults and clear them; nothing else uses it."""
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    sys.path.insert(0, str(HARNESS))
+    import faultproxy  # pylint: disable=import-outside-toplevel,import-error
+
+    with open(local_cloud["clouds_yaml"], encoding="utf-8") as fh:
+        base = yaml.safe_load(fh)["clouds"][local_cloud["cloud"]]
+    upstreams = {"identity": base["auth"]["auth_url"]}
+    for service in FAULTY_SERVICES:
+        upstreams[service] = os_conn.endpoint_for(service)
+    proxy = faultproxy.FaultProxy(upstreams).start()
+    path = tmp_path_factory.mktemp("faulty") / "clouds.yaml"
+    path.write_text(yaml.safe_dump({"clouds": {"faulty": proxy.clouds_profile(base)}}))
+    proxy.clouds_yaml = str(path)
+    yield proxy
+    proxy.stop()
+
+
 @pytest.fixture(scope="session")
 def moto_cloud():
     """moto in server mode on 127.0.0.1, with the test hypervisor for its instances."""

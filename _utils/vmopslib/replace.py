@@ -267,7 +267,9 @@ class Replacement:
                 started,
                 "resuming the interrupted replacement at state %s" % record["state"],
             )
-        old = self._the_old_server(name)
+        cleaned = self._leftover(record, test)
+        # (test=True: the leftover is still there, and is not the old server)
+        old = self._the_old_server(name, ignore=(record or {}).get("leftover") if test else None)
         spec = self._new_spec(name, old, overrides)
         # resolved once, here, and frozen in the journal: a pillar change between steps
         # does not change the new VM after its plan was shown
@@ -298,8 +300,11 @@ class Replacement:
             "overrides": overrides,
             "steps": list(STEPS),
         }
+        described = self._describe_plan(plan)
+        if cleaned:
+            described = "%s; %s" % (cleaned, described)
         if test:
-            plan["comment"] = self._describe_plan(plan)
+            plan["comment"] = described
             return plan
         record = dict(
             plan,
@@ -310,7 +315,7 @@ class Replacement:
             started=time.time(),
             steps=[],
         )
-        return dict(self._step(record, "plan", started, self._describe_plan(plan)), plan=plan)
+        return dict(self._step(record, "plan", started, described), plan=plan)
 
     def _old_grain(self, name, grain):
         try:
@@ -318,8 +323,8 @@ class Replacement:
         except VmopsError:
             return None
 
-    def _the_old_server(self, name):
-        found = self.provider.servers_named(name)
+    def _the_old_server(self, name, ignore=None):
+        found = [s for s in self.provider.servers_named(name) if s["id"] != ignore]
         if not found:
             raise InvalidInput(
                 "no server named %s on cloud %s: nothing to replace" % (name, self.provider.name)
@@ -784,31 +789,66 @@ class Replacement:
         result["summary"] = self.summary(record)
         return result
 
-    def _remove_new(self, record, new_id):
-        """Delete the failed new VM (or keep it stopped as ``<vm>-failed``); never raises."""
+    retry_pause = 1.0  # seconds before a removal the cloud refused with a 5xx is asked again
+
+    def _remove_new(self, record, new_id, tries=3):
+        """Delete the failed new VM (or keep it stopped as ``<vm>-failed``); never raises.
+
+        A cloud that answers 5xx or drops the connection is asked again (a delete is safe
+        to repeat: whether the server is still there is read first).  What still could not
+        be removed is recorded as the run's ``leftover``: the next plan of this VM removes
+        it before anything else (or refuses)."""
         name = record["vm"]
-        try:
-            if not self.provider.exists(new_id):
-                return "%s already gone" % new_id
-            if record.get("keep_failed"):
-                kept = "%s-failed" % name
-                try:  # a server in ERROR may refuse to stop: it is renamed all the same
-                    self.provider.stop(new_id)
-                except VmopsError as exc:
-                    log.warning(
-                        "vmops: could not stop the failed new %s (%s): %s", name, new_id, exc
-                    )
-                self.provider.rename(new_id, kept)
-                return "%s kept as %s" % (new_id, kept)
-            self.provider.delete(new_id)
-            return "%s deleted" % new_id
-        except VmopsError as exc:
-            self.events(
-                tags.replace(name, "rollback"),
-                "rollback: the new server %s could not be removed: %s" % (new_id, exc),
-                result=False,
+        for attempt in range(tries):
+            try:
+                if not self.provider.exists(new_id):
+                    record.pop("leftover", None)
+                    return "%s already gone" % new_id
+                if record.get("keep_failed"):
+                    kept = "%s-failed" % name
+                    try:  # a server in ERROR may refuse to stop: it is renamed all the same
+                        self.provider.stop(new_id)
+                    except VmopsError as exc:
+                        log.warning(
+                            "vmops: could not stop the failed new %s (%s): %s", name, new_id, exc
+                        )
+                    self.provider.rename(new_id, kept)
+                    record.pop("leftover", None)
+                    return "%s kept as %s" % (new_id, kept)
+                self.provider.delete(new_id)
+                record.pop("leftover", None)
+                return "%s deleted" % new_id
+            except VmopsError as exc:
+                if getattr(exc, "transient", False) and attempt + 1 < tries:
+                    time.sleep(self.retry_pause * 2**attempt)
+                    continue
+                record["leftover"] = new_id
+                self.events(
+                    tags.replace(name, "rollback"),
+                    "rollback: the new server %s could not be removed: %s" % (new_id, exc),
+                    result=False,
+                )
+                return (
+                    "%s NOT removed (%s): the next run for %s removes it first, or delete it "
+                    "by hand" % (new_id, exc, name)
+                )
+        raise AssertionError("unreachable")
+
+    def _leftover(self, record, test):
+        """Before a new plan: the server a rolled-back run could not remove goes first."""
+        new_id = (record or {}).get("leftover")
+        if not new_id:
+            return None
+        if test:
+            return "first removes the server %s a rolled-back run left" % new_id
+        what = self._remove_new(record, new_id)
+        if record.get("leftover"):
+            self.journal.save(record)
+            raise InvalidInput(
+                "the new server %s a rolled-back replacement of %s left cannot be removed "
+                "yet: %s; nothing else was changed" % (new_id, record["vm"], what)
             )
-            return "%s NOT removed (%s): delete it by hand" % (new_id, exc)
+        return "removed what a rolled-back run left: %s" % what
 
     # ------------------------------------------------------------------ abandon
 

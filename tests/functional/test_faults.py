@@ -3,35 +3,17 @@
 answer 503, reset the connection or stall, and check that the pack says so plainly and
 leaves nothing half done."""
 
-import sys
 import time
 
 import pytest
-import yaml
 
-from tests.conftest import HARNESS
 from vmopslib.errors import CloudError, VmopsError
 from vmopslib.openstack import OpenStackProvider
 
-sys.path.insert(0, str(HARNESS))
-import faultproxy  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
-SERVICES = ("compute", "network", "image", "placement", "block-storage")
-
-
-@pytest.fixture(scope="module")
-def proxy(local_cloud, os_conn, tmp_path_factory):
-    with open(local_cloud["clouds_yaml"], encoding="utf-8") as fh:
-        base = yaml.safe_load(fh)["clouds"][local_cloud["cloud"]]
-    upstreams = {"identity": base["auth"]["auth_url"]}
-    for service in SERVICES:
-        upstreams[service] = os_conn.endpoint_for(service)
-    fp = faultproxy.FaultProxy(upstreams).start()
-    path = tmp_path_factory.mktemp("faulty") / "clouds.yaml"
-    path.write_text(yaml.safe_dump({"clouds": {"faulty": fp.clouds_profile(base)}}))
-    fp.clouds_yaml = str(path)
-    yield fp
-    fp.stop()
+@pytest.fixture
+def proxy(fault_proxy):
+    return fault_proxy
 
 
 @pytest.fixture

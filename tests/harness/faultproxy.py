@@ -12,7 +12,9 @@ match a method and a path pattern::
 
 Actions: ``status`` (answer with that status and a JSON error, the request never reaches
 the cloud), ``delay`` (forward after a pause), ``reset`` (close the connection without an
-answer) and ``hang`` (hold the connection ``seconds``, then close it).  Every request is
+answer), ``hang`` (hold the connection ``seconds``, then close it) and ``lost`` (the
+request reaches the cloud and is carried out, then the answer is dropped and the
+connection closed: the client cannot know whether it happened).  Every request is
 logged (:attr:`FaultProxy.log`), so a test can assert what a flow asked for.
 
 Why not mitmproxy: its scripting API would do, but it is a large dependency (and its own
@@ -77,7 +79,7 @@ class FaultProxy:
         and the regular expression ``pattern`` (searched in the path and query)."""
         if service not in self.upstreams:
             raise ValueError("no proxy for %s (have: %s)" % (service, ", ".join(self.upstreams)))
-        if action not in ("status", "delay", "reset", "hang"):
+        if action not in ("status", "delay", "reset", "hang", "lost"):
             raise ValueError("unknown action %s" % action)
         rule = Rule(method, pattern, action, count, status, seconds)
         with self._lock:
@@ -188,6 +190,13 @@ class FaultProxy:
                 data = data.replace(up_netloc, b"127.0.0.1:%d" % proxy.ports[service])
                 if rule is None:
                     proxy.log.append((service, method, self.path, resp.status))
+                elif rule.action == "lost":  # carried out upstream; the answer never arrives
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
                 if method == "HEAD":
                     data = b""
                 self.send_response(resp.status)

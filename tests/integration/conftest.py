@@ -61,7 +61,7 @@ def master_ports():
 
 
 @pytest.fixture(scope="session")
-def vmops_config(local_cloud, moto_cloud, ec2_image, master_ports):
+def vmops_config(local_cloud, moto_cloud, ec2_image, master_ports, fault_proxy):
     return {
         "default_cloud": "local",
         "clouds": {
@@ -69,6 +69,12 @@ def vmops_config(local_cloud, moto_cloud, ec2_image, master_ports):
                 "driver": "openstack",
                 "cloud": local_cloud["cloud"],
                 "client_config_file": local_cloud["clouds_yaml"],
+            },
+            # the same cloud through the fault injector (tests that inject faults use it)
+            "faulty": {
+                "driver": "openstack",
+                "cloud": "faulty",
+                "client_config_file": fault_proxy.clouds_yaml,
             },
             "aws": {
                 "driver": "ec2",

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from vmopslib import replace
-from vmopslib.errors import InvalidInput, VmopsError
+from vmopslib.errors import CloudError, InvalidInput, VmopsError
 from vmopslib.store import Locked
 
 
@@ -298,3 +298,54 @@ def test_plan_options_of_the_wrong_type_are_refused_before_any_change(tmp_path):
     )
     with pytest.raises(InvalidInput, match="fip_network must be a name"):
         rep.plan("app2", options={"fip_network": ["a", "b"]})
+
+
+class FlakyDelete(PlanCloud):
+    """Deletes fail ``failures`` times with a 503 first."""
+
+    def __init__(self, failures):
+        super().__init__()
+        self.failures, self.deletes, self.present = failures, 0, {"left"}
+
+    def _get_server(self, server_id):
+        return {"id": server_id} if server_id in self.present else None
+
+    def delete(self, server_id):
+        self.deletes += 1
+        if self.failures:
+            self.failures -= 1
+            raise CloudError("HTTP 503 from compute", transient=True)
+        self.present.discard(server_id)
+
+
+def test_a_rollback_asks_a_5xx_cloud_again_and_records_what_it_could_not_remove(tmp_path):
+    rep = replace.Replacement({}, FlakyDelete(2), PlanKeys(), None, None)
+    rep.retry_pause = 0
+    record = {"vm": "app2"}
+    assert rep._remove_new(record, "left") == "left deleted"  # pylint: disable=W0212
+    assert rep.provider.deletes == 3 and "leftover" not in record
+    rep = replace.Replacement({}, FlakyDelete(5), PlanKeys(), None, None)
+    rep.retry_pause = 0
+    out = rep._remove_new(record, "left")  # pylint: disable=protected-access
+    assert "left NOT removed" in out and "the next run for app2 removes it first" in out
+    assert record["leftover"] == "left" and rep.provider.deletes == 3
+
+
+def test_the_next_plan_removes_what_a_rolled_back_run_left_or_refuses(tmp_path):
+    conf = {"vms": {"app2": {"level": "web"}}}
+    journal = replace.Journal(str(tmp_path))
+    journal.save({"vm": "app2", "state": "rolled_back", "leftover": "left", "steps": []})
+    cloud = FlakyDelete(9)
+    rep = replace.Replacement(conf, cloud, PlanKeys(), journal, None, token="tok")
+    rep.retry_pause = 0
+    assert "first removes the server left" in rep.plan("app2", test=True)["comment"]
+    assert cloud.deletes == 0  # test=True changes nothing
+    with pytest.raises(InvalidInput, match="server left a rolled-back replacement of app2 left"):
+        rep.plan("app2")
+    assert journal.load("app2")["state"] == "rolled_back"  # no new run started
+    journal.unlock("app2")
+    cloud.failures = 0
+    out = rep.plan("app2")
+    assert out["state"] == "planned" and "left" not in cloud.present
+    assert out["comment"].startswith("removed what a rolled-back run left: left deleted")
+    journal.unlock("app2")
