@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from vmopslib.errors import CloudError, VmopsError
+from vmopslib.errors import CloudError, NotFound, VmopsError
 from vmopslib.openstack import OpenStackProvider
 
 
@@ -140,3 +140,25 @@ def test_a_read_the_cloud_fails_once_is_retried_and_a_boot_is_not(faulty, proxy,
             }
         )
     assert len(proxy.requests("compute", "POST", r"/servers$")) == posts + 1  # never blindly again
+
+
+def test_a_token_revoked_mid_run_is_renewed_and_the_call_goes_through(faulty, proxy, os_conn):
+    """A token that stops being valid mid-run (expired, revoked): the next API to check it
+    answers 401 and the client authenticates again, once, instead of failing the step."""
+    faulty.service_list()  # authenticated; Nova has validated (and cached) the token
+    token = faulty.conn.session.get_token()
+    # revoked for real in keystone (an expiry looks the same to the services)
+    os_conn.session.delete(
+        "/auth/tokens",
+        headers={"X-Subject-Token": token},
+        endpoint_filter={"service_type": "identity", "interface": "public"},
+    )
+    before = len(proxy.requests())
+    # Neutron has not seen this token: it asks keystone, which says revoked
+    with pytest.raises(NotFound, match="not allocated"):
+        faulty.floating_ip_show("203.0.113.254")
+    after = proxy.requests()[before:]
+    network = [r[3] for r in after if r[0] == "network" and "floatingips" in r[2]]
+    assert network == [401, 200], after
+    assert [r[1] for r in after if r[0] == "identity"] == ["POST"], after  # once, then on
+    assert faulty.conn.session.get_token() != token
