@@ -35,7 +35,7 @@ import uuid
 
 from . import config
 from . import events as tags
-from .errors import InvalidInput, NotFound, NotSupported, VmopsError
+from .errors import CloudError, InvalidInput, NotFound, NotSupported, VmopsError
 
 log = logging.getLogger(__name__)
 
@@ -678,6 +678,7 @@ class Evacuation:
         item["started"] = time.time()
         item["samples"] = []
         item.pop("aborted", None)
+        item.pop("uncertain", None)
         method = item["method"]
         if method == "live":
             prov.start_live_migration(sid, host=target)
@@ -701,6 +702,20 @@ class Evacuation:
             "%s: %s (attempt %d)" % (item["name"], item["plan"], item["attempts"]),
             server=sid,
             method=method,
+            attempt=item["attempts"],
+        )
+
+    def _uncertain(self, record, item, exc):
+        item["phase"] = "moving"
+        item["uncertain"] = str(exc)
+        self._fire_server(
+            record,
+            item["name"],
+            "started",
+            "%s: %s (attempt %d): the cloud's answer did not come (%s); following what Nova does"
+            % (item["name"], item["plan"], item["attempts"], exc),
+            server=item["id"],
+            method=item["method"],
             attempt=item["attempts"],
         )
 
@@ -773,6 +788,16 @@ class Evacuation:
                         continue
                     try:
                         self._start(record, item)
+                    except CloudError as exc:
+                        if not exc.transient:
+                            self._failed(record, item, "the cloud refused to start it: %s" % exc)
+                        else:
+                            # a 5xx or a lost answer: Nova may or may not have started it.
+                            # Never asked again blindly: the next listing says (migrating:
+                            # followed; untouched: an attempt that did not start, retried)
+                            self._uncertain(record, item, exc)
+                            moving.append(item)
+                            continue
                     except VmopsError as exc:
                         self._failed(record, item, "the cloud refused to start it: %s" % exc)
                         stopped = stopped or opts["stop_on_failure"]
@@ -989,6 +1014,10 @@ class Evacuation:
             last.get("id") if last else "?",
             last.get("status") if last else "no record",
         )
+        if item.get("uncertain") and not last:
+            why = "the cloud did not answer the request (%s) and nothing started" % (
+                item["uncertain"]
+            )
         if item.get("aborted"):
             return self._failed(
                 record,

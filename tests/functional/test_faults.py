@@ -3,6 +3,7 @@
 answer 503, reset the connection or stall, and check that the pack says so plainly and
 leaves nothing half done."""
 
+import json
 import time
 
 import pytest
@@ -162,3 +163,42 @@ def test_a_token_revoked_mid_run_is_renewed_and_the_call_goes_through(faulty, pr
     assert network == [401, 200], after
     assert [r[1] for r in after if r[0] == "identity"] == ["POST"], after  # once, then on
     assert faulty.conn.session.get_token() != token
+
+
+@pytest.fixture
+def enabled_again(prov):
+    yield
+    for host in ("cmp1", "cmp2", "cmp3"):
+        prov.service_enable(host)
+
+
+def test_an_evacuation_whose_migrate_answer_is_lost_never_asks_twice(
+    faulty, proxy, boot, name, prov, tmp_path, enabled_again
+):
+    """Nova starts the live migration, the answer never arrives; another server's migrate
+    gets a 503.  The lost one is found migrating and followed (one migration, not two);
+    the refused one is asked again (Nova did nothing); the node ends empty."""
+    from vmopslib import evacuate  # pylint: disable=import-outside-toplevel
+    from vmopslib.store import JournalStore  # pylint: disable=import-outside-toplevel
+
+    lost = boot(name + "-lost", availability_zone="nova:cmp1")
+    refused = boot(name + "-refused", availability_zone="nova:cmp1")
+    faulty.service_list()
+    proxy.inject("compute", "POST", r"/servers/%s/action" % lost["id"], action="lost")
+    proxy.inject("compute", "POST", r"/servers/%s/action" % refused["id"], status=503)
+    evac = evacuate.Evacuation(
+        faulty,
+        JournalStore(str(tmp_path), "evacuation"),
+        evacuate.options({}, {"concurrency": 2, "retries": 1}),
+        who="functional@faults",
+    )
+    report = evac.run("cmp1", "fault test")
+    mine = {s["name"]: s for s in report["servers"] if s["name"].startswith(name)}
+    assert {n: s["phase"] for n, s in mine.items()} == {
+        lost["name"]: "moved",
+        refused["name"]: "moved",
+    }, json.dumps(mine, default=str)[:4000]
+    assert len(prov.migrations(lost["id"])) == 1, prov.migrations(lost["id"])
+    assert len(prov.migrations(refused["id"])) == 1  # the 503 never reached Nova
+    for server in (lost, refused):
+        assert prov.describe(server["id"])["host"] != "cmp1"
