@@ -1015,8 +1015,9 @@ class Evacuation:
             last.get("status") if last else "no record",
         )
         if item.get("uncertain") and not last:
-            why = "the cloud did not answer the request (%s) and nothing started" % (
-                item["uncertain"]
+            why = (
+                "the cloud did not answer the request (%s) and nothing started"
+                % (item["uncertain"])
             )
         if item.get("aborted"):
             return self._failed(

@@ -128,14 +128,20 @@ def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=Non
         if problem:
             out["reason"] = problem
             return out
+    unread = None
     try:
         printed = identity.console_fingerprints(provider.console_output(server["id"]))
     except VmopsError as exc:
-        printed = []
+        printed, unread = [], exc
         log.info("vmops: no console output for %s: %s", name, exc)
     if not printed:
         if require_fingerprint:
-            out["reason"] = "server %s printed no minion key fingerprint on its console" % name
+            # the audit tells a cloud that cannot answer from a console without the key
+            out["reason"] = (
+                "the console of server %s cannot be read (%s)" % (name, unread)
+                if unread is not None
+                else "server %s printed no minion key fingerprint on its console" % name
+            )
             out["transient"] = True
             return out
     elif printed[0] != finger:

@@ -255,6 +255,46 @@ def test_pack_created_vm_is_admitted_through_its_registration(
     assert listing["state"] == "provisioned" and "nonce" not in listing, listing
 
 
+def test_a_decision_while_the_cloud_is_down_is_refused_as_transient_and_taken_later(
+    rrun, booted, reactor_master, rkeys, event_listener, fault_proxy
+):
+    """The cloud cannot vouch (its API answers 503) while a registered VM asks to join:
+    refused as transient and audited, the key stays pending (neither accepted nor
+    rejected, nothing remembered against it), and the minion's next try after the cloud
+    is back is admitted and provisioned."""
+    name = "rf-%s" % uuid.uuid4().hex[:6]
+    booted["keys"].append(name)
+    fault_proxy.clear()
+    t0 = time.time()
+    ret = rrun.run("vmops.create", name, "level=staging", "cloud=faulty")
+    assert ret.returncode == 0, ret
+    booted["os"].append(ret.data["id"])
+    try:
+        # from now on the console (the VM's key evidence) cannot be read
+        fault_proxy.inject("compute", "POST", r"/servers/[^/]+/action", status=503, count=-1)
+        tag = "vmops/key/%s/refused" % name
+        refused = wait_until(
+            lambda: [
+                e
+                for e in events_of(event_listener, reactor_master, tag, t0)
+                if "503" in str(e.data)
+            ],
+            90,
+            what="a refusal because the cloud answered 503",
+        )[0]
+        assert refused.data["transient"] is True and refused.data["action"] == "pending"
+        time.sleep(5)  # the minion keeps asking (every 1-2 s) while the cloud is down
+        assert rkeys.state(name) == "minions_pre"  # pending: neither accepted nor rejected
+        assert not events_of(event_listener, reactor_master, "vmops/key/%s/accepted" % name, t0)
+        assert fault_proxy.requests("compute", "POST", r"/action")
+    finally:
+        fault_proxy.clear()
+    done = wait_event(event_listener, reactor_master, "vmops/provision/%s/done" % name, t0)
+    assert done.data["result"] is True, done.data
+    assert rkeys.state(name) == "minions"
+    assert marker(ret.data["id"]) == "highstate of %s at level staging" % name
+
+
 def test_wrong_sanity_grain_stops_before_highstate(
     os_conn, booted, reactor_master, reactor_ports, event_listener
 ):
