@@ -319,12 +319,23 @@ def rebuild_minion(name, image=None, cloud=None, timeout=300):
 REPLACE_STEPS = replace.RUNNER_STEPS
 
 
+def _run_state(minion_id, fun, timeout, jid, on_jid):
+    """(jid, failures, number of states) of state function ``fun`` on ``minion_id``, waited
+    for in the master's job cache; ``queue``: behind a state run still going."""
+    jid, ret = saltglue.run_state_job(
+        __opts__, minion_id, fun, kwarg={"queue": True}, timeout=timeout, jid=jid, on_jid=on_jid
+    )
+    data = ret.get("return")
+    return jid, saltglue.state_failures(ret), len(data) if isinstance(data, dict) else 0
+
+
 def _replacement(cloud, token):
     conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
     ops = types.SimpleNamespace(
         wait=_wait_for_minion,
         grain=_grain,
         idle=lambda minion_id, timeout: saltglue.wait_minion_idle(__opts__, minion_id, timeout),
+        run_state=_run_state,
     )
     journal = replace.Journal(saltglue.journal_store(__opts__, "replace", "replacement"))
     return replace.Replacement(
@@ -350,6 +361,7 @@ def replace_vm(
     timeout=300,
     network=None,
     fip_network=None,
+    highstate_timeout=3600,
     **overrides,
 ):
     """
@@ -369,6 +381,9 @@ def replace_vm(
       in place; the master's AES key rotates, so the old minion runs no job
       meant for the new one), then the new minion answers.
     - ``sanity``: its ``level`` grain.
+    - ``highstate``: the new VM's highstate (queued behind a state run still going),
+      its return read from the master's job cache: a master restarted meanwhile
+      or a killed run does not lose it; a resumed run waits for the same job.
     - ``checked``: the new VM passed highstate and deploy.
     - ``smoke``: a temporary floating IP on the new VM, released after.
     - ``flip``: the old VM's floating IPs move to the new one.
@@ -386,6 +401,7 @@ def replace_vm(
     - ``timeout``: seconds to wait before giving up (the cloud call itself is not undone).
     - ``network``: the external network the smoke test's temporary floating IP
       comes from (default: the only one).
+    - ``highstate_timeout``: seconds the highstate may take (default 3600).
     - ``fip_network``: on a multi-homed new VM, the network whose port carries the
       floating IPs (default: the network they are on at the old VM); decided at
       ``checked``, so an impossible choice rolls back instead of stopping the flip.
@@ -405,6 +421,7 @@ def replace_vm(
         if step not in REPLACE_STEPS:
             raise InvalidInput("step must be one of %s" % ", ".join(REPLACE_STEPS))
         timeout_s = config.strict_int(timeout, "timeout")
+        highstate_timeout_s = config.strict_int(highstate_timeout, "highstate_timeout")
         rep = _replacement(cloud, token)
         calls = {
             "plan": lambda: rep.plan(
@@ -416,7 +433,7 @@ def replace_vm(
             "boot": lambda: rep.boot(name, timeout=max(timeout_s, 600)),
             "wait": lambda: rep.wait(name, timeout=timeout_s),
             "sanity": lambda: rep.sanity(name),
-            "highstate": lambda: rep.passed(name, "highstate"),
+            "highstate": lambda: rep.highstate(name, timeout=highstate_timeout_s),
             "deploy": lambda: rep.passed(name, "deploy"),
             "checked": lambda: rep.checked(name),
             "smoke": lambda: rep.smoke(name, network),

@@ -80,19 +80,13 @@ sanity:
     - require:
       - salt: wait_minion
 
+{#- The highstate runs through the runner, which waits for its return in the master's job
+    cache (not on the event bus, as salt.state does): a master restarted meanwhile or a
+    killed run does not lose it, and a resumed run waits for the job it started. #}
 highstate:
-  salt.state:
-    - tgt: {{ vm | json }}
-    - tgt_type: list
-    - highstate: True
-    - queue: True    # wait behind a state run still going, never fail on it
-    - require:
-      - salt: sanity
-
-highstate_passed:
 {{- step('highstate') }}
     - require:
-      - salt: highstate
+      - salt: sanity
 
 {%- if deploy %}
 deploy:
@@ -118,7 +112,7 @@ deploy:
       - {{ deploy['orchestrate'] | json }}
 {%- endif %}
     - require:
-      - salt: highstate_passed
+      - salt: highstate
 {%- endif %}
 
 {%- if deploy %}
@@ -131,7 +125,7 @@ deploy_passed:
 checks_passed:
 {{- step('checked') }}
     - require:
-      - salt: highstate_passed
+      - salt: highstate
 {%- if deploy %}
       - salt: deploy_passed
 {%- endif %}
@@ -163,7 +157,6 @@ rollback:
       - salt: wait_minion
       - salt: sanity
       - salt: highstate
-      - salt: highstate_passed
 {%- if deploy %}
       - salt: deploy
       - salt: deploy_passed

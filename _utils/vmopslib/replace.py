@@ -157,7 +157,7 @@ class Replacement:
 
     # ------------------------------------------------------------------ journal helpers
 
-    def _load(self, name, need_owner=True):
+    def _load(self, name, need_owner=True, forward=True):
         record = self.journal.load(name)
         if record is None or record["state"] in TERMINAL:
             raise InvalidInput(
@@ -168,6 +168,18 @@ class Replacement:
             raise InvalidInput(
                 "the replacement of %s belongs to another run (pid %s); nothing was changed"
                 % (name, record["owner"].get("pid"))
+            )
+        if forward and record.get("rolling_back"):
+            # a rollback was interrupted (killed run, master restart) after it may have
+            # removed the new server: the run never goes forward again, it rolls back
+            raise VmopsError(
+                "a rollback of this replacement of %s started at %s (after %s failed) and was "
+                "interrupted: it is finished now instead of going forward"
+                % (
+                    name,
+                    time.strftime("%H:%M:%S", time.localtime(record["rolling_back"]["since"])),
+                    (record.get("failed") or {}).get("step", "a step"),
+                )
             )
         return record
 
@@ -215,7 +227,8 @@ class Replacement:
             record["steps"].append(
                 {"step": step, "result": False, "comment": str(exc), "at": time.time()}
             )
-            record["failed"] = {"step": step, "reason": str(exc)}
+            if not record.get("rolling_back"):  # the first failure is what is rolled back
+                record["failed"] = {"step": step, "reason": str(exc)}
             self.journal.save(record)
         self.events(
             tags.replace(name, step), "%s failed: %s" % (step, exc), step=step, result=False
@@ -265,7 +278,11 @@ class Replacement:
                 record,
                 "plan",
                 started,
-                "resuming the interrupted replacement at state %s" % record["state"],
+                (
+                    "resuming the interrupted rollback (the run does not go forward)"
+                    if record.get("rolling_back")
+                    else "resuming the interrupted replacement at state %s" % record["state"]
+                ),
             )
         cleaned = self._leftover(record, test)
         # (test=True: the leftover is still there, and is not the old server)
@@ -535,12 +552,48 @@ class Replacement:
         state = record["state"] if STATES.index(record["state"]) > STATES.index("sane") else "sane"
         return self._step(record, "sanity", started, "%s is %s" % (grain, value), state=state)
 
+    def highstate(self, name, timeout=3600):
+        """The new VM's highstate, waited for in the master's job cache (``minion.run_state``):
+        a master restarted meanwhile or a killed run does not lose its result, and a
+        resumed run waits for the job it started instead of publishing a second one."""
+        record = self._load(name)
+        started = time.monotonic()
+        if STATES.index(record["state"]) < STATES.index("answering"):
+            raise InvalidInput(
+                "the new %s has not answered yet (state %s)" % (name, record["state"])
+            )
+        jobs = record.setdefault("jobs", {})
+        if STATES.index(record["state"]) >= STATES.index("checked") or jobs.get("highstate_ok"):
+            return self._skip(
+                record, "highstate", "already passed (job %s)" % jobs.get("highstate")
+            )
+
+        def journal(jid):
+            jobs["highstate"] = jid
+            self.journal.save(record)
+
+        jid, failures, count = self.minion.run_state(
+            name, "state.highstate", timeout, jobs.get("highstate"), journal
+        )
+        if failures:
+            raise VmopsError(
+                "the highstate of the new %s failed (job %s): %s"
+                % (name, jid, "; ".join(failures[:5]))
+            )
+        jobs["highstate"], jobs["highstate_ok"] = jid, True
+        return self._step(
+            record,
+            "highstate",
+            started,
+            "highstate passed on the new %s (job %s, %d states)" % (name, jid, count),
+        )
+
     def passed(self, name, step):
-        """Record that a step the orchestration ran as Salt states (``highstate``, ``deploy``)
-        passed, with its duration (since the step before it ended), so the journal's report
-        lists every step."""
-        if step not in ("highstate", "deploy"):
-            raise InvalidInput("only highstate and deploy are recorded this way, not %r" % step)
+        """Record that a step the orchestration ran as Salt states (``deploy``) passed, with
+        its duration (since the step before it ended), so the journal's report lists every
+        step."""
+        if step != "deploy":
+            raise InvalidInput("only deploy is recorded this way, not %r" % step)
         record = self._load(name)
         if STATES.index(record["state"]) < STATES.index("answering"):
             raise InvalidInput(
@@ -717,7 +770,7 @@ class Replacement:
 
     def rollback(self, name, timeout=300):
         """Undo a replacement that failed before its checks passed."""
-        record = self._load(name)
+        record = self._load(name, forward=False)
         started = time.monotonic()
         if STATES.index(record["state"]) >= STATES.index("checked"):
             raise InvalidInput(
@@ -728,6 +781,11 @@ class Replacement:
             "step": "unknown",
             "reason": "a step after %s failed" % record["state"],
         }
+        # journaled before anything is undone: a rollback cut short (killed, the master
+        # restarted) is finished by the next run, which never goes forward from here
+        if not record.get("rolling_back"):
+            record["rolling_back"] = {"since": time.time()}
+            self.journal.save(record)
         # the identity first: whatever else goes wrong below, the old minion gets its id back
         notes = []
         try:
@@ -856,7 +914,7 @@ class Replacement:
         """Give up an unfinished replacement: nothing in the cloud or among the keys is
         touched, both servers stay, the journal ends (``abandoned``) and its lock goes.  The
         report says where everything is, so the operator can finish by hand."""
-        record = self._load(name, need_owner=False)
+        record = self._load(name, need_owner=False, forward=False)
         started = time.monotonic()
         if owner_alive(record["owner"]) and record["owner"].get("pid") != os.getpid():
             raise InvalidInput(

@@ -563,3 +563,108 @@ def _state_summary(data):
         data = data.get("data", data)
     text = str(data)
     return text[:300]
+
+
+def job_return(opts, jid, minion_id, returners=None):
+    """``minion_id``'s return for job ``jid`` from the master's job cache (``{"return",
+    "retcode", "success"}``), or None while there is none.  Read from the cache, not the
+    event bus: a return that arrived while this process could not hear the master (the
+    master restarted) is still found."""
+    import salt.loader  # pylint: disable=import-outside-toplevel
+
+    if returners is None:
+        returners = salt.loader.returners(opts, {})
+    cache = opts.get("master_job_cache") or "local_cache"
+    return (returners["%s.get_jid" % cache](jid) or {}).get(minion_id)
+
+
+def run_state_job(opts, minion_id, fun, arg=(), kwarg=None, timeout=1800, jid=None, on_jid=None):
+    """Run state function ``fun`` (``state.highstate``, ``state.sls``) on one minion and
+    wait for its return in the master's job cache: ``(jid, return)``.
+
+    Robust to what an orchestration's ``salt.state`` is not: the master restarting while
+    the job runs (the return lands in the new master's job cache), and this process being
+    killed (``jid`` given: that job is waited for, not published again; ``on_jid`` is
+    called with a new jid before any wait, so the caller can journal it).  While there is
+    no return, the minion is asked every ~10 s whether it still runs the job; one that no
+    longer does, twice, with still no return means the return was lost: an error.
+    """
+    import salt.exceptions  # pylint: disable=import-outside-toplevel
+    import salt.loader  # pylint: disable=import-outside-toplevel
+
+    from . import waiting  # pylint: disable=import-outside-toplevel
+
+    config.check_minion_id(minion_id, "minion id")
+    deadline = time.monotonic() + timeout
+    if not jid:
+        while True:
+            try:
+                with local_client(opts) as client:
+                    pub = client.run_job(
+                        [minion_id], fun, list(arg), tgt_type="list", kwarg=kwarg or {}
+                    )
+            except salt.exceptions.SaltClientError as exc:
+                pub, why = None, exc
+            else:
+                why = "no job id"
+            if pub and pub.get("jid"):
+                jid = pub["jid"]
+                break
+            if time.monotonic() > deadline:
+                raise VmopsError("%s could not be published to %s: %s" % (fun, minion_id, why))
+            time.sleep(2)  # the master is restarting: publish once it is back
+        if on_jid is not None:
+            on_jid(jid)
+    returners = salt.loader.returners(opts, {})
+    gone = {"count": 0, "asked": time.monotonic()}
+
+    def finished():
+        ret = job_return(opts, jid, minion_id, returners)
+        if ret is not None:
+            return ret
+        if time.monotonic() - gone["asked"] >= 10:
+            gone["asked"] = time.monotonic()
+            try:
+                with local_client(opts) as client:
+                    found = client.cmd(
+                        [minion_id], "saltutil.find_job", [jid], tgt_type="list", timeout=5
+                    )
+            except salt.exceptions.SaltClientError:
+                found = {}
+            if minion_id in found and not found[minion_id]:
+                gone["count"] += 1  # it answered: the job is not running there
+                ret = job_return(opts, jid, minion_id, returners)
+                if ret is None and gone["count"] >= 2:
+                    raise VmopsError(
+                        "%s (job %s) no longer runs on %s and its return never reached "
+                        "the master" % (fun, jid, minion_id)
+                    )
+            else:
+                gone["count"] = 0
+        return None
+
+    ret = waiting.wait_for(
+        finished,
+        max(deadline - time.monotonic(), 1),
+        "%s (job %s) on %s" % (fun, jid, minion_id),
+        interval=1,
+    )
+    return jid, ret
+
+
+def state_failures(ret):
+    """The names and comments of the states that failed in a state function's return, or
+    the reason the run did not happen at all; empty when it passed."""
+    data = ret.get("return")
+    if isinstance(data, list):  # a render error, "The function ... is running as PID ..."
+        return [str(x) for x in data] or ["no states ran"]
+    if not isinstance(data, dict):
+        return [str(data)]
+    failed = [
+        "%s: %s" % (_state_name(key), str(state.get("comment"))[:300])
+        for key, state in data.items()
+        if isinstance(state, dict) and state.get("result") is False
+    ]
+    if not failed and ret.get("retcode") not in (None, 0):
+        failed = ["retcode %s" % ret.get("retcode")]
+    return failed

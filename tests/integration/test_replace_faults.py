@@ -13,12 +13,21 @@ fail, then checks the invariants the README promises, and finishes (or abandons)
 
 import json
 import os
+import subprocess
+import time
 
 import pytest
 import salt.utils.files
 
+from tests.conftest import record as record_timing
 from tests.harness import fakevm
-from tests.integration.conftest import orch_failures, orch_states, read_journal, wait_until
+from tests.integration.conftest import (
+    background,
+    orch_failures,
+    orch_states,
+    read_journal,
+    wait_until,
+)
 
 pytestmark = pytest.mark.usefixtures("synced")
 
@@ -166,3 +175,52 @@ def test_a_rollback_the_cloud_refuses_gives_the_id_back_and_the_next_run_cleans_
     assert ret.returncode == 0 and ret.data["state"] == "abandoned", ret.data
     assert "the accepted key of %s is still the old VM's" % old_vm["name"] in ret.data["comment"]
     _invariants(os_conn, salt_cli, salt_master, old_vm, old_vm["id"], [old_vm["id"]])
+
+
+@pytest.mark.parametrize("old_vm", ["it-slowhs"], indirect=True)  # an 8 s highstate
+def test_the_master_restarted_mid_replacement_then_the_run_re_started(
+    salt_run_cli, salt_cli, salt_master, os_conn, old_vm
+):
+    """``systemctl restart salt-master`` while the new VM's highstate runs.  The highstate's
+    return is read from the master's job cache, so the restart does not turn a good
+    highstate into a failure (and a rollback of a healthy VM); the run finishes, or, if
+    the operator stopped it, the run started again resumes and waits for the same job."""
+    name = old_vm["name"]
+    first = background(salt_run_cli, "state.orch", "orch.replace_vm", "pillar={vm: %s}" % name)
+    try:
+        wait_until(
+            lambda: _journal(salt_master, name).get("jobs", {}).get("highstate"),
+            120,
+            interval=0.2,
+            what="the new VM's highstate to be published",
+        )
+        with salt_master.stopped():
+            time.sleep(5)
+        t0 = time.monotonic()
+        try:
+            first.wait(180)
+        except subprocess.TimeoutExpired:
+            pass
+        finished = first.poll() is not None
+        record_timing(
+            "master restarted mid-highstate: the run %s after"
+            % ("finished by itself" if finished else "was stopped"),
+            time.monotonic() - t0,
+        )
+    finally:
+        if first.poll() is None:
+            first.kill()  # the operator's Ctrl-C
+            first.wait()
+    record = _journal(salt_master, name)
+    jid = record["jobs"]["highstate"]
+    if not finished or record["state"] != "done":
+        assert record["state"] != "rolled_back", record["steps"][-3:]
+        ret = _replace(salt_run_cli, name)  # started again: it resumes
+        assert ret.returncode == 0, json.dumps(orch_failures(ret), default=str)[:3000]
+        record = _journal(salt_master, name)
+    assert record["state"] == "done", record["steps"][-3:]
+    assert record["jobs"]["highstate"] == jid  # one highstate job, its return not lost
+    highstates = [x for x in record["steps"] if x["step"] == "highstate" and x["result"]]
+    assert len(highstates) == 1, record["steps"]
+    assert not any(x["step"] == "rollback" for x in record["steps"])
+    _invariants(os_conn, salt_cli, salt_master, old_vm, record["new"]["id"], [record["new"]["id"]])

@@ -194,16 +194,57 @@ def test_the_plan_freezes_the_settings_a_later_pillar_change_does_not_reach_the_
     rep.journal.unlock("app2")
 
 
-def test_highstate_and_deploy_are_reported_with_their_durations(tmp_path):
+class StateRuns:
+    """The minion side of the highstate step: jobs published, and their outcome."""
+
+    def __init__(self, failures=()):
+        self.failures, self.published, self.waited = list(failures), [], []
+
+    def run_state(self, name, fun, timeout, jid, on_jid):
+        if jid is None:
+            jid = "2026%d" % len(self.published)
+            self.published.append((name, fun))
+            on_jid(jid)
+        self.waited.append(jid)
+        return jid, self.failures, 12
+
+
+def test_the_highstate_is_journaled_by_job_and_a_resumed_run_waits_for_that_job(tmp_path):
+    rep = _replacement(tmp_path, Cloud(), "sane")
+    rep.minion = StateRuns()
+    out = rep.highstate("app2")
+    assert out["step"] == "highstate" and "job 20260, 12 states" in out["comment"]
+    assert rep.minion.published == [("app2", "state.highstate")]
+    assert rep.journal.load("app2")["jobs"] == {"highstate": "20260", "highstate_ok": True}
+    assert rep.highstate("app2")["skipped"]  # passed: never run twice
+    # killed after publishing: the resumed run waits for that job, publishes none
+    record = rep.journal.load("app2")
+    record["jobs"] = {"highstate": "20260"}
+    rep.journal.save(record)
+    rep.highstate("app2")
+    assert rep.minion.published == [("app2", "state.highstate")]
+    assert rep.minion.waited == ["20260", "20260"]
+    rep.journal.unlock("app2")
+
+
+def test_a_failed_highstate_names_its_failed_states(tmp_path):
+    rep = _replacement(tmp_path, Cloud(), "sane")
+    rep.minion = StateRuns(failures=["nginx: service failed to start"])
+    with pytest.raises(VmopsError, match="highstate of the new app2 failed .*nginx: service"):
+        rep.highstate("app2")
+    rep.journal.unlock("app2")
+
+
+def test_deploy_is_reported_with_its_duration(tmp_path):
     cloud = Cloud()
     rep = _replacement(tmp_path, cloud, "sane")
     record = rep.journal.load("app2")
-    record["steps"].append({"step": "sanity", "result": True, "at": time.time() - 5})
+    record["steps"].append({"step": "highstate", "result": True, "at": time.time() - 5})
     rep.journal.save(record)
-    out = rep.passed("app2", "highstate")
-    assert out["step"] == "highstate" and out["duration"] >= 5
-    assert [s["step"] for s in rep.journal.load("app2")["steps"]][-1] == "highstate"
-    with pytest.raises(InvalidInput, match="only highstate and deploy"):
+    out = rep.passed("app2", "deploy")
+    assert out["step"] == "deploy" and out["duration"] >= 5
+    assert [s["step"] for s in rep.journal.load("app2")["steps"]][-1] == "deploy"
+    with pytest.raises(InvalidInput, match="only deploy"):
         rep.passed("app2", "flip")
     rep.journal.unlock("app2")
 
@@ -349,3 +390,22 @@ def test_the_next_plan_removes_what_a_rolled_back_run_left_or_refuses(tmp_path):
     assert out["state"] == "planned" and "left" not in cloud.present
     assert out["comment"].startswith("removed what a rolled-back run left: left deleted")
     journal.unlock("app2")
+
+
+def test_a_rollback_cut_short_is_finished_by_the_next_run_never_gone_forward(tmp_path):
+    """Killed (or the master restarted) after the rollback removed the new server: the
+    resumed run must not wait for the deleted VM's minion; every forward step refuses and
+    the rollback is what runs again."""
+    cloud = Cloud()
+    rep = _replacement(tmp_path, cloud, "sane")
+    record = rep.journal.load("app2")
+    record["failed"] = {"step": "highstate", "reason": "no return"}
+    record["rolling_back"] = {"since": time.time()}
+    rep.journal.save(record)
+    for step in (rep.wait, rep.sanity, rep.checked, rep.flip, rep.retire):
+        with pytest.raises(VmopsError, match="rollback .* was interrupted: it is finished now"):
+            step("app2")
+    rep.fail("app2", "wait", VmopsError("refused"))
+    assert rep.journal.load("app2")["failed"]["step"] == "highstate"  # what is rolled back
+    assert cloud.calls == []
+    rep.journal.unlock("app2")
