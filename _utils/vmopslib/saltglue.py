@@ -647,7 +647,7 @@ def run_state_job(opts, minion_id, fun, arg=(), kwarg=None, timeout=1800, jid=No
         finished,
         max(deadline - time.monotonic(), 1),
         "%s (job %s) on %s" % (fun, jid, minion_id),
-        interval=1,
+        interval=0.25,  # a read of the job cache on the master's disk: cheap
     )
     return jid, ret
 

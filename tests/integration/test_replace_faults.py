@@ -224,3 +224,30 @@ def test_the_master_restarted_mid_replacement_then_the_run_re_started(
     assert len(highstates) == 1, record["steps"]
     assert not any(x["step"] == "rollback" for x in record["steps"])
     _invariants(os_conn, salt_cli, salt_master, old_vm, record["new"]["id"], [record["new"]["id"]])
+
+
+def test_two_runs_started_together_one_replaces_the_other_changes_nothing(
+    salt_run_cli, salt_cli, salt_master, os_conn, old_vm
+):
+    name = old_vm["name"]
+    cmd = ("state.orch", "orch.replace_vm", "pillar={vm: %s}" % name)
+    runs = [
+        subprocess.Popen(  # noqa: S603
+            salt_run_cli.cmdline(*cmd),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=dict(salt_run_cli.environ),
+        )
+        for _ in range(2)
+    ]
+    outs = [json.loads(run.communicate(timeout=600)[0] or "{}") for run in runs]
+    codes = sorted(run.returncode for run in runs)
+    assert codes[0] == 0 and codes[1] != 0, codes
+    refused = json.dumps(outs[[run.returncode for run in runs].index(codes[1])])
+    assert "is already running" in refused, refused[-2000:]
+    record = _journal(salt_master, name)
+    assert record["state"] == "done" and len(record["steps"]) == len(
+        [x for x in record["steps"] if x["result"]]
+    )
+    assert [x["step"] for x in record["steps"]].count("boot") == 1
+    _invariants(os_conn, salt_cli, salt_master, old_vm, record["new"]["id"], [record["new"]["id"]])

@@ -409,3 +409,18 @@ def test_a_rollback_cut_short_is_finished_by_the_next_run_never_gone_forward(tmp
     assert rep.journal.load("app2")["failed"]["step"] == "highstate"  # what is rolled back
     assert cloud.calls == []
     rep.journal.unlock("app2")
+
+
+def test_state_failures_name_the_failed_states_or_why_nothing_ran():
+    from vmopslib import saltglue  # pylint: disable=import-outside-toplevel
+
+    ok = {"file_|-motd_|-/etc/motd_|-managed": {"result": True, "comment": "ok"}}
+    assert saltglue.state_failures({"return": ok, "retcode": 0}) == []
+    bad = dict(ok, **{"service_|-web_|-nginx_|-running": {"result": False, "comment": "dead"}})
+    assert saltglue.state_failures({"return": bad, "retcode": 2}) == ["nginx: dead"]
+    busy = ["The function state.highstate is running as PID 42"]
+    assert saltglue.state_failures({"return": busy, "retcode": 1}) == busy
+    assert saltglue.state_failures({"return": ok, "retcode": 5}) == ["retcode 5"]
+    assert saltglue.state_failures({"return": "Passed invalid arguments"}) == [
+        "Passed invalid arguments"
+    ]
