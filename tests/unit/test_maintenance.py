@@ -277,3 +277,32 @@ def test_overlapping_runs_are_refused_node_by_node(world):
     finally:
         held.release()
     assert world[0].calls == []
+
+
+def test_a_cloud_that_fails_the_enable_stops_the_run_and_the_rerun_only_enables(world):
+    """Nova answers 503 when cmp1 is put back in service: the run stops there (cmp1 drained,
+    maintained, rebooted, still disabled: nothing is lost, capacity is only late); the
+    re-run resumes at cmp1's enable, never drains, maintains or reboots it again."""
+    from vmopslib.errors import CloudError  # pylint: disable=import-outside-toplevel
+
+    cloud, _, hosts, _ = world
+    real_enable = cloud.service_enable
+    down = {"cmp1": 1}
+
+    def flaky_enable(host):
+        if down.get(host):
+            down[host] -= 1
+            raise CloudError("cloud local: service_enable failed: HTTP 503", transient=True)
+        return real_enable(host)
+
+    cloud.service_enable = flaky_enable
+    report = make(world, maintenance={"sls": "compute.upgrade"}, reboot=True).run(NODES)
+    assert report["result"] is False
+    assert report["stopped_at"]["node"] == "cmp1" and report["stopped_at"]["step"] == "enable"
+    assert "HTTP 503" in report["comment"] and cloud.svc["cmp1"]["status"] == "disabled"
+    assert not cloud.host_server_states("cmp1")  # drained, and stays drained
+    again = make(world, maintenance={"sls": "compute.upgrade"}, reboot=True).run(NODES)
+    assert again["result"] is True, again
+    cmp1 = [c[0] for c in hosts.calls if c[1] == "cmp1"]
+    assert cmp1 == ["apply", "reboot"], cmp1  # once each, across both runs
+    assert all(cloud.svc[n]["status"] == "enabled" for n in NODES)
