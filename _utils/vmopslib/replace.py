@@ -56,8 +56,8 @@ STATES = (
     "abandoned",
 )
 TERMINAL = ("done", "rolled_back", "abandoned")
-# The steps of a run, in order: the one list (orch.replace_vm runs them; highstate and
-# deploy are Salt states there, the others this module's methods through the runner).
+# The steps of a run, in order: the one list (orch.replace_vm runs them through the
+# runner; the deploy is a Salt state there, recorded by the runner's deploy step).
 STEPS = (
     "plan",
     "boot",
@@ -70,8 +70,8 @@ STEPS = (
     "flip",
     "retire",
 )
-# What ``salt-run vmops.replace_vm step=...`` accepts (highstate and deploy: recorded as
-# passed; the orchestration runs them as Salt states just before).
+# What ``salt-run vmops.replace_vm step=...`` accepts (deploy: recorded as passed; the
+# orchestration runs it as a Salt state just before).
 RUNNER_STEPS = STEPS + ("rollback", "abandon", "status")
 KEEP_OLD = ("delete", "stop", "rename")
 # what the new VM takes from the old one (the name is the same; user-data and volumes are new)
