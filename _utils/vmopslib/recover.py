@@ -386,6 +386,23 @@ class Recovery:
             item.update(phase="gone", comment="deleted meanwhile")
             self._save(record)
             return
+        if state["host"] not in (None, record["node"]) or str(
+            state.get("task_state") or ""
+        ).startswith("rebuild"):
+            # already on its way (or there): an evacuation asked by a run killed before it
+            # could journal it.  Followed, never asked twice (a second one, after a reset,
+            # rebuilds it over the first: "Instance ... already exists")
+            item.update(phase="evacuating", started=self.clock.time(), adopted=True)
+            self._save(record)
+            self._fire(
+                record["node"],
+                "evacuating",
+                "%s: the evacuation of %s was already under way: followed"
+                % (record["node"], item["name"]),
+                run=record["run"],
+                server=item["name"],
+            )
+            return
         try:
             if item["method"] == "evacuate" and (
                 state.get("task_state") or state["status"] not in EVACUABLE

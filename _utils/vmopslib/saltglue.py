@@ -578,7 +578,9 @@ def job_return(opts, jid, minion_id, returners=None):
     return (returners["%s.get_jid" % cache](jid) or {}).get(minion_id)
 
 
-def run_state_job(opts, minion_id, fun, arg=(), kwarg=None, timeout=1800, jid=None, on_jid=None):
+def run_state_job(
+    opts, minion_id, fun, arg=(), kwarg=None, timeout=1800, jid=None, on_jid=None, silent_limit=120
+):
     """Run state function ``fun`` (``state.highstate``, ``state.sls``) on one minion and
     wait for its return in the master's job cache: ``(jid, return)``.
 
@@ -587,7 +589,9 @@ def run_state_job(opts, minion_id, fun, arg=(), kwarg=None, timeout=1800, jid=No
     killed (``jid`` given: that job is waited for, not published again; ``on_jid`` is
     called with a new jid before any wait, so the caller can journal it).  While there is
     no return, the minion is asked every ~10 s whether it still runs the job; one that no
-    longer does, twice, with still no return means the return was lost: an error.
+    longer does, twice, with still no return means the return was lost: an error; one that
+    does not answer for ``silent_limit`` seconds (a VM that died) is an error too, long
+    before ``timeout``.
     """
     import salt.exceptions  # pylint: disable=import-outside-toplevel
     import salt.loader  # pylint: disable=import-outside-toplevel
@@ -610,13 +614,18 @@ def run_state_job(opts, minion_id, fun, arg=(), kwarg=None, timeout=1800, jid=No
             if pub and pub.get("jid"):
                 jid = pub["jid"]
                 break
+            # {}: the master is down, or it targets no such minion (Salt says both alike)
+            if MasterKeys(opts).status(minion_id) != "accepted":
+                raise VmopsError(
+                    "%s was not sent: the key of %s is not accepted" % (fun, minion_id)
+                )
             if time.monotonic() > deadline:
                 raise VmopsError("%s could not be published to %s: %s" % (fun, minion_id, why))
             time.sleep(2)  # the master is restarting: publish once it is back
         if on_jid is not None:
             on_jid(jid)
     returners = salt.loader.returners(opts, {})
-    gone = {"count": 0, "asked": time.monotonic()}
+    gone = {"count": 0, "asked": time.monotonic(), "silent_since": None}
 
     def finished():
         ret = job_return(opts, jid, minion_id, returners)
@@ -631,7 +640,18 @@ def run_state_job(opts, minion_id, fun, arg=(), kwarg=None, timeout=1800, jid=No
                     )
             except salt.exceptions.SaltClientError:
                 found = {}
-            if minion_id in found and not found[minion_id]:
+            if minion_id not in found:
+                # silent: the master restarting, the minion reconnecting, or the VM gone
+                now = time.monotonic()
+                gone["silent_since"] = gone["silent_since"] or now
+                if now - gone["silent_since"] > silent_limit:
+                    raise VmopsError(
+                        "%s stopped answering while it ran %s (job %s): silent for %ds"
+                        % (minion_id, fun, jid, now - gone["silent_since"])
+                    )
+                return None
+            gone["silent_since"] = None
+            if not found[minion_id]:
                 gone["count"] += 1  # it answered: the job is not running there
                 ret = job_return(opts, jid, minion_id, returners)
                 if ret is None and gone["count"] >= 2:

@@ -87,8 +87,10 @@ class FaultProxy:
         return rule
 
     def clear(self):
+        """No more faults, and a fresh request log."""
         with self._lock:
             self.rules.clear()
+            del self.log[:]
 
     def requests(self, service=None, method=None, pattern=None):
         """The logged requests (service, method, path, status or action), filtered."""
