@@ -266,3 +266,24 @@ def test_a_resumed_run_adopts_evacuations_in_flight_and_never_asks_twice(world):
     assert report["result"] is True, report
     assert [c for c in cloud.calls if c[0] == "evacuate"] == [("evacuate", sid)]
     assert len([c for c in cloud.calls if c[0] == "force_down"]) == 1
+
+
+def test_a_run_killed_between_asking_and_journaling_is_followed_not_asked_again(world):
+    """Nova accepted the evacuation, the run died before the journal said so: the server is
+    still 'pending' in the journal but rebuilding in Nova.  The resumed run follows it; it
+    never resets it and asks a second time (that rebuilt it twice: 'already exists')."""
+    cloud = world[0]
+    sid = cloud.add("vm", local=())
+    rec = make(world, fenced=True)
+
+    def killed(record):
+        cloud.evacuate(record["items"][0]["id"])  # asked; nothing journaled
+        raise KeyboardInterrupt
+
+    rec._evacuate = killed  # pylint: disable=protected-access
+    with pytest.raises(KeyboardInterrupt):
+        rec.run("cmp2")
+    report = make(world, fenced=True).run("cmp2")
+    assert report["result"] is True, report
+    assert [c for c in cloud.calls if c[0] in ("evacuate", "reset")] == [("evacuate", sid)]
+    assert cloud.servers[sid]["host"] == "cmp1"
