@@ -160,11 +160,13 @@ def test_a_dead_host_is_fenced_and_its_servers_come_back_elsewhere_with_their_vo
         svc = _service(os_conn)
         assert not svc.is_forced_down and svc.status == "enabled"
     finally:
-        for server in (data,):
-            try:
-                os_conn.compute.delete_volume_attachment(server, vol.id)
-            except Exception:  # pylint: disable=broad-except
-                pass
+        # the server goes first (a detach from an evacuated server can fail and leave the
+        # volume in-use until then): the volume never outlives the test
+        try:
+            os_conn.compute.delete_server(data)
+            os_conn.compute.wait_for_delete(data, wait=120)
+        except Exception:  # pylint: disable=broad-except
+            pass
         try:
             os_conn.block_storage.wait_for_status(vol, "available", wait=60)
             os_conn.block_storage.delete_volume(vol)
