@@ -859,23 +859,9 @@ class Replacement:
         name = record["vm"]
         for attempt in range(tries):
             try:
-                if not self.provider.exists(new_id):
-                    record.pop("leftover", None)
-                    return "%s already gone" % new_id
-                if record.get("keep_failed"):
-                    kept = "%s-failed" % name
-                    try:  # a server in ERROR may refuse to stop: it is renamed all the same
-                        self.provider.stop(new_id)
-                    except VmopsError as exc:
-                        log.warning(
-                            "vmops: could not stop the failed new %s (%s): %s", name, new_id, exc
-                        )
-                    self.provider.rename(new_id, kept)
-                    record.pop("leftover", None)
-                    return "%s kept as %s" % (new_id, kept)
-                self.provider.delete(new_id)
+                done = self._remove_once(name, new_id, record.get("keep_failed"))
                 record.pop("leftover", None)
-                return "%s deleted" % new_id
+                return done
             except VmopsError as exc:
                 if getattr(exc, "transient", False) and attempt + 1 < tries:
                     time.sleep(self.retry_pause * 2**attempt)
@@ -891,6 +877,20 @@ class Replacement:
                     "by hand" % (new_id, exc, name)
                 )
         raise AssertionError("unreachable")
+
+    def _remove_once(self, name, new_id, keep_failed):
+        if not self.provider.exists(new_id):
+            return "%s already gone" % new_id
+        if keep_failed:
+            kept = "%s-failed" % name
+            try:  # a server in ERROR may refuse to stop: it is renamed all the same
+                self.provider.stop(new_id)
+            except VmopsError as exc:
+                log.warning("vmops: could not stop the failed new %s (%s): %s", name, new_id, exc)
+            self.provider.rename(new_id, kept)
+            return "%s kept as %s" % (new_id, kept)
+        self.provider.delete(new_id)
+        return "%s deleted" % new_id
 
     def _leftover(self, record, test):
         """Before a new plan: the server a rolled-back run could not remove goes first."""

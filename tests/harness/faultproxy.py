@@ -152,6 +152,14 @@ class FaultProxy:
             def log_message(self, *args):  # quiet
                 pass
 
+            def _drop(self):
+                """Close the connection without an answer."""
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
             def _relay(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
@@ -172,11 +180,7 @@ class FaultProxy:
                     if rule.action in ("reset", "hang"):
                         if rule.action == "hang":
                             time.sleep(rule.seconds)
-                        self.close_connection = True
-                        try:
-                            self.connection.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
+                        self._drop()
                         return
                     time.sleep(rule.seconds)  # delay, then forward
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
@@ -193,11 +197,7 @@ class FaultProxy:
                 if rule is None:
                     proxy.log.append((service, method, self.path, resp.status))
                 elif rule.action == "lost":  # carried out upstream; the answer never arrives
-                    self.close_connection = True
-                    try:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                    self._drop()
                     return
                 if method == "HEAD":
                     data = b""
