@@ -319,11 +319,14 @@ def rebuild_minion(name, image=None, cloud=None, timeout=300):
 REPLACE_STEPS = replace.RUNNER_STEPS
 
 
-def _run_state(minion_id, fun, timeout, jid, on_jid):
+def _run_state(minion_id, fun, timeout, jid, on_jid, arg=(), pillar=None):
     """(jid, failures, number of states) of state function ``fun`` on ``minion_id``, waited
     for in the master's job cache; ``queue``: behind a state run still going."""
+    kwarg = {"queue": True}
+    if pillar:
+        kwarg["pillar"] = pillar
     jid, ret = saltglue.run_state_job(
-        __opts__, minion_id, fun, kwarg={"queue": True}, timeout=timeout, jid=jid, on_jid=on_jid
+        __opts__, minion_id, fun, arg, kwarg=kwarg, timeout=timeout, jid=jid, on_jid=on_jid
     )
     data = ret.get("return")
     return jid, saltglue.state_failures(ret), len(data) if isinstance(data, dict) else 0
@@ -336,6 +339,10 @@ def _replacement(cloud, token):
         grain=_grain,
         idle=lambda minion_id, timeout: saltglue.wait_minion_idle(__opts__, minion_id, timeout),
         run_state=_run_state,
+        answers=lambda minion_id, timeout: saltglue.minion_answers(__opts__, minion_id, timeout),
+        call=lambda minion_id, fun, arg, kwarg, timeout: saltglue.minion_call(
+            __opts__, minion_id, fun, arg, kwarg, timeout
+        ),
     )
     journal = replace.Journal(saltglue.journal_store(__opts__, "replace", "replacement"))
     return replace.Replacement(
@@ -362,6 +369,13 @@ def replace_vm(
     network=None,
     fip_network=None,
     highstate_timeout=3600,
+    naming=None,
+    data_volumes=None,
+    keep_days=2,
+    pre_detach=None,
+    cutover_state=None,
+    root_size=None,
+    encrypted=None,
     **overrides,
 ):
     """
@@ -384,6 +398,11 @@ def replace_vm(
     - ``highstate``: the new VM's highstate (queued behind a state run still going),
       its return read from the master's job cache: a master restarted meanwhile
       or a killed run does not lose it; a resumed run waits for the same job.
+    - ``cutover`` (only with data volumes to move): the outage window: the old
+      server's services stop (through its minion, moved to ``<name>-old``), each
+      data volume is detached and attached to the new server at the same device,
+      the new server's cut-over state runs, the IPs move, the health gate closes it;
+      a failure before the gate rolls back to the old server.
     - ``checked``: the new VM passed highstate and deploy.
     - ``smoke``: a temporary floating IP on the new VM, released after.
     - ``flip``: the old VM's floating IPs move to the new one.
@@ -406,6 +425,21 @@ def replace_vm(
       floating IPs (default: the network they are on at the old VM); decided at
       ``checked``, so an impossible choice rolls back instead of stopping the flip.
 
+    - ``naming``: ``same`` (the new server has the old one's name; the OpenStack
+      default) or ``suffix`` (``<name>-new`` until the cut-over, then ``<name>-old``
+      and ``<name>``; the EC2 default, as the Copr runbook does).
+    - ``data_volumes``: ``none`` (default), ``move`` (every non-root volume), a list
+      of volume names or ids, or ``{tag: {key: value}}``: the volumes moved in the
+      outage window.  The new server's highstate then runs with pillar
+      ``vmops:cutover: pending`` (services disabled); see the README.
+    - ``pre_detach``: an SLS the old server runs to stop its services and unmount
+      (default: its highstate with ``vmops:cutover: leaving``).
+    - ``cutover_state``: an SLS the new server runs to mount and start its services
+      (default: its highstate with ``vmops:cutover: done``).
+    - ``keep_days``: with ``keep_old=stop``, how long the stopped old server is kept
+      (reported; default 2).
+    - ``root_size``, ``encrypted``: the new server's root disk (EC2: GiB, and
+      encryption with the account's default KMS key); default: the old one's.
     - ``step``: the step to run (see above); ``status`` shows the journal.
 
     CLI Example:
@@ -427,7 +461,18 @@ def replace_vm(
             "plan": lambda: rep.plan(
                 name,
                 overrides,
-                {"keep_old": keep_old, "keep_failed": keep_failed, "fip_network": fip_network},
+                {
+                    "keep_old": keep_old,
+                    "keep_failed": keep_failed,
+                    "fip_network": fip_network,
+                    "naming": naming,
+                    "data_volumes": data_volumes,
+                    "keep_days": keep_days,
+                    "pre_detach": pre_detach,
+                    "cutover_state": cutover_state,
+                    "root_size": root_size,
+                    "encrypted": encrypted,
+                },
                 test=test,
             ),
             "boot": lambda: rep.boot(name, timeout=max(timeout_s, 600)),
@@ -435,6 +480,9 @@ def replace_vm(
             "sanity": lambda: rep.sanity(name),
             "highstate": lambda: rep.highstate(name, timeout=highstate_timeout_s),
             "deploy": lambda: rep.passed(name, "deploy"),
+            "cutover": lambda: rep.cutover(
+                name, timeout=timeout_s, state_timeout=highstate_timeout_s
+            ),
             "checked": lambda: rep.checked(name),
             "smoke": lambda: rep.smoke(name, network),
             "flip": lambda: rep.flip(name),

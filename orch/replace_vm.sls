@@ -14,6 +14,22 @@
 #   timeout       seconds for the new minion to answer                    default: 300
 #   fip_network   multi-homed new VM: the network whose port takes the    default: the network
 #                 floating IPs (decided before the point of no return)     the IPs are on now
+#   naming        same | suffix (<vm>-new until the cut-over, then         default: same (OpenStack),
+#                 <vm>-old and <vm>, as the Copr runbook does)                      suffix (EC2)
+#   data_volumes  none | move | [names or ids] | {tag: {k: v}}: moved      default: none
+#                 in an outage window (the Copr flow, see below)
+#   pre_detach    SLS the old server runs in the window (stop, unmount)    default: its highstate,
+#                                                                          vmops:cutover=leaving
+#   cutover_state SLS the new server runs in the window (mount, start)     default: its highstate,
+#                                                                          vmops:cutover=done
+#   keep_days     keep_old=stop: days the stopped old server is kept       default: 2
+#   root_size, encrypted   the new server's root disk (EC2)                default: the old one's
+#
+# With data volumes: the old minion moves to the id <vm>-old (a key of its own) before the
+# new server takes <vm>; the new server's highstate runs with pillar vmops:cutover=pending
+# (services disabled); then the outage window (step cutover): the old server's services stop,
+# the volumes move (same devices), the new server's cut-over state, the IPs move, a health
+# gate.  A failure before the gate rolls back to the old server (volumes, services, IPs).
 #
 # Nothing is lost: the old VM keeps its floating IPs until the new one passed
 # highstate and deploy; any failure before that rolls back (new VM deleted, old
@@ -24,6 +40,7 @@
 {%- set vm = salt['pillar.get']('vm') %}
 {%- set cloud = salt['pillar.get']('cloud') or None %}
 {%- set spec_keys = ['flavor', 'image', 'key_name', 'security_groups', 'networks', 'metadata'] %}
+{%- set window_keys = ['naming', 'data_volumes', 'pre_detach', 'cutover_state', 'keep_days', 'root_size', 'encrypted'] %}
 {%- set deploy = salt['pillar.get']('deploy') or salt['config.get']('vmops:vms:' ~ vm ~ ':deploy', {}) %}
 {%- set smoke = salt['pillar.get']('smoke', False) %}
 {%- set timeout = salt['pillar.get']('timeout', 300) %}
@@ -41,6 +58,9 @@
         keep_old: {{ salt['pillar.get']('keep_old', 'delete') | json }}
         keep_failed: {{ salt['pillar.get']('keep_failed', False) | json }}
         fip_network: {{ salt['pillar.get']('fip_network') | json }}
+        {%- for key in window_keys if salt['pillar.get'](key) not in (None, '') %}
+        {{ key }}: {{ salt['pillar.get'](key) | json }}
+        {%- endfor %}
         {%- for key in spec_keys if salt['pillar.get'](key) %}
         {{ key }}: {{ salt['pillar.get'](key) | json }}
         {%- endfor %}
@@ -51,6 +71,8 @@
 {#- test=True: show the plan, change nothing #}
 {%- set kwargs = {'name': vm, 'step': 'plan', 'test': True, 'cloud': cloud} %}
 {%- for key in spec_keys if salt['pillar.get'](key) %}{% do kwargs.update({key: salt['pillar.get'](key)}) %}{% endfor %}
+{%- for key in window_keys if salt['pillar.get'](key) not in (None, '') %}{% do kwargs.update({key: salt['pillar.get'](key)}) %}{% endfor %}
+{%- for key in ['keep_old', 'fip_network'] if salt['pillar.get'](key) %}{% do kwargs.update({key: salt['pillar.get'](key)}) %}{% endfor %}
 {%- set plan = salt['saltutil.runner']('vmops.replace_vm', kwarg=kwargs) %}
 replace_vm_plan:
 {%- if plan.get('result', True) is sameas false %}
@@ -122,13 +144,19 @@ deploy_passed:
       - salt: deploy
 {%- endif %}
 
-checks_passed:
-{{- step('checked') }}
+{#- the outage window (a skip unless the plan moves data volumes) #}
+cutover:
+{{- step('cutover') }}
     - require:
       - salt: highstate
 {%- if deploy %}
       - salt: deploy_passed
 {%- endif %}
+
+checks_passed:
+{{- step('checked') }}
+    - require:
+      - salt: cutover
 
 {%- if smoke %}
 smoke_test:
@@ -161,5 +189,6 @@ rollback:
       - salt: deploy
       - salt: deploy_passed
 {%- endif %}
+      - salt: cutover
       - salt: checks_passed
 {%- endif %}

@@ -90,6 +90,8 @@ def decode_console(out):
 
 class EC2Provider(Provider):
     driver = "ec2"
+    # the Copr runbook's way: <vm>-new until the cut-over, then <vm>-old and <vm>
+    DEFAULT_NAMING = "suffix"
     USER_DATA_MAX = 16384  # EC2's limit, on the raw text
 
     def translate_error(self, exc, operation):
@@ -182,7 +184,8 @@ class EC2Provider(Provider):
             "flavor": server.get("InstanceType"),
             "image": server.get("ImageId"),
             "key_name": server.get("KeyName"),
-            "security_groups": sorted(g["GroupName"] for g in server.get("SecurityGroups") or []),
+            # by id: an instance in a VPC is booted with group ids (names fail there)
+            "security_groups": sorted(g["GroupId"] for g in server.get("SecurityGroups") or []),
             "networks": networks,
             "fixed_ips": fixed,
             "floating_ips": [],
@@ -204,6 +207,42 @@ class EC2Provider(Provider):
         )["Addresses"]
         desc["floating_ips"] = sorted(a["PublicIp"] for a in addrs)
         return desc
+
+    def _extras(self, server_id):
+        """Root volume (size, type, encryption, KMS key), IAM instance profile, IPv6, and
+        termination protection: what a copy of the instance needs beyond the spec."""
+        server = self._get_server(server_id) or {}
+        root_name = server.get("RootDeviceName")
+        root = next(
+            (
+                m["Ebs"]["VolumeId"]
+                for m in server.get("BlockDeviceMappings") or []
+                if m.get("DeviceName") == root_name and "Ebs" in m
+            ),
+            None,
+        )
+        extras = {
+            "termination_protection": bool(
+                self.ec2.describe_instance_attribute(
+                    InstanceId=server_id, Attribute="disableApiTermination"
+                )["DisableApiTermination"]["Value"]
+            ),
+            "ipv6": any(eni.get("Ipv6Addresses") for eni in server.get("NetworkInterfaces") or []),
+        }
+        profile = (server.get("IamInstanceProfile") or {}).get("Arn")
+        if profile:
+            extras["iam_profile"] = profile
+        if root:
+            vol = self._volumes(VolumeIds=[root])[0]
+            extras["root_volume"] = {
+                "device": root_name,
+                "size": vol["Size"],
+                "type": vol.get("VolumeType"),
+                "encrypted": bool(vol.get("Encrypted")),
+            }
+            if vol.get("KmsKeyId"):
+                extras["root_volume"]["kms_key_id"] = vol["KmsKeyId"]
+        return extras
 
     def _check_spec(self, spec):
         try:
@@ -228,8 +267,27 @@ class EC2Provider(Provider):
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
             "DisableApiTermination": bool(self.profile.get("termination_protection", True)),
         }
+        extras = spec.get("extras") or {}
+        if "termination_protection" in extras:
+            kwargs["DisableApiTermination"] = bool(extras["termination_protection"])
+        if extras.get("iam_profile"):
+            kwargs["IamInstanceProfile"] = {"Arn": extras["iam_profile"]}
+        root = extras.get("root_volume")
+        if root:
+            ebs = {"VolumeSize": int(root["size"]), "DeleteOnTermination": True}
+            if root.get("type"):
+                ebs["VolumeType"] = root["type"]
+            if root.get("encrypted"):
+                ebs["Encrypted"] = True  # the account's default KMS key unless one is named
+                if root.get("kms_key_id"):
+                    ebs["KmsKeyId"] = root["kms_key_id"]
+            kwargs["BlockDeviceMappings"] = [
+                {"DeviceName": root.get("device") or "/dev/xvda", "Ebs": ebs}
+            ]
         if spec.get("key_name"):
             kwargs["KeyName"] = spec["key_name"]
+        if extras.get("ipv6") and spec.get("networks"):
+            kwargs["Ipv6AddressCount"] = 1
         if spec.get("networks"):
             kwargs["SubnetId"] = spec["networks"][0]
         if spec.get("security_groups"):
@@ -240,7 +298,8 @@ class EC2Provider(Provider):
             kwargs["UserData"] = spec["user_data"].decode()  # boto3 base64-encodes it
         if spec.get("volumes"):
             free = iter(d for d in _DEVICES if d not in {v.get("device") for v in spec["volumes"]})
-            kwargs["BlockDeviceMappings"] = [
+            kwargs.setdefault("BlockDeviceMappings", [])
+            kwargs["BlockDeviceMappings"] += [
                 {
                     "DeviceName": vol.get("device") or next(free),
                     "Ebs": dict(
@@ -268,6 +327,12 @@ class EC2Provider(Provider):
 
     def _stop_server(self, server_id):
         self.ec2.stop_instances(InstanceIds=[server_id])
+
+    def set_protection(self, server_id, protected):
+        """Termination protection on (``True``) or off."""
+        self.ec2.modify_instance_attribute(
+            InstanceId=server_id, DisableApiTermination={"Value": bool(protected)}
+        )
 
     def _rename_server(self, server_id, new_name):
         self.ec2.create_tags(Resources=[server_id], Tags=[{"Key": "Name", "Value": new_name}])
@@ -341,6 +406,7 @@ class EC2Provider(Provider):
             "bootable": False,
             "multiattach": bool(vol.get("MultiAttachEnabled")),
             "encrypted": bool(vol.get("Encrypted")),
+            "tags": {k: v for k, v in tags.items() if k != "Name"},
             "availability_zone": vol.get("AvailabilityZone"),
             "attachments": [
                 {"server_id": a["InstanceId"], "device": a.get("Device")}

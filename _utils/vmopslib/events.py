@@ -75,11 +75,21 @@ CATALOGUE = (
     ("vmops/rebuild/<vm>/answering", "the rebuilt VM's minion answers", "duration"),
     (
         "vmops/replace/<vm>/<step>",
-        "a replacement step ended (plan, boot, wait, sanity, checked, "
-        "smoke, flip, retire, rollback, abandon) or failed (result False)",
+        "a replacement step ended (plan, boot, wait, sanity, highstate, deploy, cutover, "
+        "checked, smoke, flip, retire, rollback, abandon) or failed (result False)",
         "step, duration, state, skipped, result",
     ),
     ("vmops/replace/<vm>/key", "the identity hand-over of a replacement is done", "fingerprint"),
+    (
+        "vmops/replace/<vm>/window",
+        "a replacement's outage window (data volumes moving) opened, made progress, closed",
+        "phase, volume, length (seconds, when closed), parts",
+    ),
+    (
+        "vmops/replace/<vm>/old_minion",
+        "the old server's minion moved to <vm>-old (or back, or could not be reached)",
+        "id, fingerprint, comment",
+    ),
     (
         "vmops/evacuate/<node>/<what>",
         "an evacuation: plan, resume, disabled, enabled, refused, interrupted, done",
@@ -121,6 +131,9 @@ STEPS = (
     "key",
     "highstate",
     "deploy",
+    "cutover",
+    "window",
+    "old_minion",
 )
 EVACUATION = ("plan", "resume", "disabled", "enabled", "refused", "interrupted", "done")
 MAINTENANCE = (

@@ -41,6 +41,7 @@ class VolumeOperations:
             "bootable": bool(vol.is_bootable),
             "multiattach": bool(vol.is_multiattach),
             "encrypted": bool(vol.is_encrypted),
+            "tags": dict(vol.metadata or {}),
             "availability_zone": vol.availability_zone,
             "attachments": [
                 {"server_id": a.get("server_id"), "device": a.get("device")}

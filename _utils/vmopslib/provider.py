@@ -41,6 +41,9 @@ SPEC_KEYS = (
     "availability_zone",
     "user_data",
     "volumes",
+    # what one driver captures beyond the common keys (EC2: root volume, IAM instance
+    # profile, IPv6, termination protection), given back to the same driver at boot
+    "extras",
 )
 
 
@@ -309,6 +312,16 @@ class Provider(abc.ABC):
         desc["name"] = new_name
         return desc
 
+    def capture(self, name_or_id):
+        """``describe`` plus ``extras``: what this driver needs to boot a copy of the server
+        beyond the common spec keys (nothing on OpenStack)."""
+        desc = self.describe(name_or_id)
+        desc["extras"] = self._extras(desc["id"])
+        return desc
+
+    def _extras(self, server_id):  # pylint: disable=unused-argument
+        return {}
+
     @abc.abstractmethod
     def console_output(self, name_or_id):
         """The server's console log (text)."""
@@ -484,6 +497,19 @@ class Provider(abc.ABC):
         """Describe a volume: size, type, status, bootable, multi-attach, attachments."""
         return self._volume(name_or_id)
 
+    def volume_settle(self, name_or_id, timeout=300):
+        """Wait until a volume is neither attaching nor detaching (a request sent by a run
+        that was killed before it saw the answer is let finish, never sent twice)."""
+        vol = self._volume(name_or_id)
+        if vol["status"] in ("available", "in-use"):
+            return vol
+        return self._wait_volume(
+            vol["id"],
+            lambda v: v["status"] in ("available", "in-use"),
+            timeout,
+            "to finish %s" % vol["status"],
+        )
+
     def volumes(self, name_or_id):
         """The volumes attached to a server: device, size, type, bootable/root, multi-attach."""
         server = self.describe(self.find_server(name_or_id))
@@ -504,6 +530,7 @@ class Provider(abc.ABC):
                     "root": bool(vol.get("root")),
                     "multiattach": vol["multiattach"],
                     "encrypted": vol["encrypted"],
+                    "tags": vol.get("tags") or {},
                 }
             )
         return sorted(out, key=lambda v: (v["device"] or "", v["volume_id"]))

@@ -36,6 +36,7 @@ import uuid
 
 from . import config, identity, trust, userdata
 from . import events as tags
+from .cutover import NAMING, CutoverMixin, check_data_volumes
 from .errors import InvalidInput, VmopsError
 from .provider import SPEC_KEYS
 from .registry import NONCE_KEY, new_nonce
@@ -49,6 +50,7 @@ STATES = (
     "booted",
     "answering",
     "sane",
+    "cutting",
     "checked",
     "flipped",
     "done",
@@ -65,6 +67,7 @@ STEPS = (
     "sanity",
     "highstate",
     "deploy",
+    "cutover",
     "checked",
     "smoke",
     "flip",
@@ -75,7 +78,7 @@ STEPS = (
 RUNNER_STEPS = STEPS + ("rollback", "abandon", "status")
 KEEP_OLD = ("delete", "stop", "rename")
 # what the new VM takes from the old one (the name is the same; user-data and volumes are new)
-SPEC_FROM_OLD = tuple(k for k in SPEC_KEYS if k not in ("name", "user_data", "volumes"))
+SPEC_FROM_OLD = tuple(k for k in SPEC_KEYS if k not in ("name", "user_data", "volumes", "extras"))
 
 
 def _proc_start(pid):
@@ -139,9 +142,12 @@ class Journal:
             held.release()
 
 
-class Replacement:
-    """The steps of one VM's replacement.  ``minion`` offers ``wait(id, timeout)``
-    and ``grain(id, grain)``; ``keys`` is a MasterKeys."""
+class Replacement(CutoverMixin):
+    """The steps of one VM's replacement.  ``minion`` offers ``wait(id, timeout)``,
+    ``grain(id, grain)``, ``run_state(...)``, ``answers(id, timeout)`` and
+    ``call(id, fun, arg, kwarg, timeout)``; ``keys`` is a MasterKeys."""
+
+    STATES = STATES
 
     def __init__(
         self, conf, provider, keys, journal, minion, events=None, token=None, registry=None
@@ -249,6 +255,24 @@ class Replacement:
         # every option checked before the lock, the journal or the cloud
         keep_failed = config.strict_bool(options.get("keep_failed", False), "keep_failed")
         fip_network = config.optional_name(options.get("fip_network"), "fip_network")
+        naming = (
+            options.get("naming")
+            or self.provider.profile.get("naming")
+            or getattr(self.provider, "DEFAULT_NAMING", "same")
+        )
+        if naming not in NAMING:
+            raise InvalidInput("naming must be one of %s, not %r" % (", ".join(NAMING), naming))
+        data_volumes = check_data_volumes(options.get("data_volumes"))
+        keep_days = config.strict_int(options.get("keep_days", 2), "keep_days", minimum=0)
+        window_opts = {
+            key: config.optional_name(options.get(key), key)
+            for key in ("pre_detach", "cutover_state")
+        }
+        root = {}
+        if options.get("root_size") not in (None, ""):
+            root["size"] = config.strict_int(options["root_size"], "root_size")
+        if options.get("encrypted") not in (None, ""):
+            root["encrypted"] = config.strict_bool(options["encrypted"], "encrypted")
         if not test:
             # the real lock first: from here no other process can plan or step this VM
             self.journal.lock(name)
@@ -288,6 +312,20 @@ class Replacement:
         # (test=True: the leftover is still there, and is not the old server)
         old = self._the_old_server(name, ignore=(record or {}).get("leftover") if test else None)
         spec = self._new_spec(name, old, overrides)
+        extras = self.provider.capture(old["id"]).get("extras") or {}
+        if root:
+            if "root_volume" not in extras:
+                raise InvalidInput(
+                    "root_size/encrypted: the root disk of %s on cloud %s is not a volume the "
+                    "pack can size or encrypt; nothing was changed" % (name, self.provider.name)
+                )
+            extras["root_volume"] = dict(extras["root_volume"], **root)
+            if root.get("size", extras["root_volume"]["size"]) < extras["root_volume"]["size"]:
+                raise InvalidInput("root_size cannot shrink the root disk; nothing was changed")
+        if extras:
+            spec["extras"] = extras
+        volumes, moves = self._plan_volumes(old, data_volumes)
+        self._plan_naming(name, naming, bool(moves))
         # resolved once, here, and frozen in the journal: a pillar change between steps
         # does not change the new VM after its plan was shown
         resolved = config.vm(self.conf, name, overrides, self.provider.profile)
@@ -303,6 +341,7 @@ class Replacement:
         }
         if level is not None:
             settings["grains"][grain] = level
+        steps = list(STEPS) if moves else [s for s in STEPS if s != "cutover"]
         plan = {
             "vm": name,
             "cloud": self.provider.name,
@@ -312,10 +351,15 @@ class Replacement:
             "keep_old": keep_old,
             "keep_failed": keep_failed,
             "fip_network": fip_network,
+            "naming": naming,
+            "data_volumes": volumes,
+            "moves": moves,
+            "window_opts": window_opts,
+            "keep_days": keep_days,
             "level": level,
             "settings": settings,
             "overrides": overrides,
-            "steps": list(STEPS),
+            "steps": steps,
         }
         described = self._describe_plan(plan)
         if cleaned:
@@ -369,6 +413,50 @@ class Replacement:
 
     @staticmethod
     def _describe_plan(plan):
+        spec = plan["spec"]
+        text = Replacement._describe_basic(plan)
+        if plan.get("naming") == "suffix":
+            text += (
+                "; the new server is %s-new until the cut-over, then %s (the old one %s-old)"
+                % (
+                    plan["vm"],
+                    plan["vm"],
+                    plan["vm"],
+                )
+            )
+        root = (spec.get("extras") or {}).get("root_volume")
+        if root:
+            text += "; root disk %s GiB%s" % (
+                root["size"],
+                " encrypted" if root.get("encrypted") else "",
+            )
+        if plan.get("moves"):
+            text += (
+                "; the old minion becomes %s-old; the new one is provisioned with "
+                "vmops:cutover=pending; OUTAGE WINDOW: stop the old server's services (%s), "
+                "detach and attach %s, the new server's cut-over (%s), move the IPs, health gate"
+                % (
+                    plan["vm"],
+                    (plan.get("window_opts") or {}).get("pre_detach")
+                    or "highstate with vmops:cutover=leaving",
+                    ", ".join(
+                        "%s (%s, %s GiB)"
+                        % (v.get("name") or v["volume_id"], v["device"], v["size"])
+                        for v in plan["moves"]
+                    ),
+                    (plan.get("window_opts") or {}).get("cutover_state")
+                    or "highstate with vmops:cutover=done",
+                )
+            )
+        stays = [v for v in plan.get("data_volumes") or [] if v["action"].startswith("stays")]
+        if stays:
+            text += "; staying with the old server: %s" % ", ".join(
+                v.get("name") or v["volume_id"] for v in stays
+            )
+        return text
+
+    @staticmethod
+    def _describe_basic(plan):
         old, spec = plan["old"], plan["spec"]
         return (
             "replace %s (%s, %s on %s) with a new %s from image %s; then wait for its minion, "
@@ -427,6 +515,7 @@ class Replacement:
         settings = record["settings"]  # frozen at plan
         grains = dict(settings.get("grains") or {})
         spec = dict(record["spec"])
+        spec["name"] = self._boot_name(record)
         spec["metadata"] = dict(spec.get("metadata") or {}, **{NONCE_KEY: record["nonce"]})
         spec["user_data"] = userdata.render(
             name,
@@ -454,7 +543,9 @@ class Replacement:
         if record["new"].get("id") and self.provider.exists(record["new"]["id"]):
             return record["new"]["id"]
         others = [
-            s for s in self.provider.servers_named(record["vm"]) if s["id"] != record["old"]["id"]
+            s
+            for s in self.provider.servers_named(self._boot_name(record))
+            if s["id"] != record["old"]["id"]
         ]
         if record.get("nonce"):  # only the server this run booted carries its nonce
             others = [
@@ -475,6 +566,8 @@ class Replacement:
         if STATES.index(record["state"]) < STATES.index("booted"):
             raise InvalidInput("the new %s is not booted yet (state %s)" % (name, record["state"]))
         handed = self._handover(record, timeout)
+        if record.get("old_minion", {}).get("comment"):
+            handed = "%s; %s" % (record["old_minion"]["comment"], handed)
         self.minion.wait(name, max(timeout - (time.monotonic() - started), 1))
         comment = "%s; the new minion %s answers" % (handed, name)
         # A run interrupted after this point may have left its highstate or deploy running
@@ -499,6 +592,10 @@ class Replacement:
         after it (the master's AES key rotated), no job to the id reaches the old VM.
         """
         name = record["vm"]
+        if record.get("moves") and not record.get("handed_over"):
+            # the old server's part comes later (its services stop in the outage window):
+            # its minion moves to <vm>-old before the new server takes <vm>
+            self._move_old_minion(record, timeout)
         if (
             record.get("new_pub")
             and record.get("handed_over")
@@ -572,8 +669,9 @@ class Replacement:
             jobs["highstate"] = jid
             self.journal.save(record)
 
+        extra = {"pillar": {"vmops": {"cutover": "pending"}}} if record.get("moves") else {}
         jid, failures, count = self.minion.run_state(
-            name, "state.highstate", timeout, jobs.get("highstate"), journal
+            name, "state.highstate", timeout, jobs.get("highstate"), journal, **extra
         )
         if failures:
             raise VmopsError(
@@ -694,9 +792,18 @@ class Replacement:
             )
         if STATES.index(record["state"]) >= STATES.index("flipped"):
             return self._skip(record, "flip", "already flipped")
+        moved, left = self._flip_ips(record)
+        record["floating_ips"] = moved
+        comment = "%s now point at the new %s" % (", ".join(moved) or "no floating IP", name)
+        if left:
+            comment += "; not taken: %s" % ", ".join(left)
+        return self._step(record, "flip", started, comment, state="flipped")
+
+    def _flip_ips(self, record):
+        """Every floating IP the old server holds now (an address added since the plan moves
+        too) and every one the plan captured (unless someone moved it to a third server
+        meanwhile: left there) to the new server: ``(moved, left)``."""
         old_id, new_id = record["old"]["id"], record["new"]["id"]
-        # what the old server holds now (an address added since the plan moves too), and
-        # what the plan captured (unless someone has moved it to a third server meanwhile)
         try:
             now = self.provider.describe(old_id)["floating_ips"]
         except VmopsError:
@@ -711,11 +818,7 @@ class Replacement:
                 left.append("%s (moved to %s by someone else; left there)" % (addr, where))
                 continue
             moved.append(self.provider.flip_floating_ip(addr, new_id, fixed)["address"])
-        record["floating_ips"] = moved
-        comment = "%s now point at the new %s" % (", ".join(moved) or "no floating IP", name)
-        if left:
-            comment += "; not taken: %s" % ", ".join(left)
-        return self._step(record, "flip", started, comment, state="flipped")
+        return moved, left
 
     def retire(self, name):
         record = self._load(name)
@@ -726,18 +829,32 @@ class Replacement:
             )
         old_id, how = record["old"]["id"], record["keep_old"]
         self._new_serves(record)
+        renamed = self._final_names(record)
         if not self.provider.exists(old_id):
             comment = "the old server %s is already gone" % old_id
         elif how == "delete":
-            self.provider.delete(old_id)
+            self.provider.delete(old_id)  # lifts termination protection first (EC2)
             comment = "deleted the old server %s" % old_id
         elif how == "stop":
             self.provider.stop(old_id)
             self.provider.rename(old_id, "%s-old" % name)
-            comment = "stopped the old server %s, renamed %s-old" % (old_id, name)
+            record["keep_until"] = time.time() + 86400 * record.get("keep_days", 2)
+            comment = "stopped the old server %s, renamed %s-old, kept until %s" % (
+                old_id,
+                name,
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(record["keep_until"])),
+            )
         else:
             self.provider.rename(old_id, "%s-old" % name)
             comment = "renamed the old server %s to %s-old" % (old_id, name)
+        moved = (record.get("old_minion") or {}).get("id")
+        if moved and how == "delete":
+            self.keys.delete(moved, rotate=False)  # its server is gone
+            comment += "; the key of %s is deleted" % moved
+        if renamed:
+            comment = "%s; %s" % (renamed, comment)
+        if (record.get("window") or {}).get("length") is not None:
+            comment += "; the outage window lasted %.1f s" % record["window"]["length"]
         result = self._step(record, "retire", started, comment, state="done")
         result["summary"] = self.summary(record)
         return result
@@ -786,8 +903,9 @@ class Replacement:
         if not record.get("rolling_back"):
             record["rolling_back"] = {"since": time.time()}
             self.journal.save(record)
-        # the identity first: whatever else goes wrong below, the old minion gets its id back
-        notes = []
+        # inside the outage window: IPs, volumes and services back on the old server first
+        notes = self._undo_window(record, timeout)
+        # the identity next: whatever else goes wrong below, the old minion gets its id back
         try:
             notes.append(
                 trust.restore(
@@ -804,6 +922,12 @@ class Replacement:
                 "rollback: the old key of %s could not be restored: %s" % (name, exc),
                 result=False,
             )
+        try:
+            returned = self._return_old_minion(record, timeout)
+            if returned:
+                notes.append(returned)
+        except VmopsError as exc:
+            notes.append("the old minion could NOT be moved back: %s" % exc)
         what = "never booted"
         try:
             new_id = (
@@ -965,4 +1089,10 @@ class Replacement:
                 for s in record.get("steps", [])
             ],
             "total": round(sum(s.get("duration") or 0 for s in record.get("steps", [])), 2),
+            "window": {
+                k: v
+                for k, v in (record.get("window") or {}).items()
+                if k in ("start", "end", "length", "parts", "undone")
+            }
+            or None,
         }

@@ -30,6 +30,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import yaml
@@ -193,6 +194,14 @@ def boot(server_id, user_data, name=None, host=None, extra_grains=None):
                 "log_file": os.path.join(root, "minion.log"),
                 "log_level_logfile": "info",
                 "user": "root",
+                # the guest's init system: what ``minion.restart`` (and the pack's
+                # vmops_minion.reidentify) restarts the minion with
+                "minion_restart_command": [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "restart",
+                    root,
+                ],
             }
         ),
     )
@@ -312,6 +321,9 @@ def _kill(pid, timeout=2):
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
+        stat = _read("/proc/%d/stat" % pid, "")
+        if stat and stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            break  # dead, its parent (another process) has not reaped it yet
         time.sleep(0.1)
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -352,3 +364,60 @@ def stop_all():
     """Stop every guest's minion (used when the whole test cloud stops)."""
     for server_id in running_guests():
         power_off(server_id)
+
+
+def _guest_pids(root):
+    """The live processes of guest ``root`` (every process the guest's minion started
+    carries VMOPS_GUEST_DIR), except this one and its parents."""
+    mine = {os.getpid(), os.getppid()}
+    marker = ("VMOPS_GUEST_DIR=%s" % root).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in mine:
+            continue
+        try:
+            with open("/proc/%s/environ" % entry, "rb") as fh:
+                if marker not in fh.read().split(b"\0"):
+                    continue
+            stat = _read("/proc/%s/stat" % entry, "")
+        except OSError:
+            continue
+        if stat and stat.rsplit(")", 1)[-1].split()[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def restart(root, salt_minion=None):
+    """The guest's ``systemctl restart salt-minion``: the minion's process tree stops and
+    a new minion starts with the guest's (possibly changed) configuration and keys."""
+    global VMS_DIR, SALT_MINION  # pylint: disable=global-statement
+    VMS_DIR = os.path.dirname(root.rstrip("/"))
+    server_id = os.path.basename(root.rstrip("/"))
+    pid = minion_pid(server_id)
+    if pid:
+        cmdline = _read("/proc/%d/cmdline" % pid, "").split("\0")
+        found = [c for c in cmdline if os.path.basename(c) == "salt-minion"]
+        SALT_MINION = salt_minion or (found[0] if found else SALT_MINION)
+        _signal_group(pid, signal.SIGTERM)
+    # as systemd does: every process of the unit is gone before it starts again
+    deadline = time.time() + 15
+    while _guest_pids(root) and time.time() < deadline:
+        for other in _guest_pids(root):
+            try:
+                os.kill(other, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    for other in _guest_pids(root):
+        try:
+            os.kill(other, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    etc = os.path.join(root, "etc", "salt")
+    _console(root, "systemd[1]: Restarting salt-minion.service")
+    _start_minion(server_id, root, etc, os.path.join(etc, "pki", "minion"))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "restart":
+        restart(sys.argv[2])

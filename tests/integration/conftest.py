@@ -426,3 +426,38 @@ def _stop_restarted(factory):
                 os.unlink(path)
                 return
             time.sleep(0.2)
+
+
+@pytest.fixture
+def os_volumes(os_conn):
+    """Two Cinder data volumes attached to a server; deleted afterwards."""
+    made = []
+
+    def _make(server_id, count=2):
+        for i in range(count):
+            vol = os_conn.block_storage.create_volume(
+                size=1, name="copr-data-%d-%s" % (i, uuid.uuid4().hex[:4])
+            )
+            os_conn.block_storage.wait_for_status(vol, "available", wait=120)
+            made.append(vol.id)
+            os_conn.compute.create_volume_attachment(server_id, volume_id=vol.id)
+            wait_until(
+                lambda v=vol.id: os_conn.block_storage.get_volume(v).status == "in-use",
+                120,
+                what="volume %s in use" % vol.id,
+            )
+        return [os_conn.block_storage.get_volume(v) for v in made]
+
+    yield _make
+    for vid in made:
+        try:
+            for att in os_conn.block_storage.get_volume(vid).attachments or []:
+                os_conn.compute.delete_volume_attachment(att["server_id"], vid)
+            wait_until(
+                lambda v=vid: os_conn.block_storage.get_volume(v).status in ("available", "error"),
+                120,
+                what="volume %s free" % vid,
+            )
+            os_conn.block_storage.delete_volume(vid, ignore_missing=True)
+        except Exception:  # pylint: disable=broad-except
+            pass

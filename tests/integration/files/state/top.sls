@@ -1,3 +1,5 @@
 base:
   '*':
     - vmops_test
+  'copr-*':
+    - vmops_copr
