@@ -71,6 +71,25 @@ def _created(server):
     return when
 
 
+def _mapped(server):
+    return {
+        m["DeviceName"]: m["Ebs"]["VolumeId"]
+        for m in server.get("BlockDeviceMappings") or []
+        if "Ebs" in m and m.get("DeviceName")
+    }
+
+
+def _root_device(server):
+    """The device the instance's root volume is attached at: ``RootDeviceName``; an
+    emulator (moto) may attach the root at /dev/sda1 whatever the AMI names, so when
+    nothing is mapped there, the usual root device that is mapped."""
+    mapped = _mapped(server)
+    root = server.get("RootDeviceName")
+    if root in mapped or not mapped:
+        return root
+    return next((d for d in ("/dev/sda1", "/dev/xvda") if d in mapped), root)
+
+
 def _error_code(exc):
     return exc.response.get("Error", {}).get("Code", "")
 
@@ -212,21 +231,10 @@ class EC2Provider(Provider):
         """Root volume (size, type, encryption, KMS key), IAM instance profile, IPv6, and
         termination protection: what a copy of the instance needs beyond the spec."""
         server = self._get_server(server_id) or {}
-        root_name = server.get("RootDeviceName")
-        root = next(
-            (
-                m["Ebs"]["VolumeId"]
-                for m in server.get("BlockDeviceMappings") or []
-                if m.get("DeviceName") == root_name and "Ebs" in m
-            ),
-            None,
-        )
+        root_name = _root_device(server)
+        root = _mapped(server).get(root_name)
         extras = {
-            "termination_protection": bool(
-                self.ec2.describe_instance_attribute(
-                    InstanceId=server_id, Attribute="disableApiTermination"
-                )["DisableApiTermination"]["Value"]
-            ),
+            "termination_protection": self._protected(server_id),
             "ipv6": any(eni.get("Ipv6Addresses") for eni in server.get("NetworkInterfaces") or []),
         }
         profile = (server.get("IamInstanceProfile") or {}).get("Arn")
@@ -313,9 +321,21 @@ class EC2Provider(Provider):
                 for vol in spec["volumes"]
             ]
         try:
-            return self.ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"]
+            server_id = self.ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"]
         except botocore.exceptions.ClientError as exc:
             raise CloudError("EC2 refused to boot %s: %s" % (spec["name"], exc)) from exc
+        if kwargs["DisableApiTermination"] and not self._protected(server_id):
+            # read back: an endpoint that ignores the flag at launch (moto does) gets it set
+            log.warning("vmops: %s: termination protection set after launch", server_id)
+            self.set_protection(server_id, True)
+        return server_id
+
+    def _protected(self, server_id):
+        return bool(
+            self.ec2.describe_instance_attribute(
+                InstanceId=server_id, Attribute="disableApiTermination"
+            )["DisableApiTermination"]["Value"]
+        )
 
     def _delete_server(self, server_id):
         # termination protection guards against accidents; a delete the pack was
@@ -444,7 +464,7 @@ class EC2Provider(Provider):
 
     def _server_volumes(self, server_id):
         server = self._get_server(server_id) or {}
-        root = server.get("RootDeviceName")
+        root = _root_device(server)
         out = []
         for vol in self._volumes(
             Filters=[{"Name": "attachment.instance-id", "Values": [server_id]}]

@@ -102,6 +102,7 @@ def _ec2_old(moto_cloud, salt_run_cli, event_listener, salt_master, name):
         0
     ]["Instances"][0]
     iid, zone = inst["InstanceId"], inst["Placement"]["AvailabilityZone"]
+    ec2.modify_instance_attribute(InstanceId=iid, DisableApiTermination={"Value": True})
     ec2.create_tags(
         Resources=[iid],
         Tags=[{"Key": "app", "Value": "copr"}, {"Key": "FedoraGroup", "Value": "copr"}],
@@ -176,11 +177,12 @@ def test_copr_flow_on_ec2_end_to_end(
             g["GroupId"] for g in found[old_id]["SecurityGroups"]
         )
         # the root disk: the new size, encrypted
-        root = next(
+        data_devices = {dev for _, dev in vols}
+        (root,) = [
             m["Ebs"]["VolumeId"]
             for m in new["BlockDeviceMappings"]
-            if m["DeviceName"] == new["RootDeviceName"]
-        )
+            if m["DeviceName"] not in data_devices
+        ]
         root_vol = ec2.describe_volumes(VolumeIds=[root])["Volumes"][0]
         assert root_vol["Size"] == 20 and root_vol["Encrypted"] is True
         # the data volumes: on the new instance only, same devices
