@@ -20,6 +20,8 @@ run resumes where it was:
   volumes back, services started (highstate with ``vmops:cutover: back``), IPs back.
 """
 
+import concurrent.futures
+import threading
 import time
 
 from . import config, identity
@@ -65,7 +67,8 @@ class CutoverMixin:
     def _plan_volumes(self, old, choice):
         """Every non-root volume of the old server, with what happens to it."""
         try:
-            vols = [v for v in self.provider.volumes(old["id"]) if not v["root"]]
+            every = self.provider.volumes(old["id"])
+            vols = [v for v in every if not v["root"]]
         except VmopsError as exc:
             if choice == "none":
                 return [], []
@@ -84,6 +87,14 @@ class CutoverMixin:
         elif isinstance(choice, list):
             known = {v["volume_id"]: v for v in vols}
             known.update({v["name"]: v for v in vols if v.get("name")})
+            roots = [
+                c for c in choice for v in every if v["root"] and c in (v["volume_id"], v["name"])
+            ]
+            if roots:
+                raise InvalidInput(
+                    "data_volumes: %s is the root disk of %s: it stays with its server; "
+                    "nothing was changed" % (", ".join(roots), old["name"])
+                )
             missing = [c for c in choice if c not in known]
             if missing:
                 raise InvalidInput(
@@ -306,35 +317,67 @@ class CutoverMixin:
             notes.append("the old server's services were not stopped (its minion is gone)")
         moved = win.setdefault("volumes", {})
         asked = win.setdefault("asked", {})
-        for vol in record["moves"]:
-            vid = vol["volume_id"]
-            if moved.get(vid) == "attached":
-                continue
-            where = self._volume_servers(
-                vid, moved.get(vid), asked.get(vid), old_id, new_id, timeout
+        ops = win.setdefault("ops", {})
+        pending = [v for v in record["moves"] if moved.get(v["volume_id"]) != "attached"]
+        where = {
+            v["volume_id"]: self._volume_servers(
+                v["volume_id"],
+                moved.get(v["volume_id"]),
+                asked.get(v["volume_id"]),
+                old_id,
+                new_id,
+                timeout,
             )
-            if old_id in where:
-                # journaled before the request: a run killed while it is in flight does
-                # not send it a second time (see _volume_servers)
-                moved[vid], asked[vid] = "detaching", time.time()
-                self.journal.save(record)
-                timed("detach", lambda v=vid: self.provider.volume_detach(old_id, v, timeout))
-                where = []
-            moved[vid] = "detached"
-            self.journal.save(record)
-            self._window_event(record, "detached", "volume %s detached" % vid, volume=vid)
-            if new_id not in where:
-                moved[vid], asked[vid] = "attaching", time.time()
-                self.journal.save(record)
-                timed(
-                    "attach",
-                    lambda v=vol: self.provider.volume_attach(
-                        new_id, v["volume_id"], v["device"], timeout
-                    ),
-                )
-            moved[vid] = "attached"
-            self.journal.save(record)
-            self._window_event(record, "attached", "volume %s attached" % vid, volume=vid)
+            for v in pending
+        }
+        # every detach at once (each waited until available), then every attach: the
+        # window holds the slowest of each, not their sum
+        detach = [v for v in pending if old_id in where[v["volume_id"]]]
+        for v in detach:
+            # journaled before the request: a run killed while it is in flight does not
+            # send it a second time (see _volume_servers)
+            moved[v["volume_id"]], asked[v["volume_id"]] = "detaching", time.time()
+        self.journal.save(record)
+        timed(
+            "detach",
+            lambda: self._all_at_once(
+                record,
+                "detach",
+                [
+                    (v, lambda v=v: self.provider.volume_detach(old_id, v["volume_id"], timeout))
+                    for v in detach
+                ],
+                "detached",
+                ops,
+            ),
+        )
+        for v in pending:
+            moved[v["volume_id"]] = "detached"
+        attach = [v for v in pending if new_id not in where[v["volume_id"]]]
+        for v in attach:
+            moved[v["volume_id"]], asked[v["volume_id"]] = "attaching", time.time()
+        self.journal.save(record)
+        timed(
+            "attach",
+            lambda: self._all_at_once(
+                record,
+                "attach",
+                [
+                    (
+                        v,
+                        lambda v=v: self.provider.volume_attach(
+                            new_id, v["volume_id"], v["device"], timeout
+                        ),
+                    )
+                    for v in attach
+                ],
+                "attached",
+                ops,
+            ),
+        )
+        for v in pending:
+            moved[v["volume_id"]] = "attached"
+        self.journal.save(record)
         timed(
             "cutover",
             lambda: self._state_job(
@@ -356,6 +399,38 @@ class CutoverMixin:
         )
         self._window_event(record, "closed", comment, length=win["length"], parts=dict(parts))
         return self._step(record, "cutover", started, comment, state="flipped")
+
+    def _all_at_once(self, record, what, calls, done, ops):
+        """Run ``calls`` ([(volume, fn)]) in threads; each one's time adds to ``ops[what]``
+        and its volume's phase becomes ``done`` as it ends; the first error is raised after
+        all ended (the journal then says which finished)."""
+        if not calls:
+            return
+        moved = record["window"]["volumes"]
+        lock = threading.Lock()
+        errors = []
+
+        def one(vol, fn):
+            t0 = time.monotonic()
+            try:
+                fn()
+            except VmopsError as exc:
+                errors.append(exc)
+                return
+            with lock:
+                ops[what] = round(ops.get(what, 0) + time.monotonic() - t0, 2)
+                moved[vol["volume_id"]] = done
+                finished.append(vol["volume_id"])
+
+        finished = []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            for future in [pool.submit(one, vol, fn) for vol, fn in calls]:
+                future.result()
+        self.journal.save(record)
+        for vid in finished:  # from this thread only: one event connection
+            self._window_event(record, done, "volume %s %s" % (vid, done), volume=vid)
+        if errors:
+            raise errors[0]
 
     inflight_grace = 30.0  # seconds a request a killed run sent is given to show in the cloud
 

@@ -312,12 +312,11 @@ class Provider(abc.ABC):
         desc["name"] = new_name
         return desc
 
-    def capture(self, name_or_id):
-        """``describe`` plus ``extras``: what this driver needs to boot a copy of the server
-        beyond the common spec keys (nothing on OpenStack)."""
-        desc = self.describe(name_or_id)
-        desc["extras"] = self._extras(desc["id"])
-        return desc
+    def extras(self, server_id):
+        """What this driver needs to boot a copy of the server beyond the common spec keys
+        (EC2: root volume, IAM instance profile, IPv6, termination protection; nothing on
+        OpenStack), given back to it at boot as the spec's ``extras``."""
+        return self._extras(server_id)
 
     def _extras(self, server_id):  # pylint: disable=unused-argument
         return {}

@@ -15,6 +15,10 @@ The WebPlatform runbook, made safe and resumable.  Steps, each idempotent:
    rotates, so the old minion's session ends before any job is sent to the id),
    then the new minion answers.  4. ``sanity``: its ``level`` grain.
    (highstate and deploy run as Salt states between these and ``checked``.)
+   With data volumes to move (``data_volumes``, the Copr flow, ``cutover.py``): the old
+   minion moves to ``<name>-old`` first, the highstate runs with ``vmops:cutover:
+   pending``, and step ``cutover`` is the outage window (services stop on the old
+   server, the volumes move, the cut-over state, the IPs move, a health gate).
 5. ``checked``: the new VM passed its checks; from here on the run only goes forward.
 6. ``smoke`` (optional): a temporary floating IP on the new VM, released after.
 7. ``flip``: every floating IP of the old VM moves to the new one, verified.
@@ -312,7 +316,7 @@ class Replacement(CutoverMixin):
         # (test=True: the leftover is still there, and is not the old server)
         old = self._the_old_server(name, ignore=(record or {}).get("leftover") if test else None)
         spec = self._new_spec(name, old, overrides)
-        extras = self.provider.capture(old["id"]).get("extras") or {}
+        extras = dict(self.provider.extras(old["id"]) or {})
         if root:
             if "root_volume" not in extras:
                 raise InvalidInput(
@@ -1092,7 +1096,7 @@ class Replacement(CutoverMixin):
             "window": {
                 k: v
                 for k, v in (record.get("window") or {}).items()
-                if k in ("start", "end", "length", "parts", "undone")
+                if k in ("start", "end", "length", "parts", "ops", "undone")
             }
             or None,
         }

@@ -150,8 +150,8 @@ class PlanCloud:
     def resolve_spec(self, spec):
         return dict(spec)
 
-    def capture(self, server_id):  # pylint: disable=unused-argument
-        return {"extras": {}}
+    def extras(self, server_id):  # pylint: disable=unused-argument
+        return {}
 
     def volumes(self, server_id):  # pylint: disable=unused-argument
         return []
