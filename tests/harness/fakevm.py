@@ -400,18 +400,22 @@ def restart(root, salt_minion=None):
         SALT_MINION = salt_minion or (found[0] if found else SALT_MINION)
         _signal_group(pid, signal.SIGTERM)
     # as systemd does: every process of the unit is gone before it starts again
-    deadline = time.time() + 15
-    while _guest_pids(root) and time.time() < deadline:
-        for other in _guest_pids(root):
-            try:
-                os.kill(other, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
-    for other in _guest_pids(root):
+    # (SIGTERM, then after TimeoutStopSec -- 5 s here -- SIGKILL)
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        deadline = time.time() + wait
+        while _guest_pids(root) and time.time() < deadline:
+            for other in _guest_pids(root):
+                try:
+                    os.kill(other, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+    # its pid files name dead processes now (a zombie's pid may still "exist" to Salt's
+    # check, which would refuse to start: "An instance is already running")
+    for name in ("salt-minion.pid", "process_responsibility_salt-minion.pid"):
         try:
-            os.kill(other, signal.SIGKILL)
-        except ProcessLookupError:
+            os.unlink(os.path.join(root, "run", name))
+        except FileNotFoundError:
             pass
     etc = os.path.join(root, "etc", "salt")
     _console(root, "systemd[1]: Restarting salt-minion.service")
