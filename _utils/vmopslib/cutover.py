@@ -384,8 +384,10 @@ class CutoverMixin:
                 record, "cutover", name, opts.get("cutover_state"), "done", state_timeout
             ),
         )
-        moved_ips = timed("flip", lambda: self._move_ips(record))
+        moved_ips, left = timed("flip", lambda: self._flip_ips(record))
         record["floating_ips"] = moved_ips
+        if left:
+            notes.append("not taken: %s" % ", ".join(left))
         self._health_gate(record)
         win["end"] = time.time()
         win["length"] = round(win["end"] - win["start"], 2)
@@ -501,7 +503,8 @@ class CutoverMixin:
         old_minion = (record.get("old_minion") or {}).get("id")
         if (record.get("old_minion") or {}).get("answering"):
             jobs = record.setdefault("jobs", {})
-            jobs.pop("back", None), jobs.pop("back_ok", None)
+            jobs.pop("back", None)  # a rollback run again starts its services again
+            jobs.pop("back_ok", None)
             try:
                 self._state_job(record, "back", old_minion, None, "back", 3600)
                 notes.append("the old server's services started again")
@@ -524,7 +527,3 @@ class CutoverMixin:
             self.provider.rename(old_id, "%s-old" % name)
         self.provider.rename(new_id, name)
         return "renamed: %s-old (%s), %s (%s)" % (name, old_id, name, new_id)
-
-    def _move_ips(self, record):
-        """Every floating IP of the old server to the new one (the flip's own logic)."""
-        return self._flip_ips(record)[0]

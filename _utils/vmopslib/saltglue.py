@@ -391,24 +391,16 @@ def minion_answers(opts, minion_id, timeout=2):
 
 
 def minion_call(opts, minion_id, fun, arg=(), kwarg=None, timeout=60):
-    """The return of ``fun`` on one minion (exact id).  A custom function the minion does
-    not have yet (``vmops_minion.*``) is synced to it first.  VmopsError when it does not
-    answer."""
+    """The return of ``fun`` on one minion (exact id); VmopsError when it does not answer.
+    (A custom function must be synced to the minion first: ``saltutil.sync_modules``.)"""
     config.check_minion_id(minion_id, "minion id")
-    for attempt in range(2):
-        with local_client(opts) as client:
-            ret = client.cmd(
-                [minion_id], fun, list(arg), tgt_type="list", kwarg=kwarg or {}, timeout=timeout
-            )
-        if minion_id not in ret:
-            raise VmopsError("minion %s did not answer %s" % (minion_id, fun))
-        out = ret[minion_id]
-        if attempt == 0 and isinstance(out, str) and "is not available" in out:
-            with local_client(opts) as client:
-                client.cmd([minion_id], "saltutil.sync_modules", tgt_type="list", timeout=timeout)
-            continue
-        return out
-    return out
+    with local_client(opts) as client:
+        ret = client.cmd(
+            [minion_id], fun, list(arg), tgt_type="list", kwarg=kwarg or {}, timeout=timeout
+        )
+    if minion_id not in ret:
+        raise VmopsError("minion %s did not answer %s" % (minion_id, fun))
+    return ret[minion_id]
 
 
 def minion_grain(opts, minion_id, grain, timeout=10):

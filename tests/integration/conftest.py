@@ -461,3 +461,11 @@ def os_volumes(os_conn):
             os_conn.block_storage.delete_volume(vid, ignore_missing=True)
         except Exception:  # pylint: disable=broad-except
             pass
+
+
+@pytest.fixture
+def faults(fault_proxy):
+    """The fault injector, with no fault and a fresh request log before and after."""
+    fault_proxy.clear()
+    yield fault_proxy
+    fault_proxy.clear()

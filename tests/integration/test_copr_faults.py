@@ -17,13 +17,6 @@ from tests.integration.test_copr import _attachments, _guest_file, _orch
 pytestmark = pytest.mark.usefixtures("synced")
 
 
-@pytest.fixture
-def faults(fault_proxy):
-    fault_proxy.clear()
-    yield fault_proxy
-    fault_proxy.clear()
-
-
 def _old_serves_with_its_volumes(salt_cli, salt_run_cli, os_conn, keys, old_vm, vols):
     """After a rollback: the old server alone, with its IP, its volumes (only there), its
     minion under its own id again, its services running; no <vm>-old key left."""

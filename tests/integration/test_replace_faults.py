@@ -32,13 +32,6 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.usefixtures("synced")
 
 
-@pytest.fixture
-def faults(fault_proxy):
-    fault_proxy.clear()
-    yield fault_proxy
-    fault_proxy.clear()
-
-
 def _replace(salt_run_cli, name, *items):
     pillar = ", ".join(("vm: %s" % name, "cloud: faulty", "timeout: 60") + items)
     return salt_run_cli.run("state.orch", "orch.replace_vm", "pillar={%s}" % pillar)
