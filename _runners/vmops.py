@@ -505,6 +505,160 @@ def replace_vm(
     return _run(_step)
 
 
+ROTATE_PASSED = (
+    "flavor",
+    "image",
+    "key_name",
+    "security_groups",
+    "networks",
+    "metadata",
+    "keep_old",
+    "keep_failed",
+    "deploy",
+    "smoke",
+    "timeout",
+    "fip_network",
+    "naming",
+    "data_volumes",
+    "pre_detach",
+    "cutover_state",
+    "keep_days",
+    "root_size",
+    "encrypted",
+)
+
+
+def rotate(
+    target=None,
+    tgt_type="glob",
+    vms=None,
+    batch=1,
+    max_failures=0,
+    cloud=None,
+    run=None,
+    test=False,
+    **options,
+):
+    """
+    Replace every VM of a role with a new one, batch by batch: each VM by the whole
+    ``orch.replace_vm`` (plan, hand-over, highstate, deploy, health gate, flip,
+    retire), ``batch`` at once, the next batch only after every replacement of the
+    batch is done.  A failed replacement rolls itself back; past ``max_failures``
+    (default 0) no further batch starts, and the report says which VMs are done,
+    rolled back, failed and not touched.  Re-running the same command resumes the
+    run (its id and journal): a VM it replaced is never replaced again.
+
+    - ``target``, ``tgt_type``: a Salt target (glob, grain, list, nodegroup,
+      compound...), matched on the master from its keys and grains cache; or
+    - ``vms``: an explicit list of VM names.
+      A matched minion the cloud has no server for (or several) is reported, not
+      rotated.
+    - ``batch``: VMs replaced at once, a number or a percentage ("25%").
+    - ``max_failures``: failed replacements tolerated before the run stops (default 0).
+    - ``run``: an id for a new run (default: made up); a re-run without it resumes
+      the unfinished run over the same VMs.
+    - ``test=True``: the plan, batch by batch, with each VM's own replacement plan
+      and the extra servers (cores, RAM) at the peak against the free quota; refused
+      (nothing changes) when any VM's plan or the quota would not hold.
+    - Anything ``orch.replace_vm`` takes (``image``, ``flavor``, ``deploy``,
+      ``keep_old``, ``data_volumes``, ``naming``...) applies to every VM.
+
+    Events ``vmops/rotate/<run>/...``; each VM's replacement fires its own
+    ``vmops/replace/<vm>/...``.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.rotate target='G@role:app' tgt_type=compound batch=2 test=True
+        salt-run vmops.rotate vms='[app1, app2, app3]' batch=50%
+    """
+    from vmopslib import rotate as rot  # pylint: disable=import-outside-toplevel
+
+    passed = {k: v for k, v in options.items() if not k.startswith("__")}
+    unknown = sorted(set(passed) - set(ROTATE_PASSED))
+
+    def _rotate():
+        if unknown:
+            raise InvalidInput(
+                "unknown option(s) %s (rotate takes %s and replace_vm's %s); nothing was "
+                "changed"
+                % (
+                    ", ".join(unknown),
+                    "target, tgt_type, vms, batch, max_failures, run, test",
+                    ", ".join(ROTATE_PASSED),
+                )
+            )
+        conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
+        journal = replace.Journal(saltglue.journal_store(__opts__, "replace", "replacement"))
+        spec = {
+            k: passed[k]
+            for k in ("flavor", "image", "key_name", "security_groups", "networks", "metadata")
+            if passed.get(k)
+        }
+        plan_opts = {
+            k: passed[k]
+            for k in (
+                "keep_old",
+                "keep_failed",
+                "fip_network",
+                "naming",
+                "data_volumes",
+                "keep_days",
+                "pre_detach",
+                "cutover_state",
+                "root_size",
+                "encrypted",
+            )
+            if passed.get(k) not in (None, "")
+        }
+
+        def check(vm):
+            rep = _replacement(cloud, None)
+            ret = rep.plan(vm, spec, plan_opts, test=True)
+            return ret.get("comment")
+
+        def launch(vm):
+            pillar = dict(passed, vm=vm, cloud=prov.name)
+            code, tail = saltglue.orchestrate(__opts__, "orch.replace_vm", pillar)
+            return None if code == 0 else "orch.replace_vm exited %s" % code
+
+        def outcome(vm):
+            record = journal.load(vm)
+            if not record:
+                return None
+            return dict(replace.Replacement.summary(record), failed=record.get("failed"))
+
+        rotation = rot.Rotation(
+            prov,
+            saltglue.journal_store(__opts__, "rotate", "rotation"),
+            lambda tgt, kind: saltglue.match_minions(__opts__, tgt, kind),
+            check,
+            launch,
+            outcome,
+            events=_events(),
+            options={
+                "target": target,
+                "tgt_type": tgt_type,
+                "vms": vms,
+                "batch": batch,
+                "max_failures": max_failures,
+                "flavor": passed.get("flavor"),
+            },
+        )
+        if _bool(test):
+            plan = rotation.plan(test=True)
+            plan.pop("_items", None)
+            if plan["problems"]:
+                plan["result"] = False
+            return _with_retcode(plan)
+        return _with_retcode(rotation.run(run))
+
+    return _run(_rotate)
+
+
 def _bool(value):
     if isinstance(value, str):
         return value.strip().lower() not in ("false", "no", "0", "off", "")

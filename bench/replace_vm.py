@@ -28,6 +28,24 @@ import demo  # noqa: E402  pylint: disable=wrong-import-position,import-error
 VM = "bench-app"
 
 
+def _timeline(states):
+    """{state id: (start, end)} in seconds since midnight, from the orchestration's return."""
+    out = {}
+    for key, st in states.items():
+        if not st.get("start_time"):
+            continue
+        h, m, sec = st["start_time"].split(":")
+        start = int(h) * 3600 + int(m) * 60 + float(sec)
+        out[key] = (start, start + (st.get("duration") or 0) / 1000.0)
+    return dict(sorted(out.items(), key=lambda kv: kv[1][0]))
+
+
+def t0_offset(timeline, wall):
+    """When the salt-run began, on the timeline's clock: the end of the last state minus
+    the wall time (the process's exit after it is small)."""
+    return max(b for _, b in timeline.values()) - wall
+
+
 def one_run(flavor):
     t0 = time.monotonic()
     ok, states = demo.orch("orch.replace_vm", {"vm": VM, "flavor": flavor})
@@ -45,8 +63,13 @@ def one_run(flavor):
         "highstate": highstate,
         "flip": steps["flip"],
     }
+    timeline = _timeline(states)
     return {
         "wall": round(wall, 2),
+        "until_flipped": round(timeline["flip"][1] - t0_offset(timeline, wall), 2)
+        if "flip" in timeline
+        else None,
+        "timeline": {k: [round(a, 2), round(b, 2)] for k, (a, b) in timeline.items()},
         "unavoidable": {k: round(v, 2) for k, v in unavoidable.items()},
         "unavoidable_total": round(sum(unavoidable.values()), 2),
         "steps": steps,

@@ -29,6 +29,17 @@ def record(key, seconds):
     TIMINGS[key] = round(seconds, 2)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cloud_sessions():
+    """Each test makes its own cloud sessions (the pack reuses one per thread and profile
+    across a run's steps): a mocked connection never leaks into the next test."""
+    from vmopslib import provider  # pylint: disable=import-outside-toplevel
+
+    provider.forget_sessions()
+    yield
+    provider.forget_sessions()
+
+
 def _cloud_answers():
     try:
         urllib.request.urlopen("http://127.0.0.1:5000/v3", timeout=2).read()  # noqa: S310

@@ -13,7 +13,7 @@ import logging
 import re
 
 from .errors import Ambiguous, CloudError, InvalidInput, NotFound, NotSupported
-from .provider import Provider, short_reason
+from .provider import Provider, shared_session, short_reason
 
 try:
     import boto3
@@ -144,7 +144,7 @@ class EC2Provider(Provider):
     @property
     def ec2(self):
         if self._ec2 is None:
-            self._ec2 = _client(self.profile)
+            self._ec2 = shared_session(self.profile, _client)
         return self._ec2
 
     def _instances(self, **kwargs):
@@ -226,6 +226,42 @@ class EC2Provider(Provider):
         )["Addresses"]
         desc["floating_ips"] = sorted(a["PublicIp"] for a in addrs)
         return desc
+
+    def headroom(self):
+        """The account's ``max-instances`` less its instances that are not terminated (EC2's
+        vCPU limits live in Service Quotas, which this driver does not read: None)."""
+        attrs = self.ec2.describe_account_attributes(AttributeNames=["max-instances"])
+        most = None
+        for attr in attrs.get("AccountAttributes") or []:
+            for value in attr.get("AttributeValues") or []:
+                most = int(value["AttributeValue"])
+        running = self._instances(
+            Filters=[
+                {
+                    "Name": "instance-state-name",
+                    "Values": ["pending", "running", "stopping", "stopped"],
+                }
+            ]
+        )
+        return {
+            "instances": None if most is None else most - len(running),
+            "cores": None,
+            "ram_mb": None,
+        }
+
+    def flavor_size(self, flavor):
+        try:
+            found = self.ec2.describe_instance_types(InstanceTypes=[flavor])["InstanceTypes"]
+        except botocore.exceptions.ClientError as exc:
+            raise NotFound(
+                "no instance type %s on cloud %s (%s)" % (flavor, self.name, exc)
+            ) from exc
+        if not found:
+            raise NotFound("no instance type %s on cloud %s" % (flavor, self.name))
+        return {
+            "vcpus": found[0].get("VCpuInfo", {}).get("DefaultVCpus"),
+            "ram_mb": found[0].get("MemoryInfo", {}).get("SizeInMiB"),
+        }
 
     def _extras(self, server_id):
         """Root volume (size, type, encryption, KMS key), IAM instance profile, IPv6, and

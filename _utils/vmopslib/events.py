@@ -110,6 +110,14 @@ CATALOGUE = (
         "run, node, batch, step, duration, and per event: boot_id, result, comment",
     ),
     (
+        "vmops/rotate/<run>/<what>",
+        "a rotation (orch.rotate): plan, resume, batch (a batch starts), vm (one VM's "
+        "replacement ended: outcome done, rolled_back or failed), stopped, done; refused "
+        "(<run> = new unless given)",
+        "run, and per event: batches, batch, vms, vm, state, new, duration, outcome, result, "
+        "problems",
+    ),
+    (
         "vmops/recover/<node>/<what>",
         "a dead host's recovery: refused, fenced, forced_down, evacuating, evacuated, failed "
         "(per server), done, enabled",
@@ -162,6 +170,7 @@ RECOVERY = (
     "done",
     "enabled",
 )
+ROTATE = ("refused", "plan", "resume", "batch", "vm", "stopped", "done")
 EVACUATED_SERVER = (
     "started",
     "pending",
@@ -240,6 +249,10 @@ def maintenance(node, what):
 
 def recovery(node, what):
     return _tag("recover", node, what, RECOVERY)
+
+
+def rotate(run, what):
+    return _tag("rotate", run, what, ROTATE)
 
 
 def evacuated_server(node, server, what):

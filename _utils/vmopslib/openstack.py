@@ -11,7 +11,7 @@ from . import config
 from .errors import CloudError, InvalidInput, NotFound, NotSupported
 from .openstack_compute import ComputeOperations
 from .openstack_volumes import VolumeOperations
-from .provider import Provider, encode_user_data, scrub_user_data, short_reason
+from .provider import Provider, encode_user_data, scrub_user_data, shared_session, short_reason
 
 try:
     import openstack
@@ -121,7 +121,7 @@ class OpenStackProvider(ComputeOperations, VolumeOperations, Provider):
     @property
     def conn(self):
         if self._conn is None:
-            self._conn = connect(self.profile)
+            self._conn = shared_session(self.profile, connect)
         return self._conn
 
     # ------------------------------------------------------------------ servers
@@ -288,6 +288,25 @@ class OpenStackProvider(ComputeOperations, VolumeOperations, Provider):
                 % (server["name"], server["id"], server["project_id"], ", ".join(allowed))
             )
         return None
+
+    def headroom(self):
+        """From the compute limits (``GET /limits``: any project member may read them)."""
+        limits = self.conn.compute.get_limits().absolute
+
+        def free(most, used):
+            return None if most is None or most < 0 else most - (used or 0)
+
+        return {
+            "instances": free(limits.instances, limits.instances_used),
+            "cores": free(limits.total_cores, limits.total_cores_used),
+            "ram_mb": free(limits.total_ram, limits.total_ram_used),
+        }
+
+    def flavor_size(self, flavor):
+        found = self.conn.compute.find_flavor(flavor)
+        if found is None:
+            raise NotFound("no flavor %s on cloud %s" % (flavor, self.name))
+        return {"vcpus": found.vcpus, "ram_mb": found.ram}
 
     def console_output(self, name_or_id):
         server = self.find_server(name_or_id)

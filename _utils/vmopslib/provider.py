@@ -89,6 +89,8 @@ IDEMPOTENT = frozenset(
         "migrations",
         "placement_free",
         "anti_affinity_groups",
+        "headroom",
+        "flavor_size",
     )
 )
 
@@ -154,6 +156,40 @@ def short_reason(text, limit=300):
     text = " ".join(str(text).split())
     text = _URL_SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+# One cloud session per (thread, cloud profile), reused across the steps of a run: every
+# step of an orchestration is a runner call in the same salt-run process, and a fresh
+# openstacksdk connection pays a token and the services' version discovery (~0.4 s on the
+# local cloud) before its first request.  Per thread (the reactor's runner pool shares a
+# process): a session is never shared between threads it was not made in.  A session
+# older than SESSION_TTL is made again (keystoneauth renews tokens itself meanwhile).
+SESSION_TTL = 600
+_SESSIONS = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def shared_session(profile, factory, clock=time):
+    """``factory(profile)``, or the one this thread made for the same profile recently."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    key = (threading.get_ident(), json.dumps(profile, sort_keys=True, default=str))
+    now = clock.monotonic()
+    with _SESSIONS_LOCK:
+        for old in [k for k, (_, made) in _SESSIONS.items() if now - made > SESSION_TTL]:
+            del _SESSIONS[old]
+        if key in _SESSIONS:
+            return _SESSIONS[key][0]
+    session = factory(profile)
+    with _SESSIONS_LOCK:
+        _SESSIONS[key] = (session, now)
+    return session
+
+
+def forget_sessions():
+    """Drop every shared session (tests; a process that changed its clouds)."""
+    with _SESSIONS_LOCK:
+        _SESSIONS.clear()
 
 
 class Provider(abc.ABC):
@@ -320,6 +356,18 @@ class Provider(abc.ABC):
 
     def _extras(self, server_id):  # pylint: disable=unused-argument
         return {}
+
+    # ------------------------------------------------------------------ quota
+
+    def headroom(self):
+        """What the project (account) may still start: ``{"instances", "cores", "ram_mb"}``,
+        each a number, or None where the cloud sets no limit or does not say."""
+        return {"instances": None, "cores": None, "ram_mb": None}
+
+    def flavor_size(self, flavor):  # pylint: disable=unused-argument
+        """``{"vcpus", "ram_mb"}`` of a flavor (instance type); NotFound when unknown
+        (None each when the driver cannot tell)."""
+        return {"vcpus": None, "ram_mb": None}
 
     @abc.abstractmethod
     def console_output(self, name_or_id):

@@ -417,11 +417,12 @@ def wait_minion(opts, minion_id, timeout):
     """Wait until ``minion_id`` answers; raise Timeout when it does not."""
     from . import waiting  # pylint: disable=import-outside-toplevel
 
+    # a minion still starting misses the ping's publish: a short ping, soon again
     return waiting.wait_for(
-        lambda: minion_answers(opts, minion_id),
+        lambda: minion_answers(opts, minion_id, timeout=1),
         timeout,
         "minion %s to answer" % minion_id,
-        interval=1,
+        interval=0.25,
     )
 
 
@@ -701,3 +702,40 @@ def state_failures(ret):
     if not failed and ret.get("retcode") not in (None, 0):
         failed = ["retcode %s" % ret.get("retcode")]
     return failed
+
+
+def match_minions(opts, target, tgt_type="glob"):
+    """The accepted minion ids a Salt target matches, on the master, from its keys and its
+    grains/pillar cache (no ping: a minion that is down is matched too)."""
+    import salt.utils.minions  # pylint: disable=import-outside-toplevel
+
+    found = salt.utils.minions.CkMinions(opts).check_minions(target, tgt_type)
+    return sorted(found.get("minions") or [])
+
+
+def orchestrate(opts, sls, pillar, timeout=7200):
+    """Run ``salt-run state.orch <sls> pillar=<pillar>`` as a process of its own (its own
+    locks, its own job), wait for it: ``(exit code, the tail of what it printed)``."""
+    import json  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    cmd = [
+        sys.executable,
+        "-c",
+        "import salt.scripts; salt.scripts.salt_run()",
+        "-c",
+        os.path.dirname(opts["conf_file"]),
+        "--out=json",
+        "--log-level=quiet",
+        "state.orch",
+        sls,
+        "pillar=%s" % json.dumps(pillar),
+    ]
+    try:
+        proc = subprocess.run(  # noqa: S603
+            cmd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise VmopsError("%s did not end within %ss" % (sls, timeout)) from exc
+    return proc.returncode, (proc.stdout or "")[-4000:] + (proc.stderr or "")[-1000:]

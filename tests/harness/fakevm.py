@@ -286,8 +286,12 @@ def power_on(server_id):
 
 
 def destroy(server_id):
-    """Stop the minion and delete the guest's disk."""
-    power_off(server_id)
+    """Pull the plug and delete the guest's disk.  A hypervisor's destroy is a hard power
+    off (libvirt's virDomainDestroy; Nova's graceful shutdown belongs to stop, not to
+    delete): the guest's processes get SIGKILL at once, no grace period."""
+    pid = minion_pid(server_id)
+    if pid:
+        _kill(pid, timeout=0)
     shutil.rmtree(vm_dir(server_id), ignore_errors=True)
     shutil.rmtree(sock_dir(server_id), ignore_errors=True)
 

@@ -266,12 +266,14 @@ def test_a_decision_while_the_cloud_is_down_is_refused_as_transient_and_taken_la
     booted["keys"].append(name)
     fault_proxy.clear()
     t0 = time.time()
-    ret = rrun.run("vmops.create", name, "level=staging", "cloud=faulty")
-    assert ret.returncode == 0, ret
-    booted["os"].append(ret.data["id"])
+    # the console (the VM's key evidence) cannot be read from before the boot: its key is
+    # pending about 0.3 s after ACTIVE, long before salt-run returns (creating the VM
+    # takes no server action, only the console read does)
+    fault_proxy.inject("compute", "POST", r"/servers/[^/]+/action", status=503, count=-1)
     try:
-        # from now on the console (the VM's key evidence) cannot be read
-        fault_proxy.inject("compute", "POST", r"/servers/[^/]+/action", status=503, count=-1)
+        ret = rrun.run("vmops.create", name, "level=staging", "cloud=faulty")
+        assert ret.returncode == 0, ret
+        booted["os"].append(ret.data["id"])
         tag = "vmops/key/%s/refused" % name
         refused = wait_until(
             lambda: [

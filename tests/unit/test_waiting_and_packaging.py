@@ -53,3 +53,20 @@ def test_entry_point_dirs_hold_the_loader_modules():
     assert "vmopslib.loader:get_loader_dirs" in cfg["options.entry_points"]["salt.loader"]
     for src in ("_modules", "_runners"):
         assert os.path.exists(REPO / src / "vmops.py")
+
+
+def test_wait_for_polls_a_fifth_of_the_time_waited_by_default():
+    """Without a back-off the pause follows the time waited (0.25 s .. 5 s): a short wait
+    ends at most ~20 % late, a long one polls every 5 s."""
+    clock, calls = FakeClock(), []
+
+    def probe():
+        calls.append(clock.now)
+        clock.now += 0.1  # each request takes 0.1 s
+        return "ok" if clock.now > 60 else None
+
+    assert waiting.wait_for(probe, 120, "x", clock=clock) == "ok"
+    assert clock.sleeps[0] == 0.25 and max(clock.sleeps) == 5.0
+    for at, pause in zip(calls, clock.sleeps, strict=False):
+        assert pause <= max(0.25, (at + 0.1) * 0.2) + 1e-9
+    assert len(calls) < 40
