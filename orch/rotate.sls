@@ -30,7 +30,10 @@
 {%- do kwargs.update({'test': True}) %}
 {%- set plan = salt['saltutil.runner']('vmops.rotate', kwarg=kwargs) %}
 rotate_plan:
-{%- if plan.get('result', True) is sameas false %}
+{%- if plan is not mapping %}
+  test.fail_without_changes:
+    - name: {{ ('vmops.rotate failed: ' ~ plan) | json }}
+{%- elif plan.get('result', True) is sameas false %}
   test.fail_without_changes:
     - name: {{ plan['comment'] | json }}
 {%- else %}

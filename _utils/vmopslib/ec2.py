@@ -233,8 +233,11 @@ class EC2Provider(Provider):
         attrs = self.ec2.describe_account_attributes(AttributeNames=["max-instances"])
         most = None
         for attr in attrs.get("AccountAttributes") or []:
+            if attr.get("AttributeName") != "max-instances":
+                continue  # (moto answers every attribute whatever was asked)
             for value in attr.get("AttributeValues") or []:
-                most = int(value["AttributeValue"])
+                if str(value.get("AttributeValue", "")).isdigit():
+                    most = int(value["AttributeValue"])
         running = self._instances(
             Filters=[
                 {

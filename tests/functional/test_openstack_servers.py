@@ -130,3 +130,28 @@ def test_another_projects_server_never_vouches_for_a_key(local_cloud, prov, name
     finally:
         demo.delete(desc["id"], timeout=120)
     del prov
+
+
+def test_headroom_follows_the_project_quota(prov, boot, name, os_conn):
+    """The compute limits a rotation's plan checks its peak against: one more server (and
+    its flavor's cores and RAM) in use is one less free."""
+    assert prov.headroom() == {"instances": None, "cores": None, "ram_mb": None}  # unlimited
+    project = os_conn.current_project_id
+    used = os_conn.compute.get_limits().absolute
+    os_conn.set_compute_quotas(
+        project,
+        instances=used.instances_used + 50,
+        cores=used.total_cores_used + 100,
+        ram=used.total_ram_used + 100000,
+    )
+    try:
+        before = prov.headroom()
+        assert all(isinstance(before[k], int) for k in ("instances", "cores", "ram_mb")), before
+        boot(name)
+        after = prov.headroom()
+        size = prov.flavor_size("m1.fake")
+        assert after["instances"] == before["instances"] - 1
+        assert after["cores"] == before["cores"] - size["vcpus"]
+        assert after["ram_mb"] == before["ram_mb"] - size["ram_mb"]
+    finally:
+        os_conn.set_compute_quotas(project, instances=-1, cores=-1, ram=-1)

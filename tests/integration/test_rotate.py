@@ -157,3 +157,34 @@ def test_a_role_rotated_by_a_grain_target_stops_on_a_failure_and_resumes(
         assert len(redone) == 1 and redone[0] <= second
     finally:
         os_conn.network.delete_ip(fip.id, ignore_missing=True)
+
+
+def test_the_same_command_rotates_ec2_instances(
+    salt_run_cli, salt_cli, moto_cloud, event_listener, salt_master, cleanup
+):
+    """cloud: aws, a list target, the whole role at once ("100%"): each instance replaced
+    (EC2's naming: <vm>-new until the cut-over), the old ones terminated, the minions
+    answer under their ids."""
+    prefix = "roe%s" % uuid.uuid4().hex[:4]
+    names = _vms(
+        salt_run_cli, salt_cli, event_listener, salt_master, cleanup, prefix, 2, "cloud=aws"
+    )
+    cleanup.extend("%s-%s" % (n, s) for n in names for s in ("new", "old"))
+    old = {n: salt_run_cli.run("vmops.show", n, "cloud=aws").data["id"] for n in names}
+    pillar = {"target": ",".join(names), "tgt_type": "list", "batch": "100%", "cloud": "aws"}
+    ret = _orch_rotate(salt_run_cli, pillar, "test=True")
+    assert ret.returncode == 0, ret
+    (plan,) = orch_states(ret).values()
+    assert "would rotate 2 VM(s) on cloud aws in 1 batch(es) of up to 2" in plan["comment"]
+    ret = _orch_rotate(salt_run_cli, pillar)
+    assert ret.returncode == 0, ret
+    (state,) = orch_states(ret).values()
+    report = state["changes"]["return"]
+    assert report["result"] is True and report["done"] == names, report
+    ec2 = moto_cloud.client()
+    for name in names:
+        new = salt_run_cli.run("vmops.show", name, "cloud=aws").data
+        assert new["id"] == report["vms"][name]["new"] != old[name]
+        gone = ec2.describe_instances(InstanceIds=[old[name]])["Reservations"][0]["Instances"]
+        assert gone[0]["State"]["Name"] in ("shutting-down", "terminated")
+        assert salt_cli.run("--timeout=10", "test.ping", minion_tgt=name).data is True

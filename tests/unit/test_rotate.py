@@ -192,3 +192,18 @@ def test_a_target_matching_nothing_is_a_clear_error(tmp_path):
 
 def test_the_run_key_is_the_selection():
     assert run_key("c", ["b", "a"]) == run_key("c", ["a", "b"]) != run_key("d", ["a", "b"])
+
+
+def test_ec2_headroom_is_max_instances_less_the_instances_that_exist():
+    """moto in-process (the real thing, moto's server, is in the integration tier)."""
+    boto3 = pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+    from vmopslib.ec2 import EC2Provider
+
+    with moto.mock_aws():
+        client = boto3.client("ec2", region_name="us-east-1")
+        image = client.describe_images()["Images"][0]["ImageId"]
+        client.run_instances(ImageId=image, MinCount=3, MaxCount=3, InstanceType="t3.micro")
+        prov = EC2Provider({"name": "aws", "driver": "ec2", "region_name": "us-east-1"}, client)
+        assert prov.headroom() == {"instances": 17, "cores": None, "ram_mb": None}
+        assert prov.flavor_size("t3.micro") == {"vcpus": 2, "ram_mb": 1024}
