@@ -408,15 +408,25 @@ class Provider(abc.ABC):
             "fixed_ip": ip.get("fixed_ip"),
         }
 
-    def flip_floating_ip(self, address, server, fixed_ip=None, test=False):
+    def flip_floating_ip(self, address, server, fixed_ip=None, test=False, only_from=None):
         """Point floating / Elastic IP ``address`` at ``server`` in one re-association.
 
         The address moves straight from where it points to the target (Neutron and EC2
         re-associate in one update), so it is never unassigned in between; then the
         cloud is read again to verify.  A no-op when it already points there.
         ``test``: say what would happen, change nothing.
+        ``only_from``: server ids the IP may be taken from (or from nowhere); pointing at
+        another server it is left there (``left`` True, nothing changed).
         """
         ip = self._ip_find(address)
+        if only_from is not None and ip.get("server_id") not in (None, server, *only_from):
+            return {
+                "address": address,
+                "left": True,
+                "changed": False,
+                "old": {"server_id": ip.get("server_id")},
+                "comment": "%s points at %s: left there" % (address, ip.get("server_id")),
+            }
         target = self._ip_target(ip, server, fixed_ip)
         keys = (
             ("port_id", "fixed_ip", "server_id") if "port_id" in ip else ("server_id", "fixed_ip")

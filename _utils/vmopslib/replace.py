@@ -815,13 +815,13 @@ class Replacement(CutoverMixin):
         moved, left = [], []
         for addr in list(dict.fromkeys(list(record["floating_ips"]) + list(now))):
             fixed = (record.get("flip_to") or {}).get(addr)
-            where = self.provider.flip_floating_ip(addr, new_id, fixed, test=True)["old"].get(
-                "server_id"
-            )
-            if where not in (None, old_id, new_id):
+            # one call: it is read, and moved only when it is still the old (or new) VM's
+            done = self.provider.flip_floating_ip(addr, new_id, fixed, only_from=(old_id,))
+            if done.get("left"):
+                where = done["old"]["server_id"]
                 left.append("%s (moved to %s by someone else; left there)" % (addr, where))
                 continue
-            moved.append(self.provider.flip_floating_ip(addr, new_id, fixed)["address"])
+            moved.append(done["address"])
         return moved, left
 
     def retire(self, name):

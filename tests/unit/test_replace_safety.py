@@ -32,13 +32,16 @@ class Cloud:
     def delete(self, server_id):
         self.calls.append(("delete", server_id))
 
-    def flip_floating_ip(self, address, server, fixed_ip=None, test=False):
+    def flip_floating_ip(self, address, server, fixed_ip=None, test=False, only_from=None):
+        owner = self.ip_owner.get(address, "old") if self.ip_owner else "old"
+        if only_from is not None and owner not in (None, server, *only_from):
+            return {"address": address, "left": True, "old": {"server_id": owner}}
         if not test:
             self.calls.append(("flip", address, server) + ((fixed_ip,) if fixed_ip else ()))
             self.new_ips.append(address)
         return {
             "address": address,
-            "old": {"server_id": self.ip_owner.get(address, "old") if self.ip_owner else "old"},
+            "old": {"server_id": owner},
             "new": {"server_id": server, "fixed_ip": fixed_ip or "10.0.0.9"},
         }
 
@@ -268,10 +271,10 @@ class MultiHomed(Cloud):
     def floating_ip_show(self, address):
         return {"address": address, "server_id": "old", "fixed_ip": "10.0.0.5"}
 
-    def flip_floating_ip(self, address, server, fixed_ip=None, test=False):
+    def flip_floating_ip(self, address, server, fixed_ip=None, test=False, only_from=None):
         if server == "new" and fixed_ip is None and len(self.new_nets) > 1:
             raise InvalidInput("server new has several fixed IPs: say which one with fixed_ip")
-        return super().flip_floating_ip(address, server, fixed_ip, test)
+        return super().flip_floating_ip(address, server, fixed_ip, test, only_from)
 
 
 def _multihomed(tmp_path, cloud, fip_network=None):

@@ -178,3 +178,14 @@ def test_the_flip_is_written_once_for_every_cloud():
     assert again["changed"] is False and "already points at new" in again["comment"]
     with pytest.raises(CloudError, match="was moved but points at p-old, not p-new"):
         Ips(sticks=False).flip_floating_ip("203.0.113.7", "new")
+
+
+def test_a_flip_only_from_the_old_server_leaves_an_ip_someone_else_took():
+    cloud = Ips()
+    cloud.ip["server_id"] = "third"
+    left = cloud.flip_floating_ip("203.0.113.7", "new", only_from=("old",))
+    assert left["left"] is True and left["changed"] is False and cloud.calls == []
+    assert left["old"] == {"server_id": "third"}
+    cloud.ip["server_id"] = "old"
+    done = cloud.flip_floating_ip("203.0.113.7", "new", only_from=("old",))
+    assert done["changed"] and cloud.calls == [("associate", "p-new")]
