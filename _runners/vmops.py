@@ -21,11 +21,10 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
     sys.path.extend(os.path.join(_ROOT, sub) for sub in ("utils", "_utils"))
     import vmopslib  # noqa: F401  pylint: disable=ungrouped-imports
 
-import types  # pylint: disable=wrong-import-order
 
 from vmopslib import admission, config, evacuate, minions, replace, saltglue
 from vmopslib import events as tags
-from vmopslib.errors import InvalidInput, NotSupported, VmopsError
+from vmopslib.errors import InvalidInput, NotSupported
 from vmopslib.registry import NONCE_KEY, is_live
 
 log = logging.getLogger(__name__)
@@ -316,45 +315,8 @@ def rebuild_minion(name, image=None, cloud=None, timeout=300):
     return _run(_rebuild)
 
 
-REPLACE_STEPS = replace.RUNNER_STEPS
-
-
-def _run_state(minion_id, fun, timeout, jid, on_jid, arg=(), pillar=None):
-    """(jid, failures, number of states) of state function ``fun`` on ``minion_id``, waited
-    for in the master's job cache; ``queue``: behind a state run still going."""
-    kwarg = {"queue": True}
-    if pillar:
-        kwarg["pillar"] = pillar
-    jid, ret = saltglue.run_state_job(
-        __opts__, minion_id, fun, arg, kwarg=kwarg, timeout=timeout, jid=jid, on_jid=on_jid
-    )
-    data = ret.get("return")
-    return jid, saltglue.state_failures(ret), len(data) if isinstance(data, dict) else 0
-
-
 def _replacement(cloud, token):
-    conf, prov = saltglue.provider(__opts__, _pillar(), cloud)
-    ops = types.SimpleNamespace(
-        wait=_wait_for_minion,
-        grain=_grain,
-        idle=lambda minion_id, timeout: saltglue.wait_minion_idle(__opts__, minion_id, timeout),
-        run_state=_run_state,
-        answers=lambda minion_id, timeout: saltglue.minion_answers(__opts__, minion_id, timeout),
-        call=lambda minion_id, fun, arg, kwarg, timeout: saltglue.minion_call(
-            __opts__, minion_id, fun, arg, kwarg, timeout
-        ),
-    )
-    journal = replace.Journal(saltglue.journal_store(__opts__, "replace", "replacement"))
-    return replace.Replacement(
-        conf,
-        prov,
-        saltglue.MasterKeys(__opts__),
-        journal,
-        ops,
-        events=_events(),
-        token=token,
-        registry=_registry(),
-    )
+    return saltglue.replacement(__opts__, _pillar(), cloud, token, _events())
 
 
 def replace_vm(
@@ -452,55 +414,32 @@ def replace_vm(
     overrides = {k: v for k, v in overrides.items() if not k.startswith("__")}
 
     def _step():
-        if step not in REPLACE_STEPS:
-            raise InvalidInput("step must be one of %s" % ", ".join(REPLACE_STEPS))
-        timeout_s = config.strict_int(timeout, "timeout")
-        highstate_timeout_s = config.strict_int(highstate_timeout, "highstate_timeout")
-        rep = _replacement(cloud, token)
-        calls = {
-            "plan": lambda: rep.plan(
-                name,
-                overrides,
-                {
-                    "keep_old": keep_old,
-                    "keep_failed": keep_failed,
-                    "fip_network": fip_network,
-                    "naming": naming,
-                    "data_volumes": data_volumes,
-                    "keep_days": keep_days,
-                    "pre_detach": pre_detach,
-                    "cutover_state": cutover_state,
-                    "root_size": root_size,
-                    "encrypted": encrypted,
-                },
-                test=test,
-            ),
-            "boot": lambda: rep.boot(name, timeout=max(timeout_s, 600)),
-            "wait": lambda: rep.wait(name, timeout=timeout_s),
-            "sanity": lambda: rep.sanity(name),
-            "highstate": lambda: rep.highstate(name, timeout=highstate_timeout_s),
-            "deploy": lambda: rep.passed(name, "deploy"),
-            "cutover": lambda: rep.cutover(
-                name, timeout=timeout_s, state_timeout=highstate_timeout_s
-            ),
-            "checked": lambda: rep.checked(name),
-            "smoke": lambda: rep.smoke(name, network),
-            "flip": lambda: rep.flip(name),
-            "retire": lambda: rep.retire(name),
-            "rollback": lambda: rep.rollback(name, timeout=timeout_s),
-            "abandon": lambda: rep.abandon(name),
-            "status": lambda: (
-                dict(rep.summary(rep.journal.load(name) or {}), result=True)
-                if rep.journal.load(name)
-                else {"result": True, "vm": name, "state": None}
-            ),
-        }
-        try:
-            return calls[step]()
-        except VmopsError as exc:
-            if step not in ("plan", "rollback", "abandon", "status"):
-                rep.fail(name, step, exc)
-            raise
+        return saltglue.replace_step(
+            __opts__,
+            _pillar(),
+            _events(),
+            name,
+            step,
+            cloud=cloud,
+            token=token,
+            test=test,
+            options={
+                "keep_old": keep_old,
+                "keep_failed": keep_failed,
+                "fip_network": fip_network,
+                "naming": naming,
+                "data_volumes": data_volumes,
+                "keep_days": keep_days,
+                "pre_detach": pre_detach,
+                "cutover_state": cutover_state,
+                "root_size": root_size,
+                "encrypted": encrypted,
+            },
+            overrides=overrides,
+            timeout=timeout,
+            network=network,
+            highstate_timeout=highstate_timeout,
+        )
 
     return _run(_step)
 

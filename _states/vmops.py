@@ -26,7 +26,20 @@ orchestration they run on the master, which needs the pack synced
         - device: /dev/vdb
 """
 
+import os
+import sys
+
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+try:
+    import vmopslib  # noqa: F401  (only: is the core importable as it is?)
+except ImportError:  # synced from the state tree: the core sits in <extension_modules>/utils
+    _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.extend(os.path.join(_ROOT, sub) for sub in ("utils", "_utils"))
+    import vmopslib  # noqa: F401  pylint: disable=ungrouped-imports
+
+from vmopslib import saltglue  # pylint: disable=wrong-import-position
+from vmopslib.errors import VmopsError  # pylint: disable=wrong-import-position
 
 __virtualname__ = "vmops"
 
@@ -281,3 +294,69 @@ def compute_service_disabled(name, reason, cloud=None):
     - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
     """
     return _service_state(name, cloud, "disabled", reason)
+
+
+def replace_step(name, vm, cloud=None, token=None, **params):
+    """
+    One step (``name``: plan, boot, wait, sanity, highstate, deploy, cutover, checked,
+    smoke, flip, retire, rollback) of replacing VM ``vm``, for orchestration on the
+    master: what ``orch.replace_vm`` runs, the same as ``salt.runner`` with
+    ``vmops.replace_vm`` (see its documentation for the steps and ``params``), in the
+    orchestration's own process (no runner client per step).  ``changes`` carry the
+    step's report under ``return``, as ``salt.runner`` does.
+
+    - ``cloud``: the ``vmops:clouds`` profile to act on (default: ``vmops:default_cloud``).
+    - ``token``: ties the steps of one run together (``orch.replace_vm`` makes one).
+
+    .. code-block:: yaml
+
+        boot:
+          vmops.replace_step:
+            - vm: app2
+            - token: {{ token }}
+    """
+    ret = _ret(name)
+    params = {k: v for k, v in params.items() if not k.startswith("__")}
+    if __opts__.get("test"):
+        ret.update(result=None, comment="step %s of replacing %s would run" % (name, vm))
+        return ret
+    options = {
+        k: params.pop(k)
+        for k in (
+            "keep_old",
+            "keep_failed",
+            "fip_network",
+            "naming",
+            "data_volumes",
+            "keep_days",
+            "pre_detach",
+            "cutover_state",
+            "root_size",
+            "encrypted",
+        )
+        if k in params
+    }
+    kwargs = {k: params.pop(k) for k in ("timeout", "network", "highstate_timeout") if k in params}
+    try:
+        report = saltglue.replace_step(
+            __opts__,
+            __pillar__,
+            saltglue.Events(__opts__),
+            vm,
+            name,
+            cloud=cloud,
+            token=token,
+            options=options,
+            overrides=params,
+            **kwargs,
+        )
+    except VmopsError as exc:
+        # the runner's failure report, as a salt.runner state carries it
+        failed = {"result": False, "comment": str(exc), "error": type(exc).__name__}
+        ret.update(result=False, comment=str(exc), changes={"return": failed})
+        return ret
+    ret["comment"] = report.get("comment") or "step %s of replacing %s" % (name, vm)
+    ret["changes"] = {"return": report}
+    if report.get("result") is False:
+        ret["result"] = False
+    return ret

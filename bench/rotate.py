@@ -58,6 +58,23 @@ def make_vms(names):
     )
 
 
+def cpu_busy():
+    """Seconds of CPU time the whole machine spent busy so far (/proc/stat: every state but
+    idle and iowait), and the number of CPUs."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+        cpus = sum(1 for line in stat if line.startswith("cpu"))
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - fields[3] - fields[4]) / hz, cpus
+
+
+def measured(fn, *args):
+    """``fn(*args)``'s result, and the CPU seconds the machine was busy meanwhile."""
+    before, cpus = cpu_busy()
+    out = fn(*args)
+    return out, cpu_busy()[0] - before, cpus
+
+
 def naive(names):
     t0 = time.monotonic()
     for name in names:
@@ -100,13 +117,19 @@ def main():
         results["create_s"] = round(time.monotonic() - t0, 1)
         print("created %d VMs in %.1fs" % (len(names), results["create_s"]), flush=True)
         if not args.no_naive:
-            took = naive(names)
-            results["passes"]["naive loop"] = {"wall_s": round(took, 1)}
+            took, cpu, cpus = measured(naive, names)
+            results["passes"]["naive loop"] = {
+                "wall_s": round(took, 1),
+                "cpu_s_per_vm": round(cpu / len(names), 1),
+                "cpu_busy_pct": round(100 * cpu / (took * cpus)),
+            }
             print("naive loop of orch.replace_vm: %.1fs" % took, flush=True)
         for batch in [b.strip() for b in args.batches.split(",") if b.strip()]:
-            took, per_vm = rotation(names, batch)
+            (took, per_vm), cpu, cpus = measured(rotation, names, batch)
             results["passes"]["rotate batch %s" % batch] = {
                 "wall_s": round(took, 1),
+                "cpu_s_per_vm": round(cpu / len(names), 1),
+                "cpu_busy_pct": round(100 * cpu / (took * cpus)),
                 "per_vm_median_s": per_vm[len(per_vm) // 2],
                 "per_vm_max_s": per_vm[-1],
             }
@@ -116,17 +139,22 @@ def main():
             demo.salt("salt-run", "vmops.delete", name, check=False, quiet=True)
         demo.stop(master)
     base = (results["passes"].get("naive loop") or {}).get("wall_s")
-    print("\n%-22s %8s %10s %12s %9s" % ("pass", "wall s", "s per VM", "VM median s", "speed-up"))
+    print(
+        "\n%-18s %7s %9s %12s %9s %11s %9s"
+        % ("pass", "wall s", "s per VM", "VM median s", "speed-up", "CPU s/VM", "CPU busy")
+    )
     for name, row in results["passes"].items():
         row["speedup"] = round(base / row["wall_s"], 2) if base else None
         print(
-            "%-22s %8.1f %10.1f %12s %9s"
+            "%-18s %7.1f %9.1f %12s %9s %11s %8s%%"
             % (
                 name,
                 row["wall_s"],
                 row["wall_s"] / args.vms,
                 row.get("per_vm_median_s", "-"),
                 row["speedup"] or "-",
+                row["cpu_s_per_vm"],
+                row["cpu_busy_pct"],
             )
         )
     out = demo.HOME / ("bench-rotate-%d.json" % args.vms)

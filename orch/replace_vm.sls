@@ -45,26 +45,27 @@
 {%- set smoke = salt['pillar.get']('smoke', False) %}
 {%- set timeout = salt['pillar.get']('timeout', 300) %}
 {%- set token = salt['test.random_hash']() %}
+{#- Each step is the state vmops.replace_step: the same code as the runner
+    vmops.replace_vm (salt-run vmops.replace_vm <vm> step=...), run in this orchestration's
+    own process (a salt.runner state would build a runner client per step). #}
 {%- macro step(name) %}
-  salt.runner:
-    - name: vmops.replace_vm
-    - kwarg:
-        name: {{ vm | json }}
-        step: {{ name }}
-        cloud: {{ cloud | json }}
-        token: {{ token }}
-        timeout: {{ timeout }}
-        {%- if name == 'plan' %}
-        keep_old: {{ salt['pillar.get']('keep_old', 'delete') | json }}
-        keep_failed: {{ salt['pillar.get']('keep_failed', False) | json }}
-        fip_network: {{ salt['pillar.get']('fip_network') | json }}
-        {%- for key in window_keys if salt['pillar.get'](key) not in (None, '') %}
-        {{ key }}: {{ salt['pillar.get'](key) | json }}
-        {%- endfor %}
-        {%- for key in spec_keys if salt['pillar.get'](key) %}
-        {{ key }}: {{ salt['pillar.get'](key) | json }}
-        {%- endfor %}
-        {%- endif %}
+  vmops.replace_step:
+    - name: {{ name }}
+    - vm: {{ vm | json }}
+    - cloud: {{ cloud | json }}
+    - token: {{ token }}
+    - timeout: {{ timeout }}
+    {%- if name == 'plan' %}
+    - keep_old: {{ salt['pillar.get']('keep_old', 'delete') | json }}
+    - keep_failed: {{ salt['pillar.get']('keep_failed', False) | json }}
+    - fip_network: {{ salt['pillar.get']('fip_network') | json }}
+    {%- for key in window_keys if salt['pillar.get'](key) not in (None, '') %}
+    - {{ key }}: {{ salt['pillar.get'](key) | json }}
+    {%- endfor %}
+    {%- for key in spec_keys if salt['pillar.get'](key) %}
+    - {{ key }}: {{ salt['pillar.get'](key) | json }}
+    {%- endfor %}
+    {%- endif %}
 {%- endmacro %}
 
 {%- if opts.get('test') %}
@@ -90,17 +91,17 @@ plan:
 boot:
 {{- step('boot') }}
     - require:
-      - salt: plan
+      - vmops: plan
 
 wait_minion:
 {{- step('wait') }}
     - require:
-      - salt: boot
+      - vmops: boot
 
 sanity:
 {{- step('sanity') }}
     - require:
-      - salt: wait_minion
+      - vmops: wait_minion
 
 {#- The highstate runs through the runner, which waits for its return in the master's job
     cache (not on the event bus, as salt.state does): a master restarted meanwhile or a
@@ -108,7 +109,7 @@ sanity:
 highstate:
 {{- step('highstate') }}
     - require:
-      - salt: sanity
+      - vmops: sanity
 
 {%- if deploy %}
 deploy:
@@ -134,7 +135,7 @@ deploy:
       - {{ deploy['orchestrate'] | json }}
 {%- endif %}
     - require:
-      - salt: highstate
+      - vmops: highstate
 {%- endif %}
 
 {%- if deploy %}
@@ -148,47 +149,47 @@ deploy_passed:
 cutover:
 {{- step('cutover') }}
     - require:
-      - salt: highstate
+      - vmops: highstate
 {%- if deploy %}
-      - salt: deploy_passed
+      - vmops: deploy_passed
 {%- endif %}
 
 checks_passed:
 {{- step('checked') }}
     - require:
-      - salt: cutover
+      - vmops: cutover
 
 {%- if smoke %}
 smoke_test:
 {{- step('smoke') }}
     - require:
-      - salt: checks_passed
+      - vmops: checks_passed
 {%- endif %}
 
 flip_floating_ips:
 {{- step('flip') }}
     - require:
-      - salt: checks_passed
+      - vmops: checks_passed
 {%- if smoke %}
-      - salt: smoke_test
+      - vmops: smoke_test
 {%- endif %}
 
 retire_old_vm:
 {{- step('retire') }}
     - require:
-      - salt: flip_floating_ips
+      - vmops: flip_floating_ips
 
 rollback:
 {{- step('rollback') }}
     - onfail:
-      - salt: boot
-      - salt: wait_minion
-      - salt: sanity
-      - salt: highstate
+      - vmops: boot
+      - vmops: wait_minion
+      - vmops: sanity
+      - vmops: highstate
 {%- if deploy %}
       - salt: deploy
-      - salt: deploy_passed
+      - vmops: deploy_passed
 {%- endif %}
-      - salt: cutover
-      - salt: checks_passed
+      - vmops: cutover
+      - vmops: checks_passed
 {%- endif %}

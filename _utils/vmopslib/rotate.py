@@ -204,11 +204,19 @@ class Rotation:
         names = names or self.names()
         vms, unknown = self.select(names)
         problems, comments = [], {}
-        for item in vms:
+
+        def checked(item):
             try:
-                comments[item["vm"]] = self.check(item["vm"])
+                return item["vm"], self.check(item["vm"]), None
             except InvalidInput as exc:
-                problems.append("%s: %s" % (item["vm"], exc))
+                return item["vm"], None, "%s: %s" % (item["vm"], exc)
+
+        # every VM's own plan, a few at once (each is a handful of cloud reads)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(vms) or 1)) as pool:
+            for vm, comment, problem in pool.map(checked, vms):
+                comments[vm] = comment
+                if problem:
+                    problems.append(problem)
         size = batch_size(self.opts["batch"], max(len(vms), 1))
         groups = [vms[i : i + size] for i in range(0, len(vms), size)]
         capacity = self._capacity(groups) if vms else None

@@ -739,3 +739,104 @@ def orchestrate(opts, sls, pillar, timeout=7200):
     except subprocess.TimeoutExpired as exc:
         raise VmopsError("%s did not end within %ss" % (sls, timeout)) from exc
     return proc.returncode, (proc.stdout or "")[-4000:] + (proc.stderr or "")[-1000:]
+
+
+# ---------------------------------------------------------------------- replacements
+# One place builds a replacement and runs its steps: the runner (vmops.replace_vm) and the
+# orchestration's state (vmops.replace_step, which saves a runner client per step) both
+# call replace_step.
+
+
+def run_state(opts, minion_id, fun, timeout, jid, on_jid, arg=(), pillar=None):
+    """(jid, failures, number of states) of state function ``fun`` on ``minion_id``, waited
+    for in the master's job cache; ``queue``: behind a state run still going."""
+    kwarg = {"queue": True}
+    if pillar:
+        kwarg["pillar"] = pillar
+    jid, ret = run_state_job(
+        opts, minion_id, fun, arg, kwarg=kwarg, timeout=timeout, jid=jid, on_jid=on_jid
+    )
+    data = ret.get("return")
+    return jid, state_failures(ret), len(data) if isinstance(data, dict) else 0
+
+
+def replacement(opts, pillar, cloud, token, events):
+    """A ``replace.Replacement`` wired to this master."""
+    import types  # pylint: disable=import-outside-toplevel
+
+    from . import replace  # pylint: disable=import-outside-toplevel
+
+    conf, prov = provider(opts, pillar, cloud)
+    ops = types.SimpleNamespace(
+        wait=lambda minion_id, timeout: wait_minion(opts, minion_id, timeout),
+        grain=lambda minion_id, grain: minion_grain(opts, minion_id, grain),
+        idle=lambda minion_id, timeout: wait_minion_idle(opts, minion_id, timeout),
+        run_state=lambda *args, **kwargs: run_state(opts, *args, **kwargs),
+        answers=lambda minion_id, timeout: minion_answers(opts, minion_id, timeout),
+        call=lambda minion_id, fun, arg, kwarg, timeout: minion_call(
+            opts, minion_id, fun, arg, kwarg, timeout
+        ),
+    )
+    journal = replace.Journal(journal_store(opts, "replace", "replacement"))
+    return replace.Replacement(
+        conf,
+        prov,
+        MasterKeys(opts),
+        journal,
+        ops,
+        events=events,
+        token=token,
+        registry=registry(opts),
+    )
+
+
+def replace_step(
+    opts,
+    pillar,
+    events,
+    name,
+    step,
+    cloud=None,
+    token=None,
+    test=False,
+    options=None,
+    overrides=None,
+    timeout=300,
+    network=None,
+    highstate_timeout=3600,
+):
+    """One step of the replacement of ``name`` (see ``vmops.replace_vm``): its report.
+    Raises the pack's errors (a failed step is journaled first)."""
+    from . import replace  # pylint: disable=import-outside-toplevel
+
+    if step not in replace.RUNNER_STEPS:
+        raise InvalidInput("step must be one of %s" % ", ".join(replace.RUNNER_STEPS))
+    timeout_s = config.strict_int(timeout, "timeout")
+    highstate_timeout_s = config.strict_int(highstate_timeout, "highstate_timeout")
+    rep = replacement(opts, pillar, cloud, token, events)
+    calls = {
+        "plan": lambda: rep.plan(name, overrides or {}, options or {}, test=test),
+        "boot": lambda: rep.boot(name, timeout=max(timeout_s, 600)),
+        "wait": lambda: rep.wait(name, timeout=timeout_s),
+        "sanity": lambda: rep.sanity(name),
+        "highstate": lambda: rep.highstate(name, timeout=highstate_timeout_s),
+        "deploy": lambda: rep.passed(name, "deploy"),
+        "cutover": lambda: rep.cutover(name, timeout=timeout_s, state_timeout=highstate_timeout_s),
+        "checked": lambda: rep.checked(name),
+        "smoke": lambda: rep.smoke(name, network),
+        "flip": lambda: rep.flip(name),
+        "retire": lambda: rep.retire(name),
+        "rollback": lambda: rep.rollback(name, timeout=timeout_s),
+        "abandon": lambda: rep.abandon(name),
+        "status": lambda: (
+            dict(rep.summary(rep.journal.load(name) or {}), result=True)
+            if rep.journal.load(name)
+            else {"result": True, "vm": name, "state": None}
+        ),
+    }
+    try:
+        return calls[step]()
+    except VmopsError as exc:
+        if step not in ("plan", "rollback", "abandon", "status"):
+            rep.fail(name, step, exc)
+        raise

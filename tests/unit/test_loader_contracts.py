@@ -88,10 +88,14 @@ def test_one_list_of_replacement_steps():
 
     from vmopslib import replace
 
-    runner = (REPO / "_runners" / "vmops.py").read_text()
-    assert "REPLACE_STEPS = replace.RUNNER_STEPS" in runner
+    # the runner (vmops.replace_vm) and the orchestration's state (vmops.replace_step) both
+    # dispatch through saltglue.replace_step
+    glue = (REPO / "_utils" / "vmopslib" / "saltglue.py").read_text()
+    assert "if step not in replace.RUNNER_STEPS:" in glue
     for step in replace.RUNNER_STEPS:
-        assert '"%s": lambda' % step in runner, step
+        assert '"%s": lambda' % step in glue, step
+    assert "saltglue.replace_step(" in (REPO / "_runners" / "vmops.py").read_text()
+    assert "saltglue.replace_step(" in (REPO / "_states" / "vmops.py").read_text()
     orch = (REPO / "orch" / "replace_vm.sls").read_text()
     orch = orch[orch.index("{%- else %}") :]  # the run (before it: the test=True plan)
     ran = [m.group(1) for m in re.finditer(r"step\('([a-z]+)'\)", orch)]
