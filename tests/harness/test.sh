@@ -18,5 +18,6 @@ bash "$ROOT/tests/harness/cloud.sh" up
 T2=$(date +%s)
 echo "[test] venv ready in $((T1 - T0))s, local cloud ready in $((T2 - T1))s"
 cd "$ROOT"
-# a short private basetemp: it holds the salt daemons' unix sockets
-exec "$VENV/bin/python" -m pytest --basetemp="$VMOPS_HOME/pt" -W ignore::DeprecationWarning "$@"
+# a short private basetemp: it holds the salt daemons' unix sockets; --durations: the 25
+# slowest tests at the end of the log (what to trim when the suite nears its budget)
+exec "$VENV/bin/python" -m pytest --basetemp="$VMOPS_HOME/pt" -W ignore::DeprecationWarning --durations=25 "$@"
