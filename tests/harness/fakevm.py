@@ -292,6 +292,11 @@ def destroy(server_id):
     pid = minion_pid(server_id)
     if pid:
         _kill(pid, timeout=0)
+    for other in _guest_pids(vm_dir(server_id)):  # every process of the guest
+        try:
+            os.kill(other, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     shutil.rmtree(vm_dir(server_id), ignore_errors=True)
     shutil.rmtree(sock_dir(server_id), ignore_errors=True)
 
@@ -375,6 +380,10 @@ def _guest_pids(root):
     carries VMOPS_GUEST_DIR), except this one and its parents."""
     mine = {os.getpid(), os.getppid()}
     marker = ("VMOPS_GUEST_DIR=%s" % root).encode()
+    # Salt's process titles (setproctitle) write over a process's environ and argv area:
+    # a minion's child can lose the marker, but its command line still names the guest's
+    # config directory (salt-minion -c <root>/etc/salt ...)
+    conf = os.path.join(root, "etc", "salt").encode()
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in mine:
@@ -382,7 +391,9 @@ def _guest_pids(root):
         try:
             with open("/proc/%s/environ" % entry, "rb") as fh:
                 if marker not in fh.read().split(b"\0"):
-                    continue
+                    with open("/proc/%s/cmdline" % entry, "rb") as cmd:
+                        if conf not in cmd.read():
+                            continue
             stat = _read("/proc/%s/stat" % entry, "")
         except OSError:
             continue
