@@ -537,22 +537,7 @@ def rotate(
             for k in ("flavor", "image", "key_name", "security_groups", "networks", "metadata")
             if passed.get(k)
         }
-        plan_opts = {
-            k: passed[k]
-            for k in (
-                "keep_old",
-                "keep_failed",
-                "fip_network",
-                "naming",
-                "data_volumes",
-                "keep_days",
-                "pre_detach",
-                "cutover_state",
-                "root_size",
-                "encrypted",
-            )
-            if passed.get(k) not in (None, "")
-        }
+        plan_opts = {k: passed[k] for k in replace.PLAN_OPTIONS if passed.get(k) not in (None, "")}
 
         def check(vm):
             rep = _replacement(cloud, None)

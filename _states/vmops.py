@@ -38,7 +38,7 @@ except ImportError:  # synced from the state tree: the core sits in <extension_m
     sys.path.extend(os.path.join(_ROOT, sub) for sub in ("utils", "_utils"))
     import vmopslib  # noqa: F401  pylint: disable=ungrouped-imports
 
-from vmopslib import saltglue  # pylint: disable=wrong-import-position
+from vmopslib import replace, saltglue  # pylint: disable=wrong-import-position
 from vmopslib.errors import VmopsError  # pylint: disable=wrong-import-position
 
 __virtualname__ = "vmops"
@@ -320,22 +320,7 @@ def replace_step(name, vm, cloud=None, token=None, **params):
     if __opts__.get("test"):
         ret.update(result=None, comment="step %s of replacing %s would run" % (name, vm))
         return ret
-    options = {
-        k: params.pop(k)
-        for k in (
-            "keep_old",
-            "keep_failed",
-            "fip_network",
-            "naming",
-            "data_volumes",
-            "keep_days",
-            "pre_detach",
-            "cutover_state",
-            "root_size",
-            "encrypted",
-        )
-        if k in params
-    }
+    options = {k: params.pop(k) for k in replace.PLAN_OPTIONS if k in params}
     kwargs = {k: params.pop(k) for k in ("timeout", "network", "highstate_timeout") if k in params}
     try:
         report = saltglue.replace_step(

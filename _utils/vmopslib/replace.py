@@ -81,6 +81,19 @@ STEPS = (
 # orchestration runs it as a Salt state just before).
 RUNNER_STEPS = STEPS + ("rollback", "abandon", "status")
 KEEP_OLD = ("delete", "stop", "rename")
+# the options of a replacement's plan besides the new VM's spec (runner, state, rotation)
+PLAN_OPTIONS = (
+    "keep_old",
+    "keep_failed",
+    "fip_network",
+    "naming",
+    "data_volumes",
+    "keep_days",
+    "pre_detach",
+    "cutover_state",
+    "root_size",
+    "encrypted",
+)
 # what the new VM takes from the old one (the name is the same; user-data and volumes are new)
 SPEC_FROM_OLD = tuple(k for k in SPEC_KEYS if k not in ("name", "user_data", "volumes", "extras"))
 
