@@ -39,7 +39,10 @@ def __virtual__():
 
 
 def _conf():
-    return {"vmops": __salt__["config.get"]("vmops", default={}, merge="recurse")}
+    return {
+        "vmops": __salt__["config.get"]("vmops", default={}, merge="recurse"),
+        "cachedir": __opts__.get("cachedir"),
+    }
 
 
 def _provider(cloud):

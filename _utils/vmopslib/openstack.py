@@ -7,7 +7,7 @@ migrations, Placement) are ``openstack_compute.py``, Cinder is ``openstack_volum
 import logging
 import re
 
-from . import config
+from . import authcache, config
 from .errors import CloudError, InvalidInput, NotFound, NotSupported
 from .openstack_compute import ComputeOperations
 from .openstack_volumes import VolumeOperations
@@ -37,6 +37,8 @@ def connect(profile):
     openstacksdk's usual search: OS_CLIENT_CONFIG_FILE, ./clouds.yaml,
     ~/.config/openstack, /etc/openstack); or ``auth``: an auth block.
     ``api_timeout``: seconds one API request may take (default 60).
+    ``token_cache``: a directory where the token and the version documents are kept
+    between processes (:mod:`authcache`; Salt's adapters set ``<cachedir>/vmops/auth``).
     """
     if not HAS_OPENSTACK:
         raise NotSupported("openstacksdk is not installed")
@@ -47,16 +49,18 @@ def connect(profile):
     )
     try:
         if profile.get("auth"):
-            return openstack.connect(
+            conn = openstack.connect(
                 auth=dict(profile["auth"]), auth_type=profile.get("auth_type", "password"), **opts
             )
-        cloud = profile.get("cloud", profile.get("name"))
-        if profile.get("client_config_file"):
+        elif profile.get("client_config_file"):
             region = openstack.config.OpenStackConfig(
                 config_files=[profile["client_config_file"]]
-            ).get_one(cloud=cloud, **opts)
-            return openstack.connection.Connection(config=region)
-        return openstack.connect(cloud=cloud, **opts)
+            ).get_one(cloud=profile.get("cloud", profile.get("name")), **opts)
+            conn = openstack.connection.Connection(config=region)
+        else:
+            conn = openstack.connect(cloud=profile.get("cloud", profile.get("name")), **opts)
+        # the token and version documents another process of this master got (authcache)
+        return authcache.attach(conn, profile)
     except openstack.exceptions.SDKException as exc:
         # the sdk's messages name the cloud, never the password
         raise InvalidInput("cannot connect to cloud %r: %s" % (profile.get("name"), exc)) from exc

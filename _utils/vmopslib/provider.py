@@ -850,6 +850,20 @@ class Provider(abc.ABC):
 
         return waiting.wait_for(probe, timeout, "server %s to be %s" % (server_id, status))
 
+    def delete_id(self, server_id, wait=True, timeout=300):
+        """Delete the server ``server_id`` without looking it up first (a flow that knows
+        its id: one request, then the wait until it is gone; a server gone already is
+        fine)."""
+        try:
+            self._delete_server(server_id)
+        except VmopsError:
+            if self.exists(server_id):
+                raise
+            return  # gone already (a cloud may refuse to touch a terminated instance)
+        log.info("vmops: %s asked to delete %s", self.name, server_id)
+        if wait:
+            self.wait_for_status(server_id, "DELETED", timeout)
+
     def delete(self, name_or_id, wait=True, timeout=300):
         """Delete a server and (by default) wait until it is gone."""
         desc = self.describe(self.find_server(name_or_id))

@@ -34,7 +34,10 @@ def provider(opts, pillar=None, cloud=None):
     from .clouds import get_provider  # pylint: disable=import-outside-toplevel
 
     conf = settings(opts, pillar)
-    return conf, get_provider(config.cloud(conf, cloud))
+    profile = config.cloud(conf, cloud)
+    if "token_cache" not in profile and opts.get("cachedir"):
+        profile["token_cache"] = os.path.join(opts["cachedir"], "vmops", "auth")
+    return conf, get_provider(profile)
 
 
 class CacheRecords:
@@ -179,6 +182,10 @@ class Events:
         self.fire(tag, data)
 
 
+# seconds a key record the pack wrote must stay as written before it is trusted to hold
+SETTLE = 1.5
+
+
 class MasterKeys:
     """The master's minion keys, touched by exact id only (never by glob).
 
@@ -278,18 +285,38 @@ class MasterKeys:
 
         salt.crypt.dropfile(self.opts["cachedir"], self.opts.get("user"), self.opts.get("id", ""))
 
-    def wait_rotated(self, timeout=None):
+    def wait_rotated(self, timeout=None, hold=None, settle=SETTLE):
         """Wait until a requested rotation has happened; seconds waited.
 
         The master's maintenance process rotates within ``loop_interval`` seconds.
+        ``hold``: ``{minion id: public key}`` just written (``preseed(settle=0)``): while
+        the rotation is awaited, each is read back and re-asserted if lost, as
+        :meth:`assert_key` does, and the wait lasts at least until each has held for
+        ``settle`` seconds since it was last written: the settle costs nothing when the
+        rotation takes longer.
         """
         from . import waiting  # pylint: disable=import-outside-toplevel
 
         started = time.monotonic()
         if timeout is None:
             timeout = 2 * int(self.opts.get("loop_interval", 60)) + 15
+        held = {
+            name: {"pub": pub, "written": started, "lost": 0} for name, pub in (hold or {}).items()
+        }
+
+        def done():
+            now = time.monotonic()
+            for name, entry in held.items():
+                if self._lost(name, entry["pub"], entry["lost"]):
+                    entry["lost"] += 1
+                    entry["written"] = now
+            return (
+                all(now - entry["written"] >= settle for entry in held.values())
+                and not self.rotation_pending()
+            )
+
         waiting.wait_for(
-            lambda: not self.rotation_pending(),
+            done,
             timeout,
             "the master to rotate its AES key (it does so every loop_interval, "
             "%ss; is its maintenance process running?)" % self.opts.get("loop_interval", 60),
@@ -297,7 +324,26 @@ class MasterKeys:
         )
         return time.monotonic() - started
 
-    def assert_key(self, minion_id, pub, settle=1.5, tries=5):
+    def _lost(self, minion_id, pub, lost, tries=5):
+        """True (after storing ``pub`` again) when the key record of ``minion_id`` is not
+        ``pub`` accepted any more; an error once it was lost more than ``tries`` times."""
+        record = self.cache.fetch("keys", minion_id) or {}
+        if record.get("state") == "accepted" and (record.get("pub") or "").strip() == pub.strip():
+            return False
+        if lost >= tries:
+            raise VmopsError(
+                "the key of %s keeps being replaced (now %s): another "
+                "process writes it" % (minion_id, record.get("state"))
+            )
+        log.warning(
+            "vmops: the key of %s was overwritten (%s) right after it was stored: storing it again",
+            minion_id,
+            record.get("state"),
+        )
+        self.cache.store("keys", minion_id, {"pub": pub, "state": "accepted"})
+        return True
+
+    def assert_key(self, minion_id, pub, settle=SETTLE, tries=5):
         """Make sure ``pub`` is (and stays, for ``settle`` seconds) the accepted key of
         ``minion_id``.
 
@@ -308,36 +354,21 @@ class MasterKeys:
         deadline = time.monotonic() + settle
         lost = 0
         while True:
-            record = self.cache.fetch("keys", minion_id) or {}
-            if (
-                record.get("state") != "accepted"
-                or (record.get("pub") or "").strip() != pub.strip()
-            ):
+            if self._lost(minion_id, pub, lost, tries):
                 lost += 1
-                if lost > tries:
-                    raise VmopsError(
-                        "the key of %s keeps being replaced (now %s): another "
-                        "process writes it" % (minion_id, record.get("state"))
-                    )
-                log.warning(
-                    "vmops: the key of %s was overwritten (%s) right after it was "
-                    "stored: storing it again",
-                    minion_id,
-                    record.get("state"),
-                )
-                self.cache.store("keys", minion_id, {"pub": pub, "state": "accepted"})
                 deadline = time.monotonic() + settle
             if time.monotonic() >= deadline:
                 return lost
             time.sleep(0.25)
 
-    def preseed(self, minion_id, pub, rotate=True):
+    def preseed(self, minion_id, pub, rotate=True, settle=SETTLE):
         """Make ``pub`` the accepted key of ``minion_id``.
 
         The record is overwritten, not deleted first by the pack; Salt's key store
         (``localfs_key``) still removes the old file before it renames the new one in,
         and a minion authenticating in that moment writes its key as pending: so the
         write is read back and re-asserted until it holds (:meth:`assert_key`).
+        ``settle=0``: read back once (the caller holds it, see :meth:`wait_rotated`).
         Denied keys go.  ``rotate``: when another key was accepted, ask the
         master to rotate its AES key so the minion holding it loses its session
         (see :meth:`wait_rotated`).  Returns True when a rotation was requested.
@@ -347,7 +378,7 @@ class MasterKeys:
         self.cache.store("keys", minion_id, {"pub": pub, "state": "accepted"})
         self.cache.flush("denied_keys", minion_id)
         self.key.event.fire_event({"result": True, "act": "accept", "id": minion_id}, "salt/key")
-        self.assert_key(minion_id, pub)
+        self.assert_key(minion_id, pub, settle)
         if (
             rotate
             and previous.get("state") == "accepted"

@@ -312,7 +312,7 @@ def handover(keys, name, pub, timeout=None, events=None, what="handover", force_
     if same and not keys.rotation_pending() and not force_rotation:
         return "the key of %s is already %s" % (name, finger)
     if not same:
-        keys.preseed(name, pub)
+        keys.preseed(name, pub, settle=0)  # held while the rotation is awaited
     if force_rotation:
         keys.request_rotation()
     if events:
@@ -323,8 +323,10 @@ def handover(keys, name, pub, timeout=None, events=None, what="handover", force_
             minion=name,
             fingerprint=finger,
         )
-    waited = keys.wait_rotated(timeout)
-    keys.assert_key(name, pub)  # still ours after the rotation (re-asserted if not)
+    # the key is read back (re-asserted if lost) while the rotation is awaited, and the
+    # wait lasts until it held for a settle time: the two waits overlap
+    waited = keys.wait_rotated(timeout, hold={name: pub})
+    keys.assert_key(name, pub, settle=0)  # still ours after the rotation
     return "the key of %s is now %s; the master rotated its AES key (%.1fs)" % (
         name,
         finger,

@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+import yaml
 
 from vmopslib.errors import CloudError, NotFound, VmopsError
 from vmopslib.openstack import OpenStackProvider
@@ -202,3 +203,52 @@ def test_an_evacuation_whose_migrate_answer_is_lost_never_asks_twice(
     assert len(prov.migrations(refused["id"])) == 1  # the 503 never reached Nova
     for server in (lost, refused):
         assert prov.describe(server["id"])["host"] != "cmp1"
+
+
+def test_a_token_kept_between_processes_is_reused_and_one_the_cloud_refuses_is_replaced(
+    proxy, os_conn, tmp_path
+):
+    """``token_cache`` (authcache): a second connection of the same identity (another salt
+    process of the master) makes no password authentication and no version discovery; the
+    file is private; a kept token keystone revoked costs one 401 and is replaced for all."""
+    proxy.clear()
+    profile = {
+        "name": "faulty",
+        "driver": "openstack",
+        "cloud": "faulty",
+        "client_config_file": proxy.clouds_yaml,
+        "token_cache": str(tmp_path / "auth"),
+    }
+
+    def fresh():
+        return OpenStackProvider(dict(profile))  # its own connection, as a new process has
+
+    fresh().service_list()
+    assert [r[1] for r in proxy.requests("identity")].count("POST") == 1
+    (kept,) = (tmp_path / "auth").iterdir()
+    assert oct(kept.stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "auth").stat().st_mode & 0o777) == "0o700"
+    with open(proxy.clouds_yaml, encoding="utf-8") as fh:
+        password = yaml.safe_load(fh)["clouds"]["faulty"]["auth"]["password"]
+    assert password not in kept.read_text()
+    before = len(proxy.requests())
+    second = fresh()
+    second.service_list()
+    after = proxy.requests()[before:]
+    assert [r for r in after if r[0] == "identity"] == [], after  # no token, no discovery
+    assert [r[2] for r in after if r[0] == "compute"] == ["/v2.1/os-services?binary=nova-compute"], after
+    # revoked in keystone: the next process's first call gets a 401, authenticates, goes on
+    os_conn.session.delete(
+        "/auth/tokens",
+        headers={"X-Subject-Token": second.conn.session.get_token()},
+        endpoint_filter={"service_type": "identity", "interface": "public"},
+    )
+    before = len(proxy.requests())
+    with pytest.raises(NotFound, match="not allocated"):
+        fresh().floating_ip_show("203.0.113.254")
+    after = proxy.requests()[before:]
+    assert [r[3] for r in after if r[0] == "network" and "floatingips" in r[2]] == [401, 200]
+    assert [r[1] for r in after if r[0] == "identity"] == ["POST"], after
+    before = len(proxy.requests())
+    fresh().service_list()  # the renewed token was kept for the next one
+    assert [r for r in proxy.requests()[before:] if r[0] == "identity"] == []

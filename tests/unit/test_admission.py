@@ -87,7 +87,7 @@ class FakeKeys:
     def denied_pubs(self, minion_id):
         return list(self.denied.get(minion_id, []))
 
-    def preseed(self, minion_id, pub, rotate=True):
+    def preseed(self, minion_id, pub, rotate=True, settle=1.5):
         self.calls.append(("preseed", minion_id))
         self.denied.pop(minion_id, None)
         self.keys[minion_id] = ("accepted", pub)

@@ -32,6 +32,8 @@ class Cloud:
     def delete(self, server_id):
         self.calls.append(("delete", server_id))
 
+    delete_id = delete
+
     def flip_floating_ip(self, address, server, fixed_ip=None, test=False, only_from=None):
         owner = self.ip_owner.get(address, "old") if self.ip_owner else "old"
         if only_from is not None and owner not in (None, server, *only_from):

@@ -153,6 +153,36 @@ def test_the_handover_waits_for_the_rotation_it_asked_for(tmp_path, monkeypatch)
     assert len(looks) == 3
 
 
+def test_the_key_is_held_while_the_rotation_is_awaited_and_settles_within_that_wait(
+    tmp_path, monkeypatch
+):
+    """The hand-over writes the key, then waits for the rotation: the settle (the key read
+    back, re-asserted when an authenticating minion wrote over it) happens during that wait
+    instead of before and after it."""
+    clock = {"now": 0.0}  # (saltglue.time is the time module: the waits use this clock)
+    monkeypatch.setattr(saltglue.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(
+        saltglue.time, "sleep", lambda s: clock.__setitem__("now", clock["now"] + s)
+    )
+    cache = FakeCache()
+    cache.banks["keys"]["app2"] = {"state": "accepted", "pub": KEY_R}
+    keys = _keys(tmp_path, cache)
+    rotated_at = 3.0
+    monkeypatch.setattr(keys, "request_rotation", lambda: None)
+    monkeypatch.setattr(keys, "rotation_pending", lambda: clock["now"] < rotated_at)
+    cache.hijack = 1  # the auth handler writes its pending key over ours once
+    comment = trust.handover(keys, "app2", KEY_A, timeout=30)
+    assert cache.banks["keys"]["app2"] == {"state": "accepted", "pub": KEY_A}
+    assert "rotated its AES key" in comment
+    # one wait of ~the rotation's length, not rotation + 2 settles (3 + 1.5 + 1.5)
+    assert rotated_at <= clock["now"] < rotated_at + 1.0
+    # a rotation faster than the settle: the wait lasts the settle after the last write
+    clock["now"], rotated_at = 100.0, 100.2
+    cache.banks["keys"]["app2"] = {"state": "accepted", "pub": KEY_R}
+    trust.handover(keys, "app2", KEY_A, timeout=30)
+    assert 101.5 <= clock["now"] < 102.5
+
+
 # ------------------------------------------------------------------ rollback order
 
 
@@ -187,16 +217,16 @@ class RollbackKeys:
     def rotation_pending(self):
         return False
 
-    def preseed(self, name, pub, rotate=True):
+    def preseed(self, name, pub, rotate=True, settle=1.5):
         self.log.append("old key back")
         self.accepted = pub
         return True
 
-    def wait_rotated(self, timeout=None):
+    def wait_rotated(self, timeout=None, hold=None):
         self.log.append("rotated")
         return 0.0
 
-    def assert_key(self, name, pub):
+    def assert_key(self, name, pub, settle=1.5):
         return 0
 
 
@@ -261,18 +291,18 @@ class ResumeKeys:
     def rotation_pending(self):
         return False
 
-    def preseed(self, name, pub, rotate=True):
+    def preseed(self, name, pub, rotate=True, settle=1.5):
         self.calls.append("preseed")
         self.accepted = pub
 
     def request_rotation(self):
         self.calls.append("rotate")
 
-    def wait_rotated(self, timeout=None):
+    def wait_rotated(self, timeout=None, hold=None):
         self.calls.append("waited")
         return 0.0
 
-    def assert_key(self, name, pub):
+    def assert_key(self, name, pub, settle=1.5):
         return 0
 
 

@@ -162,7 +162,7 @@ def test_accept_minion_waits_for_a_console_that_lags(monkeypatch):
         def accept(self, name):
             self.accepted = True
 
-        def preseed(self, name, key, rotate=True):
+        def preseed(self, name, key, rotate=True, settle=1.5):
             assert key == pub
             self.accepted = True
 
