@@ -742,6 +742,31 @@ def volume_delete(volume, wait=True, timeout=300, cloud=None):
     return _call(cloud, lambda prov: prov.volume_delete(volume, wait=wait, timeout=int(timeout)))
 
 
+def provision_orchestration(name):
+    """
+    For the pack's reactor (``reactor/minion_start.sls``), on the master: the
+    orchestration that provisions the admitted minion ``name`` (its
+    auto-provisioning rule's ``orchestration``, else
+    ``vmops:reactor:provision_orchestration``), or an empty string: the runner
+    ``vmops.provision_minion`` does it (no orchestration per minion: cheaper when
+    a burst of minions starts at once).
+
+    - ``name``: the minion id.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call vmops.provision_orchestration web-7f3a
+    """
+    conf = saltglue.settings(_conf())
+    try:
+        return admission.provision_orchestration(conf, saltglue.registry(__opts__), name) or ""
+    except Exception as exc:  # pylint: disable=broad-except
+        log.error("vmops: the provisioning orchestration of %s: %s", name, exc)
+        return ""
+
+
 def reactor_gate(tag, data):
     """
     For the pack's reactor SLS files, on the master: should this event be acted

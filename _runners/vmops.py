@@ -1020,6 +1020,36 @@ def admit_minion(name):
     return _run(_admit)
 
 
+def provision_minion(name, highstate_timeout=3600):
+    """
+    Provision the minion ``name`` the admission reactor accepted, in this one runner:
+    what ``orch.provision_minion`` does (the minion answers and has its sanity grain,
+    its highstate, the outcome recorded and ``vmops/provision/<name>/done`` fired),
+    without an orchestration's state machinery: the reactor's default for a minion's
+    start (an auto-provisioning rule's ``orchestration``, or
+    ``vmops:reactor:provision_orchestration``, names an orchestration to run
+    instead).  The highstate is waited for in the master's job cache.
+
+    - ``name``: the minion id.
+    - ``highstate_timeout``: seconds the highstate may take (default 3600).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run vmops.provision_minion web-7f3a
+    """
+
+    def _provision():
+        ret = saltglue.provision_minion(__opts__, _pillar(), _events(), name, highstate_timeout)
+        if ret.get("result") is False:
+            __context__["retcode"] = 1
+            ret["retcode"] = 1
+        return ret
+
+    return _run(_provision)
+
+
 def provision(name, step="check", result=True):
     """
     A step of ``orch.provision_minion``, which the reactor starts when a minion
@@ -1039,12 +1069,4 @@ def provision(name, step="check", result=True):
         salt-run vmops.provision web-7f3a step=done result=True
     """
 
-    def _step():
-        conf = saltglue.settings(__opts__, _pillar())
-        if step == "check":
-            return admission.provision_check(conf, _registry(), name, _wait_for_minion, _grain)
-        if step == "done":
-            return admission.provision_done(_registry(), name, _bool(result), _events())
-        raise InvalidInput("step must be check or done")
-
-    return _run(_step)
+    return _run(saltglue.provision_step, __opts__, _pillar(), _events(), name, step, _bool(result))

@@ -345,3 +345,38 @@ def replace_step(name, vm, cloud=None, token=None, **params):
     if report.get("result") is False:
         ret["result"] = False
     return ret
+
+
+def provision_step(name, minion, result=True):
+    """
+    A step (``name``: ``check`` or ``done``) of provisioning the minion ``minion`` the
+    admission reactor accepted: what ``orch.provision_minion`` runs, the same as
+    ``salt.runner`` with ``vmops.provision`` (see its documentation), in the
+    orchestration's own process (no runner client per step).  ``check`` waits for the
+    minion and checks its sanity grain; ``done`` records ``result`` and fires
+    ``vmops/provision/<minion>/done``.
+
+    .. code-block:: yaml
+
+        check_minion:
+          vmops.provision_step:
+            - name: check
+            - minion: web-7f3a
+    """
+    ret = _ret(name)
+    if __opts__.get("test"):
+        ret.update(result=None, comment="step %s of provisioning %s would run" % (name, minion))
+        return ret
+    try:
+        report = saltglue.provision_step(
+            __opts__, __pillar__, saltglue.Events(__opts__), minion, name, result
+        )
+    except VmopsError as exc:
+        failed = {"result": False, "comment": str(exc), "error": type(exc).__name__}
+        ret.update(result=False, comment=str(exc), changes={"return": failed})
+        return ret
+    ret["comment"] = report.get("comment") or "step %s of provisioning %s" % (name, minion)
+    ret["changes"] = {"return": report}
+    if report.get("result") is False:
+        ret["result"] = False
+    return ret

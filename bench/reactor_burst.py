@@ -108,10 +108,75 @@ def watch(done, expected, mode="pack"):
     return proc
 
 
+def trace(events):
+    """Every event on the master's bus, as (time, tag, data): for the per-server milestones."""
+    proc = subprocess.Popen(  # pylint: disable=consider-using-with
+        [
+            str(demo.BIN / "salt-run"),
+            "-c",
+            str(demo.DEMO / "etc"),
+            "--log-level=quiet",
+            "state.event",
+            "count=-1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+    def pump():
+        for line in proc.stdout:
+            tag, _, payload = line.partition("\t")
+            try:
+                events.append((time.time(), tag, json.loads(payload)))
+            except ValueError:
+                continue
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc
+
+
+def milestones(events, name, booted):
+    """Seconds from the boot request to each step of one server's way in."""
+    seen = {}
+
+    def mark(what, when):
+        seen.setdefault(what, round(when - booted, 2))
+
+    jids = set()
+    for when, tag, data in events:
+        if tag == "salt/auth" and data.get("id") == name:
+            mark("auth_%s" % data.get("act"), when)
+        elif tag.startswith("vmops/key/%s/" % name):
+            mark("key_" + tag.rsplit("/", 1)[1], when)
+        elif tag == "salt/minion/%s/start" % name:
+            mark("minion_start", when)
+        elif tag.startswith("vmops/provision/%s/" % name):
+            mark("provision_" + tag.rsplit("/", 1)[1], when)
+        elif tag.startswith("salt/run/") and tag.endswith("/new"):
+            arg = json.dumps(data.get("fun_args") or [])
+            if name in arg:
+                mark("runner_%s" % data.get("fun"), when)
+        elif tag.startswith("salt/job/") and tag.endswith("/new"):
+            if data.get("fun") == "state.highstate" and name in (data.get("minions") or []):
+                jids.add(data.get("jid"))
+                mark("highstate_published", when)
+        elif tag.startswith("salt/job/") and "/ret/%s" % name in tag:
+            if data.get("jid") in jids:
+                mark("highstate_returned", when)
+    return dict(sorted(seen.items(), key=lambda kv: kv[1]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", type=int, default=10)
     parser.add_argument("--timeout", type=int, default=600)
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="also record every event and report each server's milestones (median per step)",
+    )
     parser.add_argument(
         "--mode",
         choices=("pack", "naive", "both"),
@@ -121,7 +186,7 @@ def main():
     )
     args = parser.parse_args()
     modes = ("pack", "naive") if args.mode == "both" else (args.mode,)
-    results = {mode: burst(mode, args.servers, args.timeout) for mode in modes}
+    results = {mode: burst(mode, args.servers, args.timeout, args.trace) for mode in modes}
     out = demo.HOME / "bench-reactor_burst.json"
     out.write_text(json.dumps(results, indent=1))
     print(
@@ -155,7 +220,7 @@ def main():
         raise SystemExit("not provisioned: %s" % ", ".join(failed))
 
 
-def burst(mode, servers, timeout):
+def burst(mode, servers, timeout, traced=False):
     sys.path.insert(0, str(demo.REPO / "_utils"))
     from vmopslib import openstack as vos  # pylint: disable=import-outside-toplevel,import-error
 
@@ -171,11 +236,13 @@ def burst(mode, servers, timeout):
         }
     )
     names = ["burst-%s" % uuid.uuid4().hex[:6] for _ in range(servers)]
-    booted_at, ids, done = {}, {}, {}
-    watcher = None
+    booted_at, ids, done, events = {}, {}, {}, []
+    watcher = tracer = None
     try:
         demo.salt("salt-run", "saltutil.sync_all", quiet=True)
         watcher = watch(done, len(names), mode)
+        if traced:
+            tracer = trace(events)
         image = conn.image.find_image("fake-image")
         flavor = conn.compute.find_flavor("m1.fake")
         net = conn.network.find_network("private")
@@ -199,6 +266,8 @@ def burst(mode, servers, timeout):
             demo.salt("salt-key", "-d", name, "-y", check=False, quiet=True)
         if watcher:
             demo.stop(watcher)
+        if tracer:
+            demo.stop(tracer)
         demo.stop(master)
     took = {n: done[n][0] - booted_at[n] for n in names if n in done}
     failed = [n for n in names if n not in done or not done[n][1]]
@@ -216,6 +285,19 @@ def burst(mode, servers, timeout):
         else None,
         "per_server_s": {n: round(t, 2) for n, t in sorted(took.items(), key=lambda kv: kv[1])},
     }
+    if traced:
+        per = {n: milestones(events, n, booted_at[n]) for n in names}
+        steps = sorted(
+            {k for m in per.values() for k in m},
+            key=lambda k: statistics.median(m[k] for m in per.values() if k in m),
+        )
+        summary["milestones_median_s"] = {
+            k: round(statistics.median(m[k] for m in per.values() if k in m), 2) for k in steps
+        }
+        summary["milestones"] = per
+        print("%s milestones (median s after the boot request):" % mode)
+        for k, v in summary["milestones_median_s"].items():
+            print("   %-28s %6.2f" % (k, v))
     print(
         "%s: burst of %d: %d highstated; boot -> highstated first %ss, median %ss, last %ss; "
         "first boot -> last done %ss"

@@ -5,12 +5,13 @@
 # highstate it, and record the outcome (vmops/provision/<id>/done).
 {%- set minion = salt['pillar.get']('vmops_minion') %}
 
+{#- The pack's steps are the state vmops.provision_step: the same code as the runner
+    vmops.provision (salt-run vmops.provision <id> step=...), run in this orchestration's
+    own process (a salt.runner state would build a runner client per step). #}
 check_minion:
-  salt.runner:
-    - name: vmops.provision
-    - kwarg:
-        name: {{ minion | json }}
-        step: check
+  vmops.provision_step:
+    - name: check
+    - minion: {{ minion | json }}
 
 highstate:
   salt.state:
@@ -18,25 +19,21 @@ highstate:
     - tgt_type: list
     - highstate: True
     - require:
-      - salt: check_minion
+      - vmops: check_minion
 
 provisioned:
-  salt.runner:
-    - name: vmops.provision
-    - kwarg:
-        name: {{ minion | json }}
-        step: done
-        result: True
+  vmops.provision_step:
+    - name: done
+    - minion: {{ minion | json }}
+    - result: True
     - require:
       - salt: highstate
 
 provisioning_failed:
-  salt.runner:
-    - name: vmops.provision
-    - kwarg:
-        name: {{ minion | json }}
-        step: done
-        result: False
+  vmops.provision_step:
+    - name: done
+    - minion: {{ minion | json }}
+    - result: False
     - onfail_any:
-      - salt: check_minion
+      - vmops: check_minion
       - salt: highstate

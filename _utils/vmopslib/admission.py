@@ -211,6 +211,7 @@ class Admission:
         self.provider_for = (lambda cloud: operator) if operator is not None else provider_for
         self.events = events if events is not None else (lambda tag, message, **data: None)
         self.now = time.time() if now is None else now
+        self._named = {}  # name -> the servers _basis listed, for vouch
 
     # ------------------------------------------------------------------ entry points
 
@@ -376,7 +377,7 @@ class Admission:
                 continue
             if rule["cloud"] not in seen:
                 prov = self.provider_for(rule["cloud"])
-                seen[rule["cloud"]] = (prov, prov.servers_named(name))
+                seen[rule["cloud"]] = (prov, prov.servers_named(name, brief=True))
             prov, servers = seen[rule["cloud"]]
             marked = [
                 s
@@ -397,6 +398,7 @@ class Admission:
                 % (name, ", ".join(clouds))
             )
         rule, prov, marked = found[0]
+        self._named[name] = seen[rule["cloud"]][1]  # vouch looks at these, not a new list
         if (
             entry
             and entry.get("state") in ADMITTED
@@ -437,6 +439,7 @@ class Admission:
                 basis=basis if basis["kind"] != "operator" else None,
                 now=self.now,
                 skew=self.settings["clock_skew"],
+                servers=self._named.pop(name, None),
             )
             out["server_id"] = (verdict["server"] or {}).get("id")
             if not verdict["ok"]:
@@ -468,6 +471,7 @@ class Admission:
                     "source": "autoprovision:%s" % basis["rule"],
                     "provision": source["provision"],
                     "level": source["level"],
+                    "orchestration": source.get("orchestration"),
                 },
             )
         reason = "%s: %s" % (out["basis"], verdict["reason"])
@@ -605,6 +609,14 @@ def provision_check(conf, registry, name, wait_minion, grain_of):
 
 
 REARM_LIMIT = 3
+
+
+def provision_orchestration(conf, registry, name):
+    """The orchestration that provisions ``name`` (its auto-provisioning rule's, else
+    ``vmops:reactor:provision_orchestration``), or None: the runner
+    ``vmops.provision_minion`` does it."""
+    entry = registry.get(config.check_minion_id(name, "minion id")) or {}
+    return entry.get("orchestration") or config.reactor(conf).get("provision_orchestration")
 
 
 def provision_done(registry, name, result, events, now=None):

@@ -66,6 +66,9 @@ REACTOR_DEFAULTS = {
     "clock_skew": 5,  # seconds of slack between the master's clock and the cloud's
     "sanity_grain": None,  # deprecated here: vmops:sanity_grain (config.sanity_grain)
     "minion_timeout": 120,  # provisioning: seconds for the new minion to answer
+    # provisioning by this orchestration (e.g. orch.provision_minion, or one of your own
+    # ending the same way) instead of the runner vmops.provision_minion
+    "provision_orchestration": None,
 }
 
 
@@ -141,6 +144,10 @@ def autoprovision_rules(conf):
                 "max_age": max_age,
                 "level": rule.get("level"),
                 "provision": bool(rule.get("highstate", True)),
+                # provisioning by this orchestration instead of vmops.provision_minion
+                "orchestration": optional_name(
+                    rule.get("orchestration"), "%s:orchestration" % where
+                ),
             }
         )
     return out

@@ -763,9 +763,16 @@ class Provider(abc.ABC):
             )
         return found[0]
 
-    def servers_named(self, name):
-        """Descriptions of every server called ``name`` (none, one, or several)."""
-        return [self.describe(s) for s in self._servers_named(name)]
+    def servers_named(self, name, brief=False):
+        """Descriptions of every server called ``name`` (none, one, or several).
+
+        ``brief``: the compute API's own description only (a driver's further reads, such
+        as Neutron's floating IPs, skipped): for checks that need no addresses, such as
+        an admission decision (one request instead of three per server)."""
+        servers = self._servers_named(name)
+        if brief:
+            return [Provider.describe(self, s) for s in servers]
+        return [self.describe(s) for s in servers]
 
     # the most user-data the cloud takes, in bytes (None: no limit known)
     USER_DATA_MAX = None

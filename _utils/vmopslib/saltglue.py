@@ -871,3 +871,46 @@ def replace_step(
         if step not in ("plan", "rollback", "abandon", "status"):
             rep.fail(name, step, exc)
         raise
+
+
+def provision_step(opts, pillar, events, name, step, result=True):
+    """A step of provisioning the admitted minion ``name`` (``check`` or ``done``): what the
+    runner ``vmops.provision`` and the state ``vmops.provision_step`` both run."""
+    from . import admission  # pylint: disable=import-outside-toplevel
+
+    conf = settings(opts, pillar)
+    if step == "check":
+        return admission.provision_check(
+            conf,
+            registry(opts),
+            name,
+            lambda minion_id, timeout: wait_minion(opts, minion_id, timeout),
+            lambda minion_id, grain: minion_grain(opts, minion_id, grain),
+        )
+    if step == "done":
+        return admission.provision_done(
+            registry(opts), name, config.strict_bool(result, "result"), events
+        )
+    raise InvalidInput("step must be check or done, not %r" % (step,))
+
+
+def provision_minion(opts, pillar, events, name, highstate_timeout=3600):
+    """``orch.provision_minion`` in one call: check, highstate (job cache), done."""
+    try:
+        checked = provision_step(opts, pillar, events, name, "check")
+        jid, failures, count = run_state(
+            opts, name, "state.highstate", highstate_timeout, None, None
+        )
+    except VmopsError as exc:
+        done = provision_step(opts, pillar, events, name, "done", False)
+        return dict(done, result=False, comment="%s; %s" % (exc, done.get("comment")))
+    ok = not failures
+    done = provision_step(opts, pillar, events, name, "done", ok)
+    comment = "%s; highstate %s (job %s, %d states)%s" % (
+        checked.get("comment"),
+        "passed" if ok else "failed",
+        jid,
+        count,
+        "" if ok else ": " + "; ".join(failures[:5]),
+    )
+    return dict(done, result=ok, jid=jid, comment=comment)

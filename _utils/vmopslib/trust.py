@@ -92,7 +92,9 @@ def _basis_problem(server, basis, now, skew):
     return None
 
 
-def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=None, skew=5):
+def vouch(
+    provider, name, pub_pem, require_fingerprint=True, basis=None, now=None, skew=5, servers=None
+):
     """Does the cloud vouch for ``pub_pem`` being the key of VM ``name``?
 
     Returns ``{"ok", "reason", "transient", "server", "fingerprint"}``.  The cloud
@@ -102,11 +104,13 @@ def vouch(provider, name, pub_pem, require_fingerprint=True, basis=None, now=Non
     max_age), and the first minion-key fingerprint line its console printed
     (cloud-init's, at first boot) equals the key's.  ``transient``: the answer may change by
     itself (the server is still building, its console shows no fingerprint yet).
+    ``servers``: the servers named ``name`` the caller listed a moment ago (not again).
     """
     now = time.time() if now is None else now
     finger = identity.fingerprint(pub_pem)
     out = {"ok": False, "server": None, "fingerprint": finger, "transient": False}
-    servers = provider.servers_named(name)
+    if servers is None:
+        servers = provider.servers_named(name, brief=True)
     if not servers:
         out["reason"] = "no server named %s on cloud %s" % (name, provider.name)
         return out
@@ -239,7 +243,7 @@ def registered_key(provider, name, entry, now=None, skew=5):
     """
     now = time.time() if now is None else now
     nonce = entry["nonce"]
-    named = provider.servers_named(name)
+    named = provider.servers_named(name, brief=True)
     if len(named) > 1:  # which one is the VM is not for the pack to guess
         return {
             "pub": None,

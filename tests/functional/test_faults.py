@@ -236,7 +236,9 @@ def test_a_token_kept_between_processes_is_reused_and_one_the_cloud_refuses_is_r
     second.service_list()
     after = proxy.requests()[before:]
     assert [r for r in after if r[0] == "identity"] == [], after  # no token, no discovery
-    assert [r[2] for r in after if r[0] == "compute"] == ["/v2.1/os-services?binary=nova-compute"], after
+    assert [r[2] for r in after if r[0] == "compute"] == [
+        "/v2.1/os-services?binary=nova-compute"
+    ], after
     # revoked in keystone: the next process's first call gets a 401, authenticates, goes on
     os_conn.session.delete(
         "/auth/tokens",

@@ -54,6 +54,9 @@ def reactor_master(salt_factories, vmops_config, reactor_ports, pillar_tree):
             "minion_id": "ae-[0-9a-f]+",
             "max_age": 900,
             "level": "staging",
+            # this rule's minions are provisioned by the orchestration, the others by the
+            # runner vmops.provision_minion: both ways are exercised
+            "orchestration": "orch.provision_minion",
         },
     }
     # the master.d snippet users copy, plus this test master's own settings
@@ -155,6 +158,15 @@ def start_rogue(booted, minion_id, port):
     return guest
 
 
+def _runs(event_listener, master, name, after):
+    """The runners started for minion ``name`` since ``after``, oldest first."""
+    return [
+        e.data.get("fun")
+        for e in events_of(event_listener, master, "salt/run/*/new", after)
+        if name in str(e.data.get("fun_args"))
+    ]
+
+
 def marker(server_id):
     path = os.path.join(str(VMOPS_HOME / "vms"), server_id, "cache", "highstate", "marker.txt")
     try:
@@ -196,13 +208,10 @@ def test_autoprovisioned_openstack_server_is_accepted_and_highstated(
     assert "console shows this key" in accepted[0].data["reason"]
     assert rkeys.state(name) == "minions"
     assert marker(server_id) == "highstate of %s at level staging" % name
-    # the start reaction ran once: the orchestration, not an inline highstate
-    runs = [
-        e
-        for e in events_of(event_listener, reactor_master, "salt/run/*/new", t0)
-        if e.data.get("fun") == "runner.state.orchestrate" and name in str(e.data.get("fun_args"))
+    # the start reaction ran once: the provisioning runner, not an inline highstate
+    assert [f for f in _runs(event_listener, reactor_master, name, t0) if "provision" in f] == [
+        "runner.vmops.provision_minion"
     ]
-    assert len(runs) == 1, runs
 
     # a rogue minion claiming the id of this existing, accepted VM gets nowhere
     t1 = time.time()
@@ -234,6 +243,12 @@ def test_autoprovisioned_ec2_instance_is_accepted_and_highstated(
     record("reactor: boot -> highstated (EC2, one instance)", done.stamp.timestamp() - t0)
     assert rkeys.state(name) == "minions"
     assert marker(instance_id) == "highstate of %s at level staging" % name
+    # its rule names an orchestration: that ran, once, instead of the provisioning runner
+    assert [
+        f
+        for f in _runs(event_listener, reactor_master, name, t0)
+        if "provision" in f or "orch" in f
+    ] == ["runner.state.orchestrate"]
 
 
 def test_pack_created_vm_is_admitted_through_its_registration(

@@ -47,7 +47,7 @@ class FakeCloud:
             )
         return sid
 
-    def servers_named(self, name):
+    def servers_named(self, name, brief=False):
         return [dict(s) for s in self.servers if s["name"] == name]
 
     def console_output(self, server_id):

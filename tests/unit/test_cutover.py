@@ -32,7 +32,7 @@ class Cloud:
     def volumes(self, server_id):  # pylint: disable=unused-argument
         return self.vols
 
-    def servers_named(self, name):
+    def servers_named(self, name, brief=False):
         return [{"id": "x-" + name}] if name in self.named else []
 
     def volume_settle(self, vid, timeout):  # pylint: disable=unused-argument

@@ -134,7 +134,7 @@ class PlanCloud:
     def __init__(self):
         self.booted = []
 
-    def servers_named(self, name):
+    def servers_named(self, name, brief=False):
         return [
             {
                 "id": "old",

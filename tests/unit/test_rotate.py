@@ -18,7 +18,7 @@ class Cloud:
         self.servers = {n: [{"id": "old-" + n, "flavor": "m1.small"}] for n in names}
         self.quota = quota or {"instances": 100, "cores": 100, "ram_mb": 100000}
 
-    def servers_named(self, name):
+    def servers_named(self, name, brief=False):
         return self.servers.get(name, [])
 
     def flavor_size(self, flavor):

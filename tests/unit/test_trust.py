@@ -202,7 +202,7 @@ class RollbackCloud:
         self.log.append("delete %s" % server_id)
         raise CloudError("503 Service Unavailable")
 
-    def servers_named(self, name):
+    def servers_named(self, name, brief=False):
         return []
 
 

@@ -176,7 +176,7 @@ def test_accept_minion_waits_for_a_console_that_lags(monkeypatch):
         name = "lagging"
         looks = 0
 
-        def servers_named(self, name):
+        def servers_named(self, name, brief=False):
             return [{"id": "s1", "name": name, "status": "ACTIVE", "metadata": {}}]
 
         def console_output(self, server_id):
