@@ -58,7 +58,7 @@ CATALOGUE = (
     ),
     (
         "vmops/provision/<minion>/started",
-        "the reactor starts orch.provision_minion",
+        "the reactor starts provisioning (vmops.provision_minion, or the orchestration)",
         "minion, source",
     ),
     (

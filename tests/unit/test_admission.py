@@ -495,3 +495,21 @@ def test_a_start_before_the_minion_answers_rearms_provisioning(world):
     assert (
         admission.provision_done(world.registry, "app2", False, world.events)["state"] == "failed"
     )
+
+
+def test_a_rule_or_the_reactor_setting_names_the_provisioning_orchestration(world):
+    """Provisioning is the runner vmops.provision_minion unless the admitting rule (or
+    vmops:reactor:provision_orchestration) names an orchestration; a bad name is refused."""
+    _rules(world)
+    world.conf["autoprovision"]["web"]["orchestration"] = "orch.provision_minion"
+    world.cloud.add("web-1a", metadata={"vmops-autoprovision": "web"}, console_key=KEY_A)
+    world.keys.keys["web-1a"] = ("pending", KEY_A)
+    assert world.decide("web-1a")["accepted"]
+    lookup = admission.provision_orchestration
+    assert lookup(world.conf, world.registry, "web-1a") == "orch.provision_minion"
+    assert lookup(world.conf, world.registry, "other") is None  # the runner
+    world.conf["reactor"]["provision_orchestration"] = "orch.mine"
+    assert lookup(world.conf, world.registry, "other") == "orch.mine"
+    world.conf["autoprovision"]["web"]["orchestration"] = ["not", "a", "name"]
+    with pytest.raises(InvalidInput, match="web:orchestration"):
+        config.autoprovision_rules(world.conf)
