@@ -438,7 +438,14 @@ def minion_grain(opts, minion_id, grain, timeout=10):
     """The value of ``grain`` on ``minion_id`` (VmopsError when the minion does not answer)."""
     config.check_minion_id(minion_id, "minion id")
     with local_client(opts) as client:
-        ret = client.cmd([minion_id], "grains.get", [grain], tgt_type="list", timeout=timeout)
+        ret = client.cmd(
+            [minion_id],
+            "grains.get",
+            [grain],
+            tgt_type="list",
+            timeout=timeout,
+            gather_job_timeout=timeout,
+        )
     if minion_id not in ret:
         raise VmopsError("minion %s did not answer grains.get %s" % (minion_id, grain))
     return ret[minion_id]
@@ -880,13 +887,28 @@ def provision_step(opts, pillar, events, name, step, result=True):
 
     conf = settings(opts, pillar)
     if step == "check":
-        return admission.provision_check(
-            conf,
-            registry(opts),
-            name,
-            lambda minion_id, timeout: wait_minion(opts, minion_id, timeout),
-            lambda minion_id, grain: minion_grain(opts, minion_id, grain),
-        )
+        # one publish answers both questions: the first grains.get the minion answers says
+        # it is up and what its sanity grain is (every publish reaches every minion)
+        grain, seen = config.sanity_grain(conf), {}
+
+        def answers(minion_id):
+            try:
+                seen[minion_id] = minion_grain(opts, minion_id, grain, timeout=1)
+            except VmopsError:
+                return False
+            return True
+
+        def wait(minion_id, timeout):
+            from . import waiting  # pylint: disable=import-outside-toplevel
+
+            waiting.wait_for(lambda: answers(minion_id), timeout, "minion %s to answer" % minion_id)
+
+        def grain_of(minion_id, which):
+            if which == grain and minion_id in seen:
+                return seen[minion_id]
+            return minion_grain(opts, minion_id, which)
+
+        return admission.provision_check(conf, registry(opts), name, wait, grain_of)
     if step == "done":
         return admission.provision_done(
             registry(opts), name, config.strict_bool(result, "result"), events
