@@ -322,8 +322,10 @@ def replace_step(name, vm, cloud=None, token=None, **params):
         return ret
     options = {k: params.pop(k) for k in replace.PLAN_OPTIONS if k in params}
     kwargs = {k: params.pop(k) for k in ("timeout", "network", "highstate_timeout") if k in params}
-    try:
-        report = saltglue.replace_step(
+    return _step_ret(
+        ret,
+        "step %s of replacing %s" % (name, vm),
+        lambda: saltglue.replace_step(
             __opts__,
             __pillar__,
             saltglue.Events(__opts__),
@@ -334,13 +336,21 @@ def replace_step(name, vm, cloud=None, token=None, **params):
             options=options,
             overrides=params,
             **kwargs,
-        )
+        ),
+    )
+
+
+def _step_ret(ret, what, call):
+    """A state's return for one step of a core flow (``call()``): its report under
+    ``changes:return``, as a ``salt.runner`` state carries a runner's (a pack error
+    as the runner's failure report)."""
+    try:
+        report = call()
     except VmopsError as exc:
-        # the runner's failure report, as a salt.runner state carries it
         failed = {"result": False, "comment": str(exc), "error": type(exc).__name__}
         ret.update(result=False, comment=str(exc), changes={"return": failed})
         return ret
-    ret["comment"] = report.get("comment") or "step %s of replacing %s" % (name, vm)
+    ret["comment"] = report.get("comment") or what
     ret["changes"] = {"return": report}
     if report.get("result") is False:
         ret["result"] = False
@@ -367,16 +377,10 @@ def provision_step(name, minion, result=True):
     if __opts__.get("test"):
         ret.update(result=None, comment="step %s of provisioning %s would run" % (name, minion))
         return ret
-    try:
-        report = saltglue.provision_step(
+    return _step_ret(
+        ret,
+        "step %s of provisioning %s" % (name, minion),
+        lambda: saltglue.provision_step(
             __opts__, __pillar__, saltglue.Events(__opts__), minion, name, result
-        )
-    except VmopsError as exc:
-        failed = {"result": False, "comment": str(exc), "error": type(exc).__name__}
-        ret.update(result=False, comment=str(exc), changes={"return": failed})
-        return ret
-    ret["comment"] = report.get("comment") or "step %s of provisioning %s" % (name, minion)
-    ret["changes"] = {"return": report}
-    if report.get("result") is False:
-        ret["result"] = False
-    return ret
+        ),
+    )

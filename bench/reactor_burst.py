@@ -23,9 +23,7 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
-import threading
 import time
 import uuid
 
@@ -70,71 +68,24 @@ def configure(ret_port, pub_port, mode="pack"):
     path.write_text(yaml.safe_dump(master))
 
 
-def watch(done, expected, mode="pack"):
+def watch(done, mode="pack"):
     """Collect the end of each server's provisioning (minion -> (time, result)): the pack's
     vmops/provision/*/done, or (naive) the return of each minion's highstate job."""
-    proc = subprocess.Popen(  # pylint: disable=consider-using-with
-        [
-            str(demo.BIN / "salt-run"),
-            "-c",
-            str(demo.DEMO / "etc"),
-            "--log-level=quiet",
-            "state.event",
-            "tagmatch=%s" % ("vmops/provision/*/done" if mode == "pack" else "salt/job/*/ret/*"),
-            "count=-1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
+
+    def seen(tag, data):  # pylint: disable=unused-argument
+        if mode == "pack":
+            done[data["minion"]] = (time.time(), data["result"])
+        elif data.get("fun") == "state.highstate" and data.get("id"):
+            done[data["id"]] = (time.time(), data.get("retcode") == 0)
+
+    return demo.event_stream(
+        "vmops/provision/*/done" if mode == "pack" else "salt/job/*/ret/*", seen
     )
-
-    def pump():
-        for line in proc.stdout:
-            tag, _, payload = line.partition("\t")
-            try:
-                data = json.loads(payload)
-            except ValueError:
-                continue
-            if mode == "pack":
-                done[data["minion"]] = (time.time(), data["result"])
-            elif data.get("fun") == "state.highstate" and data.get("id"):
-                done[data["id"]] = (time.time(), data.get("retcode") == 0)
-            if len(done) >= expected:
-                return
-
-    threading.Thread(target=pump, daemon=True).start()
-    time.sleep(2)
-    return proc
 
 
 def trace(events):
     """Every event on the master's bus, as (time, tag, data): for the per-server milestones."""
-    proc = subprocess.Popen(  # pylint: disable=consider-using-with
-        [
-            str(demo.BIN / "salt-run"),
-            "-c",
-            str(demo.DEMO / "etc"),
-            "--log-level=quiet",
-            "state.event",
-            "count=-1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-
-    def pump():
-        for line in proc.stdout:
-            tag, _, payload = line.partition("\t")
-            try:
-                events.append((time.time(), tag, json.loads(payload)))
-            except ValueError:
-                continue
-
-    threading.Thread(target=pump, daemon=True).start()
-    return proc
+    return demo.event_stream("*", lambda tag, data: events.append((time.time(), tag, data)), 0)
 
 
 def milestones(events, name, booted):
@@ -240,7 +191,7 @@ def burst(mode, servers, timeout, traced=False):
     watcher = tracer = None
     try:
         demo.salt("salt-run", "saltutil.sync_all", quiet=True)
-        watcher = watch(done, len(names), mode)
+        watcher = watch(done, mode)
         if traced:
             tracer = trace(events)
         image = conn.image.find_image("fake-image")

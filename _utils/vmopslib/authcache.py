@@ -107,14 +107,16 @@ def attach(conn, profile):
                 auth.set_auth_state(None)
         except Exception:  # pylint: disable=broad-except
             auth.set_auth_state(None)  # unreadable: authenticate as usual
-    if now - saved.get("discovered_at", 0) < DISCOVERY_TTL:
-        for url, data in (saved.get("discovery") or {}).items():
+    # version documents older than DISCOVERY_TTL are fetched again, and kept with a new time
+    fresh = bool(saved.get("discovery")) and now - saved.get("discovered_at", 0) < DISCOVERY_TTL
+    discovered_at = saved["discovered_at"] if fresh else now
+    if fresh:
+        for url, data in saved["discovery"].items():
             if url not in session._discovery_cache:  # pylint: disable=protected-access
                 disc = discover.Discover.__new__(discover.Discover)
                 disc._url, disc._data = url, data  # pylint: disable=protected-access
                 session._discovery_cache[url] = disc  # pylint: disable=protected-access
-    known = {"ref": auth.auth_ref, "urls": set(session._discovery_cache)}  # noqa
-    discovered_at = saved.get("discovered_at", now) if saved.get("discovery") else now
+    known = {"ref": auth.auth_ref, "urls": set(session._discovery_cache)}  # pylint: disable=protected-access
 
     def save():
         cache = session._discovery_cache  # pylint: disable=protected-access

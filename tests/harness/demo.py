@@ -198,8 +198,10 @@ def orch(sls, pillar, *extra):
     return ok, {key.split("_|-")[1]: st for key, st in states.items()}
 
 
-def watch_events(tag):
-    """Print the pack's events for ``tag`` as they arrive (a salt-run state.event process)."""
+def event_stream(tagmatch, on_event, settle=2):
+    """A ``salt-run state.event`` process for ``tagmatch`` on the demo master;
+    ``on_event(tag, data)`` is called for each event, in a thread of its own (lines that are
+    not events, e.g. the watcher's own exit, are skipped).  Returns the process: ``stop`` it."""
     proc = subprocess.Popen(  # pylint: disable=consider-using-with
         [
             str(BIN / "salt-run"),
@@ -207,7 +209,7 @@ def watch_events(tag):
             str(DEMO / "etc"),
             "--log-level=quiet",
             "state.event",
-            "tagmatch=%s" % tag,
+            "tagmatch=%s" % tagmatch,
             "count=-1",
         ],
         stdout=subprocess.PIPE,
@@ -218,18 +220,28 @@ def watch_events(tag):
 
     def pump():
         for line in proc.stdout:
-            tag_, _, payload = line.partition("\t")
+            tag, _, payload = line.partition("\t")
             try:
-                message = json.loads(payload).get("message", "")
+                data = json.loads(payload)
             except ValueError:
-                continue  # not an event line (e.g. the watcher's own exit)
-            print("   [event] %-34s %s" % (tag_.strip(), message), flush=True)
+                continue
+            on_event(tag.strip(), data)
 
     import threading  # pylint: disable=import-outside-toplevel
 
     threading.Thread(target=pump, daemon=True).start()
-    time.sleep(2)  # let it subscribe
+    time.sleep(settle)  # let it subscribe
     return proc
+
+
+def watch_events(tag):
+    """Print the pack's events for ``tag`` as they arrive (a salt-run state.event process)."""
+    return event_stream(
+        tag,
+        lambda tag_, data: print(
+            "   [event] %-34s %s" % (tag_, data.get("message", "")), flush=True
+        ),
+    )
 
 
 def run(ret_port):  # pylint: disable=unused-argument
